@@ -1,0 +1,39 @@
+# DeeperSensor API. `make run` serves on 127.0.0.1:8080; `make test` runs every test against the local
+# PostgreSQL and Redis.
+GO        ?= go
+PKGS      ?= ./...
+FUZZTIME  ?= 30s
+
+.PHONY: run build test bench fuzz generate verify vet fmt
+
+run: ## build, migrate and serve with the development defaults
+	$(GO) run ./cmd/deepersensor
+
+build: ## build the binaries into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+
+test: ## all tests, unit and integration, with the race detector
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+bench: ## Go benchmarks with ns/op and allocs/op
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+fuzz: ## each fuzz target for FUZZTIME
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$target"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+generate: ## regenerate gen/ from api/openapi.yaml, schema/ and queries/
+	$(GO) generate .
+
+verify: generate ## fail when gen/ is stale
+	CGO_ENABLED=0 $(GO) tool sqlc diff
+	@git diff --exit-code -- gen/ || (echo "gen/ is stale: run 'make generate' and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain -- gen/)" || (git status --porcelain -- gen/; echo "gen/ has files that are not committed" >&2; exit 1)
+
+vet: ## go vet and gofmt
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1)

@@ -1,0 +1,201 @@
+// Package config reads the service's configuration once, from DS_* environment variables (and, in
+// development, an optional .env file), and checks it before anything starts.
+package config
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/joho/godotenv"
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Environments the service knows.
+const (
+	Development = "development"
+	Production  = "production"
+)
+
+// MinJWTSecretBytes is the shortest signing secret accepted for HS256.
+const MinJWTSecretBytes = 32
+
+// Config is every setting of the service. Each field is read from DS_ plus its envconfig name.
+type Config struct {
+	Env       string `envconfig:"ENV" default:"development" desc:"development or production"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat string `envconfig:"LOG_FORMAT" desc:"json or text; json in production, text in development"`
+
+	HTTPAddr          string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
+	MetricsAddr       string        `envconfig:"METRICS_ADDR" desc:"a separate listener for /metrics; empty serves it on HTTP_ADDR"`
+	BodyLimit         int64         `envconfig:"BODY_LIMIT" default:"2097152" desc:"largest request body in bytes"`
+	MaxInFlight       int           `envconfig:"MAX_IN_FLIGHT" default:"1024" desc:"requests served at once; more get 503"`
+	CORSOrigins       []string      `envconfig:"CORS_ORIGINS" desc:"comma-separated origins allowed by CORS; empty allows none"`
+	TrustedProxies    []string      `envconfig:"TRUSTED_PROXIES" desc:"comma-separated CIDRs whose X-Forwarded-For is believed"`
+	ReadHeaderTimeout time.Duration `envconfig:"READ_HEADER_TIMEOUT" default:"5s"`
+	ReadTimeout       time.Duration `envconfig:"READ_TIMEOUT" default:"30s"`
+	WriteTimeout      time.Duration `envconfig:"WRITE_TIMEOUT" default:"60s" desc:"streams extend it per event"`
+	IdleTimeout       time.Duration `envconfig:"IDLE_TIMEOUT" default:"120s"`
+	ShutdownGrace     time.Duration `envconfig:"SHUTDOWN_GRACE" default:"30s"`
+
+	DatabaseURL string `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/deepersensor?sslmode=disable"`
+	RedisURL    string `envconfig:"REDIS_URL" desc:"optional; enables limits shared across instances"`
+
+	JWTSecret          string        `envconfig:"JWT_SECRET" desc:"at least 32 bytes; signs access tokens"`
+	JWTPreviousSecrets []string      `envconfig:"JWT_PREVIOUS_SECRETS" desc:"comma-separated older secrets still accepted for verification"`
+	JWTIssuer          string        `envconfig:"JWT_ISSUER" default:"deepersensor"`
+	JWTAudience        string        `envconfig:"JWT_AUDIENCE" default:"deepersensor-api"`
+	AccessTokenTTL     time.Duration `envconfig:"ACCESS_TOKEN_TTL" default:"15m"`
+	RefreshTokenTTL    time.Duration `envconfig:"REFRESH_TOKEN_TTL" default:"720h"`
+
+	Argon2Memory      uint32        `envconfig:"ARGON2_MEMORY" default:"19456" desc:"KiB per hash"`
+	Argon2Time        uint32        `envconfig:"ARGON2_TIME" default:"2"`
+	Argon2Parallelism uint8         `envconfig:"ARGON2_PARALLELISM" default:"1"`
+	HashConcurrency   int           `envconfig:"HASH_CONCURRENCY" default:"2" desc:"password hashes computed at once"`
+	HashQueueWait     time.Duration `envconfig:"HASH_QUEUE_WAIT" default:"2s" desc:"how long a login waits for a hashing slot before 503"`
+
+	OllamaURL               string        `envconfig:"OLLAMA_URL" default:"http://127.0.0.1:11434"`
+	OllamaConnectTimeout    time.Duration `envconfig:"OLLAMA_CONNECT_TIMEOUT" default:"5s"`
+	OllamaFirstChunkTimeout time.Duration `envconfig:"OLLAMA_FIRST_CHUNK_TIMEOUT" default:"5m" desc:"a model may be loading"`
+	OllamaChunkTimeout      time.Duration `envconfig:"OLLAMA_CHUNK_TIMEOUT" default:"60s"`
+	OllamaRequestTimeout    time.Duration `envconfig:"OLLAMA_REQUEST_TIMEOUT" default:"10m" desc:"non-streaming calls"`
+	ModelsCacheTTL          time.Duration `envconfig:"MODELS_CACHE_TTL" default:"30s"`
+
+	ChatHistoryMessages int           `envconfig:"CHAT_HISTORY_MESSAGES" default:"50" desc:"stored messages sent to the model before the new ones"`
+	SSEHeartbeat        time.Duration `envconfig:"SSE_HEARTBEAT" default:"15s"`
+
+	// GeneratedJWTSecret is true when development generated a random JWT secret for this run.
+	GeneratedJWTSecret bool `ignored:"true"`
+}
+
+// Load reads the configuration. In development a .env file in the working directory, when present, fills
+// variables that the environment does not set.
+func Load() (Config, error) {
+	if os.Getenv("DS_ENV") != Production {
+		if err := godotenv.Load(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return Config{}, fmt.Errorf("read .env: %w", err)
+		}
+	}
+	var c Config
+	if err := envconfig.Process("DS", &c); err != nil {
+		return Config{}, fmt.Errorf("configuration: %w", err)
+	}
+	if err := c.finish(); err != nil {
+		return Config{}, fmt.Errorf("configuration: %w", err)
+	}
+	return c, nil
+}
+
+// finish checks the values and fills the derived ones.
+func (c *Config) finish() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("DS_%s: "+format, append([]any{name}, args...)...))
+	}
+	switch c.Env {
+	case Development, Production:
+	default:
+		bad("ENV", "must be %q or %q, not %q", Development, Production, c.Env)
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "text"
+		if c.Env == Production {
+			c.LogFormat = "json"
+		}
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("LOG_FORMAT", "must be json or text")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		bad("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+	switch {
+	case c.JWTSecret == "" && c.Env == Production:
+		bad("JWT_SECRET", "is required in production")
+	case c.JWTSecret == "":
+		c.JWTSecret = rand.Text() + rand.Text()
+		c.GeneratedJWTSecret = true
+	case len(c.JWTSecret) < MinJWTSecretBytes:
+		bad("JWT_SECRET", "must be at least %d bytes, got %d", MinJWTSecretBytes, len(c.JWTSecret))
+	}
+	for i, s := range c.JWTPreviousSecrets {
+		if len(s) < MinJWTSecretBytes {
+			bad("JWT_PREVIOUS_SECRETS", "secret %d must be at least %d bytes", i+1, MinJWTSecretBytes)
+		}
+	}
+	for _, p := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad("TRUSTED_PROXIES", "%q is not a CIDR such as 10.0.0.0/8", p)
+		}
+	}
+	if u, err := url.Parse(c.OllamaURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("OLLAMA_URL", "must be an http(s) URL")
+	}
+	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		bad("DATABASE_URL", "must be a postgres:// URL")
+	}
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			bad("REDIS_URL", "must be a redis:// or rediss:// URL")
+		}
+	}
+	positive := map[string]int64{
+		"BODY_LIMIT": c.BodyLimit, "MAX_IN_FLIGHT": int64(c.MaxInFlight), "ARGON2_MEMORY": int64(c.Argon2Memory),
+		"ARGON2_TIME": int64(c.Argon2Time), "ARGON2_PARALLELISM": int64(c.Argon2Parallelism),
+		"HASH_CONCURRENCY": int64(c.HashConcurrency), "CHAT_HISTORY_MESSAGES": int64(c.ChatHistoryMessages),
+		"ACCESS_TOKEN_TTL": int64(c.AccessTokenTTL), "REFRESH_TOKEN_TTL": int64(c.RefreshTokenTTL),
+		"SSE_HEARTBEAT": int64(c.SSEHeartbeat),
+	}
+	for name, v := range positive {
+		if v <= 0 {
+			bad(name, "must be positive")
+		}
+	}
+	if c.Argon2Memory < 8*uint32(c.Argon2Parallelism) {
+		bad("ARGON2_MEMORY", "must be at least 8 KiB per lane")
+	}
+	return errors.Join(errs...)
+}
+
+// SlogLevel is the configured log level.
+func (c Config) SlogLevel() slog.Level {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.LogLevel)) // checked by finish
+	return level
+}
+
+// LogValue lets the configuration be logged at start-up with its secrets masked.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("env", c.Env),
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("metrics_addr", c.MetricsAddr),
+		slog.String("database_url", redactURL(c.DatabaseURL)),
+		slog.String("redis_url", redactURL(c.RedisURL)),
+		slog.String("ollama_url", c.OllamaURL),
+		slog.String("jwt_secret", "[masked]"),
+		slog.Int("jwt_previous_secrets", len(c.JWTPreviousSecrets)),
+		slog.Duration("access_token_ttl", c.AccessTokenTTL),
+		slog.Duration("refresh_token_ttl", c.RefreshTokenTTL),
+		slog.String("argon2", fmt.Sprintf("m=%d,t=%d,p=%d", c.Argon2Memory, c.Argon2Time, c.Argon2Parallelism)),
+		slog.Int("hash_concurrency", c.HashConcurrency),
+		slog.String("cors_origins", strings.Join(c.CORSOrigins, ",")),
+		slog.String("trusted_proxies", strings.Join(c.TrustedProxies, ",")),
+		slog.Int64("body_limit", c.BodyLimit),
+	)
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "[unparsable]"
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,473 @@
+package ollama_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"iter"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deepersensor/deepersensor/internal/ollamatest"
+	"github.com/deepersensor/deepersensor/provider"
+	"github.com/deepersensor/deepersensor/provider/ollama"
+)
+
+// recordedTokens are the fake's default tokens, those of the recording chat_stream.
+var recordedTokens = []string{",", " there", " was", " a", " little", " g", "ir", "l", " named", " Lily", ".", " She"}
+
+var story = provider.ChatRequest{
+	Model: "tiny",
+	Messages: []provider.Message{
+		{Role: provider.RoleSystem, Content: "You tell short stories."},
+		{Role: provider.RoleUser, Content: "Once upon a time"},
+	},
+	Options: map[string]any{"seed": 42, "temperature": 0},
+}
+
+func newClient(fake *ollamatest.Server, cfg ollama.Config) *ollama.Client {
+	cfg.BaseURL = fake.URL
+	return ollama.New(cfg)
+}
+
+// collect runs a stream to its end, checking the contract: content chunks, then one final chunk or an error.
+func collect(tb testing.TB, seq iter.Seq2[provider.Chunk, error]) (contents []string, final provider.Chunk, err error) {
+	tb.Helper()
+	for c, err := range seq {
+		if err != nil {
+			return contents, final, err
+		}
+		if final.Done {
+			tb.Fatalf("chunk %+v after the final chunk", c)
+		}
+		if c.Done {
+			final = c
+			continue
+		}
+		contents = append(contents, c.Content)
+	}
+	if !final.Done {
+		tb.Fatal("stream ended without a final chunk or an error")
+	}
+	return contents, final, nil
+}
+
+func TestChatStream(t *testing.T) {
+	fake := ollamatest.New(t, ollamatest.Options{})
+	c := newClient(fake, ollama.Config{})
+
+	contents, final, err := collect(t, c.ChatStream(t.Context(), story))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(contents, recordedTokens) {
+		t.Errorf("contents = %q, want %q", contents, recordedTokens)
+	}
+	if final.DoneReason != "stop" || final.Content != "" {
+		t.Errorf("final = %+v, want done_reason stop and no content", final)
+	}
+	if u := final.Usage; u.PromptTokens != 8 || u.CompletionTokens != 12 || u.TotalDuration <= 0 || u.LoadDuration <= 0 || u.EvalDuration <= 0 {
+		t.Errorf("usage = %+v, want 8 prompt tokens (the fake counts words), 12 completion tokens and durations", u)
+	}
+
+	sent := fake.ChatRequests()
+	if len(sent) != 1 {
+		t.Fatalf("%d requests sent, want 1", len(sent))
+	}
+	wantMsgs := []ollamatest.Message{{Role: "system", Content: "You tell short stories."}, {Role: "user", Content: "Once upon a time"}}
+	if r := sent[0]; r.Model != "tiny" || r.Stream == nil || !*r.Stream || !slices.Equal(r.Messages, wantMsgs) ||
+		r.Options["seed"] != float64(42) || r.Options["temperature"] != float64(0) {
+		t.Errorf("sent %+v", r)
+	}
+}
+
+func TestChat(t *testing.T) {
+	fake := ollamatest.New(t, ollamatest.Options{DoneReason: "length"})
+	c := newClient(fake, ollama.Config{})
+
+	resp, err := c.Chat(t.Context(), story)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Join(recordedTokens, ""); resp.Content != want || resp.DoneReason != "length" {
+		t.Errorf("got %q (%s), want %q (length)", resp.Content, resp.DoneReason, want)
+	}
+	if resp.Usage.PromptTokens != 8 || resp.Usage.CompletionTokens != 12 {
+		t.Errorf("usage = %+v", resp.Usage)
+	}
+	if sent := fake.ChatRequests(); len(sent) != 1 || sent[0].Stream == nil || *sent[0].Stream {
+		t.Errorf("sent %+v, want one request with stream false", sent)
+	}
+}
+
+// calls are the Provider methods, each reduced to its error.
+var calls = map[string]func(ctx context.Context, c *ollama.Client, model string) error{
+	"ChatStream": func(ctx context.Context, c *ollama.Client, model string) error {
+		for _, err := range c.ChatStream(ctx, provider.ChatRequest{Model: model, Messages: story.Messages}) {
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+	"Chat": func(ctx context.Context, c *ollama.Client, model string) error {
+		_, err := c.Chat(ctx, provider.ChatRequest{Model: model, Messages: story.Messages})
+		return err
+	},
+	"ListModels": func(ctx context.Context, c *ollama.Client, _ string) error {
+		_, err := c.ListModels(ctx)
+		return err
+	},
+	"ShowModel": func(ctx context.Context, c *ollama.Client, model string) error {
+		_, err := c.ShowModel(ctx, model)
+		return err
+	},
+}
+
+func TestErrors(t *testing.T) {
+	busy := "server busy, please try again.  maximum pending requests exceeded"
+	badOption := `option "num_predict" must be of type integer`
+	tests := []struct {
+		name     string
+		opts     ollamatest.Options
+		model    string
+		only     []string // the calls concerned; nil means all
+		wantKind error
+		wantMsg  string
+	}{
+		{name: "unknown model", model: "nope:7b", only: []string{"ChatStream", "Chat", "ShowModel"},
+			wantKind: provider.ErrModelNotFound, wantMsg: "model 'nope:7b' not found"},
+		{name: "500", opts: ollamatest.Options{Status: 500, StatusMessage: "llama runner process has terminated"},
+			wantKind: provider.ErrUnavailable, wantMsg: "llama runner process has terminated"},
+		{name: "503 busy", opts: ollamatest.Options{Status: 503, StatusMessage: busy},
+			wantKind: provider.ErrUnavailable, wantMsg: busy},
+		{name: "400", opts: ollamatest.Options{Status: 400, StatusMessage: `"tiny" does not support thinking`},
+			wantKind: provider.ErrBadRequest, wantMsg: `"tiny" does not support thinking`},
+		{name: "500 bad option", opts: ollamatest.Options{Status: 500, StatusMessage: badOption},
+			wantKind: provider.ErrBadRequest, wantMsg: badOption},
+		{name: "non-stream fault", opts: ollamatest.Options{Fault: &ollamatest.Fault{After: 2, Error: "runner died"}},
+			only: []string{"Chat"}, wantKind: provider.ErrUnavailable, wantMsg: "runner died"},
+	}
+	for _, tt := range tests {
+		for name, call := range calls {
+			if tt.only != nil && !slices.Contains(tt.only, name) {
+				continue
+			}
+			t.Run(tt.name+"/"+name, func(t *testing.T) {
+				fake := ollamatest.New(t, tt.opts)
+				model := tt.model
+				if model == "" {
+					model = "tiny"
+				}
+				err := call(t.Context(), newClient(fake, ollama.Config{}), model)
+				checkError(t, err, tt.wantKind, tt.wantMsg)
+			})
+		}
+	}
+}
+
+func checkError(tb testing.TB, err, wantKind error, wantMsg string) {
+	tb.Helper()
+	if !errors.Is(err, wantKind) {
+		tb.Fatalf("error %v, want %v", err, wantKind)
+	}
+	pe, ok := errors.AsType[*provider.Error](err)
+	if !ok {
+		tb.Fatalf("error %v is not a *provider.Error", err)
+	}
+	if wantMsg != "" && pe.Msg != wantMsg {
+		tb.Errorf("Msg = %q, want %q", pe.Msg, wantMsg)
+	}
+}
+
+func TestConnectionRefused(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	c := ollama.New(ollama.Config{BaseURL: "http://" + addr})
+
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			checkError(t, call(t.Context(), c, "tiny"), provider.ErrUnavailable, "")
+		})
+	}
+	t.Run("Ping", func(t *testing.T) {
+		checkError(t, c.Ping(t.Context()), provider.ErrUnavailable, "")
+	})
+}
+
+func TestPing(t *testing.T) {
+	fake := ollamatest.New(t, ollamatest.Options{})
+	if err := newClient(fake, ollama.Config{}).Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMidStreamError(t *testing.T) {
+	const msg = "an error was encountered while running the model: unexpected EOF"
+	fake := ollamatest.New(t, ollamatest.Options{Fault: &ollamatest.Fault{After: 3, Error: msg}})
+	contents, _, err := collect(t, newClient(fake, ollama.Config{}).ChatStream(t.Context(), story))
+	checkError(t, err, provider.ErrStream, msg)
+	if !slices.Equal(contents, recordedTokens[:3]) {
+		t.Errorf("contents before the error = %q, want %q", contents, recordedTokens[:3])
+	}
+}
+
+func TestStreamWithoutFinalChunk(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		_, _ = io.WriteString(w, `{"model":"tiny","message":{"role":"assistant","content":"a"},"done":false}`+"\n")
+	}))
+	t.Cleanup(srv.Close)
+	contents, _, err := collect(t, ollama.New(ollama.Config{BaseURL: srv.URL}).ChatStream(t.Context(), story))
+	checkError(t, err, provider.ErrStream, "stream ended before its final chunk")
+	if !slices.Equal(contents, []string{"a"}) {
+		t.Errorf("contents = %q, want [a]", contents)
+	}
+}
+
+// wantCancelled fails unless the fake saw its client go away soon.
+func wantCancelled(tb testing.TB, fake *ollamatest.Server) {
+	tb.Helper()
+	if !fake.WaitCancelled(1, 500*time.Millisecond) {
+		tb.Error("the upstream request was not cancelled within 500ms")
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	t.Run("first chunk", func(t *testing.T) {
+		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 10 * time.Second})
+		c := newClient(fake, ollama.Config{FirstChunkTimeout: 100 * time.Millisecond})
+		start := time.Now()
+		_, _, err := collect(t, c.ChatStream(t.Context(), story))
+		checkError(t, err, provider.ErrTimeout, "no answer within 100ms")
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("timed out after %v", d)
+		}
+		wantCancelled(t, fake)
+	})
+	t.Run("stall between chunks", func(t *testing.T) {
+		fake := ollamatest.New(t, ollamatest.Options{Fault: &ollamatest.Fault{After: 2}})
+		c := newClient(fake, ollama.Config{ChunkTimeout: 150 * time.Millisecond})
+		contents, _, err := collect(t, c.ChatStream(t.Context(), story))
+		checkError(t, err, provider.ErrTimeout, "no chunk for 150ms")
+		if len(contents) != 2 {
+			t.Errorf("got %d chunks before the stall, want 2", len(contents))
+		}
+		wantCancelled(t, fake)
+	})
+	t.Run("slow model load is not a chunk timeout", func(t *testing.T) {
+		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 400 * time.Millisecond})
+		c := newClient(fake, ollama.Config{ChunkTimeout: 100 * time.Millisecond})
+		if _, _, err := collect(t, c.ChatStream(t.Context(), story)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("slow consumer is not a chunk timeout", func(t *testing.T) {
+		fake := ollamatest.New(t, ollamatest.Options{Tokens: []string{"a", "b", "c"}})
+		c := newClient(fake, ollama.Config{ChunkTimeout: 100 * time.Millisecond})
+		for _, err := range c.ChatStream(t.Context(), story) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	})
+	t.Run("non-stream request", func(t *testing.T) {
+		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 10 * time.Second})
+		c := newClient(fake, ollama.Config{RequestTimeout: 100 * time.Millisecond})
+		_, err := c.Chat(t.Context(), story)
+		checkError(t, err, provider.ErrTimeout, "no answer within 100ms")
+		wantCancelled(t, fake)
+	})
+	t.Run("caller's deadline is not ErrTimeout", func(t *testing.T) {
+		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 10 * time.Second})
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		_, _, err := collect(t, newClient(fake, ollama.Config{}).ChatStream(ctx, story))
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, provider.ErrTimeout) {
+			t.Errorf("error %v, want context.DeadlineExceeded only", err)
+		}
+		wantCancelled(t, fake)
+	})
+}
+
+func TestCancellation(t *testing.T) {
+	slow := ollamatest.Options{Tokens: slices.Repeat([]string{"x"}, 1000), ChunkDelay: 5 * time.Second}
+
+	t.Run("consumer breaks", func(t *testing.T) {
+		fake := ollamatest.New(t, slow)
+		for _, err := range newClient(fake, ollama.Config{}).ChatStream(t.Context(), story) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		wantCancelled(t, fake)
+	})
+	t.Run("context cancelled mid-stream", func(t *testing.T) {
+		fake := ollamatest.New(t, slow)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var err error
+		var cancelledAt time.Time
+		for _, err = range newClient(fake, ollama.Config{}).ChatStream(ctx, story) {
+			if err != nil {
+				break
+			}
+			cancelledAt = time.Now()
+			time.AfterFunc(50*time.Millisecond, cancel)
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("error %v, want context.Canceled", err)
+		}
+		if d := time.Since(cancelledAt); d > time.Second {
+			t.Errorf("the stream stopped %v after the first chunk", d)
+		}
+		wantCancelled(t, fake)
+	})
+	t.Run("context cancelled while the model loads", func(t *testing.T) {
+		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 10 * time.Second})
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		_, err := newClient(fake, ollama.Config{}).Chat(ctx, story)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("error %v, want context.Canceled", err)
+		}
+		wantCancelled(t, fake)
+	})
+}
+
+// TestStreamsIncrementally checks that chunks reach the consumer as the server sends them.
+func TestStreamsIncrementally(t *testing.T) {
+	const delay = 100 * time.Millisecond
+	fake := ollamatest.New(t, ollamatest.Options{Tokens: []string{"a", "b", "c", "d", "e"}, ChunkDelay: delay})
+	start := time.Now()
+	var at []time.Duration
+	for _, err := range newClient(fake, ollama.Config{}).ChatStream(t.Context(), story) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		at = append(at, time.Since(start))
+	}
+	if len(at) != 6 {
+		t.Fatalf("%d chunks, want 6", len(at))
+	}
+	// The fake needs 5 delays to finish; the first chunk must come long before.
+	if at[0] > 2*delay || at[5]-at[0] < 4*delay {
+		t.Errorf("chunks arrived at %v; want the first at once and one every %v", at, delay)
+	}
+}
+
+func TestListModels(t *testing.T) {
+	fake := ollamatest.New(t, ollamatest.Options{})
+	models, err := newClient(fake, ollama.Config{}).ListModels(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []provider.Model{{
+		Name:              "tiny:latest",
+		Size:              1185764,
+		ModifiedAt:        time.Date(2026, 11, 25, 21, 25, 3, 746828622, time.UTC),
+		Family:            "llama",
+		ParameterSize:     "293K",
+		QuantizationLevel: "unknown",
+	}}
+	if len(models) != 1 || models[0].Name != want[0].Name || models[0].Size != want[0].Size ||
+		!models[0].ModifiedAt.Equal(want[0].ModifiedAt) || models[0].Family != want[0].Family ||
+		models[0].ParameterSize != want[0].ParameterSize || models[0].QuantizationLevel != want[0].QuantizationLevel {
+		t.Errorf("models = %+v\nwant %+v", models, want)
+	}
+}
+
+func TestShowModel(t *testing.T) {
+	fake := ollamatest.New(t, ollamatest.Options{})
+	d, err := newClient(fake, ollama.Config{}).ShowModel(t.Context(), "tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Name != "tiny" || d.Family != "llama" || d.ParameterSize != "293K" || d.Format != "gguf" ||
+		!slices.Equal(d.Families, []string{"llama"}) || d.ContextLength != 2048 ||
+		!slices.Equal(d.Capabilities, []string{"completion"}) || !strings.HasPrefix(d.Parameters, "num_ctx") ||
+		d.ModifiedAt.IsZero() {
+		t.Errorf("details = %+v", d)
+	}
+}
+
+func TestModelsCache(t *testing.T) {
+	tagsCalls := func(fake *ollamatest.Server) int {
+		n := 0
+		for _, r := range fake.Requests() {
+			if r.Path == "/api/tags" {
+				n++
+			}
+		}
+		return n
+	}
+
+	t.Run("fresh within the TTL", func(t *testing.T) {
+		const ttl = 500 * time.Millisecond
+		fake := ollamatest.New(t, ollamatest.Options{})
+		c := newClient(fake, ollama.Config{ModelsCacheTTL: ttl})
+		first, err := c.ListModels(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		first[0].Name = "changed by the caller"
+
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				models, err := c.ListModels(t.Context())
+				if err != nil || models[0].Name != "tiny:latest" {
+					t.Errorf("cached ListModels = %+v, %v", models, err)
+				}
+			})
+		}
+		wg.Wait()
+		if n := tagsCalls(fake); n != 1 {
+			t.Errorf("%d calls to /api/tags within the TTL, want 1", n)
+		}
+
+		time.Sleep(ttl + 100*time.Millisecond)
+		if _, err := c.ListModels(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if n := tagsCalls(fake); n != 2 {
+			t.Errorf("%d calls to /api/tags after the TTL, want 2", n)
+		}
+	})
+	t.Run("disabled", func(t *testing.T) {
+		fake := ollamatest.New(t, ollamatest.Options{})
+		c := newClient(fake, ollama.Config{})
+		for range 3 {
+			if _, err := c.ListModels(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := tagsCalls(fake); n != 3 {
+			t.Errorf("%d calls to /api/tags without a cache, want 3", n)
+		}
+	})
+	t.Run("errors are not cached", func(t *testing.T) {
+		fake := ollamatest.New(t, ollamatest.Options{Status: 503})
+		c := newClient(fake, ollama.Config{ModelsCacheTTL: time.Minute})
+		for range 2 {
+			if _, err := c.ListModels(t.Context()); !errors.Is(err, provider.ErrUnavailable) {
+				t.Fatalf("error %v, want ErrUnavailable", err)
+			}
+		}
+		if n := tagsCalls(fake); n != 2 {
+			t.Errorf("%d calls to /api/tags, want 2", n)
+		}
+	})
+}

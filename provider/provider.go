@@ -1,0 +1,91 @@
+// Package provider defines the model types and the Provider interface through which the gateway talks to a
+// model server, so that the chat service never depends on one server's wire format.
+package provider
+
+import (
+	"context"
+	"iter"
+	"time"
+)
+
+// Message roles understood by every provider.
+const (
+	RoleSystem    = "system"
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+)
+
+// Message is one turn of a conversation sent to or received from a model.
+type Message struct {
+	Role    string // RoleSystem, RoleUser or RoleAssistant
+	Content string
+}
+
+// ChatRequest asks a model to continue a conversation.
+type ChatRequest struct {
+	Model    string
+	Messages []Message
+	// Options are model parameters passed through to the model server as they are (temperature, seed,
+	// num_predict, stop, ...). The server validates them.
+	Options map[string]any
+}
+
+// Usage reports what one generation cost, as measured by the model server.
+type Usage struct {
+	PromptTokens       int
+	CompletionTokens   int
+	TotalDuration      time.Duration
+	LoadDuration       time.Duration
+	PromptEvalDuration time.Duration
+	EvalDuration       time.Duration
+}
+
+// Chunk is one piece of a streamed answer. Done, DoneReason and Usage are set only on the final chunk.
+type Chunk struct {
+	Content    string
+	Done       bool
+	DoneReason string // "stop" or "length", as the model server reports it
+	Usage      Usage
+}
+
+// ChatResponse is a complete, non-streamed answer.
+type ChatResponse struct {
+	Content    string
+	DoneReason string
+	Usage      Usage
+}
+
+// Model describes a model the model server can run, as listed by ListModels.
+type Model struct {
+	Name              string // with its tag, e.g. "llama3.2:latest"
+	Size              int64  // bytes on disk; zero when unknown
+	ModifiedAt        time.Time
+	Family            string
+	ParameterSize     string // e.g. "8.0B"
+	QuantizationLevel string // e.g. "Q4_K_M"
+}
+
+// ModelDetails is what ShowModel knows about one model beyond the list entry.
+type ModelDetails struct {
+	Model
+	Format        string // e.g. "gguf"
+	Families      []string
+	Parameters    string   // default parameters, one "name value" per line
+	ContextLength int      // trained context window in tokens; zero when unknown
+	Capabilities  []string // e.g. "completion", "tools", "vision", "thinking"
+}
+
+// Provider is a model server. Its methods return errors that match (errors.Is) one of the Err* sentinels
+// when the failure is of a known kind, and wrap the context's error when ctx ended first.
+type Provider interface {
+	// ListModels returns the models the server can run.
+	ListModels(ctx context.Context) ([]Model, error)
+	// ShowModel describes one model; ErrModelNotFound if the server does not have it.
+	ShowModel(ctx context.Context, name string) (ModelDetails, error)
+	// Chat generates a whole answer before returning it.
+	Chat(ctx context.Context, req ChatRequest) (ChatResponse, error)
+	// ChatStream sends the request when iteration starts and yields content chunks as they arrive, then
+	// exactly one final chunk with Done set; or it stops after yielding a non-nil error. Breaking out of the
+	// loop or cancelling ctx aborts the upstream request at once.
+	ChatStream(ctx context.Context, req ChatRequest) iter.Seq2[Chunk, error]
+}

@@ -1,0 +1,40 @@
+-- name: CreateConversation :one
+INSERT INTO conversations (user_id, title, model)
+VALUES (@user_id, @title, @model)
+RETURNING *;
+
+-- name: GetConversation :one
+SELECT *
+FROM conversations
+WHERE id = @id
+  AND user_id = @user_id;
+
+-- name: ListConversations :many
+-- One page, most recently active first; the cursor is the last row of the previous page.
+SELECT *
+FROM conversations
+WHERE user_id = @user_id
+  AND (
+    sqlc.narg('after_updated_at')::timestamptz IS NULL
+    OR (updated_at, id) < (sqlc.narg('after_updated_at')::timestamptz, sqlc.narg('after_id')::uuid)
+  )
+ORDER BY updated_at DESC, id DESC
+LIMIT @page_size;
+
+-- name: UpdateConversationTitle :one
+UPDATE conversations
+SET title = @title,
+    updated_at = now()
+WHERE id = @id
+  AND user_id = @user_id
+RETURNING *;
+
+-- name: TouchConversation :exec
+UPDATE conversations
+SET updated_at = now()
+WHERE id = @id;
+
+-- name: DeleteConversation :execrows
+DELETE FROM conversations
+WHERE id = @id
+  AND user_id = @user_id;

@@ -1,0 +1,93 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+)
+
+// saneRequestID is what an incoming X-Request-ID must look like to be kept; anything else is replaced.
+var saneRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+type contextKey int
+
+const requestIDKey contextKey = iota
+
+// requestIDMiddleware keeps a sane incoming X-Request-ID or makes a new one, echoes it on the response and
+// puts it in the request context, so that every log line of the request can carry it.
+func requestIDMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(echo.HeaderXRequestID)
+		if !saneRequestID.MatchString(id) {
+			id = rand.Text()
+		}
+		c.Set(echo.HeaderXRequestID, id)
+		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		req := c.Request()
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), requestIDKey, id)))
+		return next(c)
+	}
+}
+
+// requestID returns the id given by requestIDMiddleware.
+func requestID(c echo.Context) string {
+	id, _ := c.Get(echo.HeaderXRequestID).(string)
+	return id
+}
+
+// RequestIDFromContext returns the request id carried by ctx, or "".
+func RequestIDFromContext(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey).(string)
+	return id
+}
+
+// accessLog writes one structured line per request. It never logs headers or bodies, so no token or
+// password can reach the log.
+func accessLog(logger *slog.Logger) echo.MiddlewareFunc {
+	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		LogMethod: true, LogURIPath: true, LogRoutePath: true, LogStatus: true, LogLatency: true,
+		LogRemoteIP: true, LogUserAgent: true, LogResponseSize: true, HandleError: true,
+		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
+			level := slog.LevelInfo
+			if v.Status >= 500 {
+				level = slog.LevelError
+			}
+			logger.LogAttrs(c.Request().Context(), level, "request",
+				slog.String("request_id", requestID(c)),
+				slog.String("method", v.Method),
+				slog.String("path", v.URIPath),
+				slog.String("route", v.RoutePath),
+				slog.Int("status", v.Status),
+				slog.Duration("latency", v.Latency),
+				slog.Int64("bytes_out", v.ResponseSize),
+				slog.String("ip", v.RemoteIP),
+				slog.String("user_agent", v.UserAgent),
+			)
+			return nil
+		},
+	})
+}
+
+// inFlightLimit serves at most max requests at once and refuses the rest at once with 503, so that a flood
+// queues in nobody's memory.
+func inFlightLimit(max int) echo.MiddlewareFunc {
+	slots := make(chan struct{}, max)
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+				return next(c)
+			default:
+				return &problemError{status: http.StatusServiceUnavailable, slug: "overloaded",
+					detail: "the server is busy, retry shortly", retryAfter: time.Second}
+			}
+		}
+	}
+}

@@ -1,0 +1,131 @@
+// Package server is the HTTP face of the service: the Echo app, its middleware, thin handlers that implement
+// the strict server interface generated from the contract, the Server-Sent Events writer, and the one error
+// handler that renders every failure as application/problem+json.
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	echomw "github.com/oapi-codegen/echo-middleware"
+
+	"github.com/deepersensor/deepersensor/auth"
+	"github.com/deepersensor/deepersensor/chat"
+	"github.com/deepersensor/deepersensor/config"
+	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/provider"
+	"github.com/deepersensor/deepersensor/store"
+)
+
+// Deps are what the server needs from the rest of the program.
+type Deps struct {
+	Config   config.Config
+	Logger   *slog.Logger
+	Auth     *auth.Service
+	Chat     *chat.Service
+	Provider provider.Provider
+	Store    *store.Store
+}
+
+// Server implements the contract's operations.
+type Server struct {
+	cfg      config.Config
+	logger   *slog.Logger
+	auth     *auth.Service
+	chat     *chat.Service
+	provider provider.Provider
+	store    *store.Store
+	echo     *echo.Echo
+}
+
+var _ api.StrictServerInterface = (*Server)(nil)
+
+// New wires the Echo app: middleware in order, request validation against the contract, and the routes.
+func New(d Deps) (*Server, error) {
+	s := &Server{cfg: d.Config, logger: d.Logger, auth: d.Auth, chat: d.Chat, provider: d.Provider, store: d.Store}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	ipExtractor, err := clientIPExtractor(d.Config.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	e.IPExtractor = ipExtractor
+
+	spec, err := api.GetSpec()
+	if err != nil {
+		return nil, fmt.Errorf("load embedded contract: %w", err)
+	}
+	spec.Servers = nil // validate paths, not the Host header
+
+	e.Use(
+		requestIDMiddleware,
+		accessLog(d.Logger),
+		middleware.RecoverWithConfig(middleware.RecoverConfig{
+			LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+				s.logger.ErrorContext(c.Request().Context(), "panic", "request_id", requestID(c), "error", err, "stack", string(stack))
+				return err
+			},
+		}),
+		middleware.SecureWithConfig(middleware.SecureConfig{
+			XSSProtection:         "0",
+			ContentTypeNosniff:    "nosniff",
+			XFrameOptions:         "DENY",
+			HSTSMaxAge:            63072000,
+			ContentSecurityPolicy: "default-src 'none'; frame-ancestors 'none'",
+			ReferrerPolicy:        "no-referrer",
+		}),
+		cors(d.Config.CORSOrigins),
+		inFlightLimit(d.Config.MaxInFlight),
+		middleware.BodyLimit(strconv.FormatInt(d.Config.BodyLimit, 10)+"B"),
+		clientMiddleware,
+		echomw.OapiRequestValidatorWithOptions(spec, &echomw.Options{
+			Skipper: func(c echo.Context) bool { return !strings.HasPrefix(c.Path(), "/v1/") },
+			Options: openapi3filter.Options{AuthenticationFunc: s.authenticate},
+		}),
+	)
+	api.RegisterHandlers(e, api.NewStrictHandler(s, nil))
+	s.echo = e
+	return s, nil
+}
+
+// Handler is the server's http.Handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// clientIPExtractor believes X-Forwarded-For only from the trusted proxy networks; otherwise the client is
+// the TCP peer, whatever headers it sends.
+func clientIPExtractor(trusted []string) (echo.IPExtractor, error) {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect(), nil
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, cidr := range trusted {
+		_, network, err := net.ParseCIDR(cidr)
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q: %w", cidr, err)
+		}
+		opts = append(opts, echo.TrustIPRange(network))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...), nil
+}
+
+// cors allows the configured origins only. With none configured it adds no CORS headers at all: Echo's CORS
+// middleware would otherwise allow every origin.
+func cors(origins []string) echo.MiddlewareFunc {
+	if len(origins) == 0 {
+		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
+	}
+	return middleware.CORSWithConfig(middleware.CORSConfig{
+		AllowOrigins:  origins,
+		AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType, echo.HeaderXRequestID},
+		ExposeHeaders: []string{echo.HeaderXRequestID, "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"},
+		MaxAge:        600,
+	})
+}
