@@ -19,12 +19,13 @@ var (
 	ErrStream = errors.New("stream failed")
 )
 
-// Error is a provider failure of a known Kind. It matches its Kind and its cause with errors.Is, and its
-// Msg is safe to show to API users, unlike Err, which is for logs.
+// Error is a provider failure of a known Kind; errors.Is matches both its Kind and its cause. Msg is the
+// model server's own message, or a short description of ours, and never holds network details, which stay
+// in Err for the logs. Msg is written for API users when Kind is ErrBadRequest or ErrModelNotFound.
 type Error struct {
 	Kind error  // one of the Err* sentinels
 	Op   string // what was being done, e.g. `ollama chat "llama3.2"`
-	Msg  string // the model server's own message, or a short description; safe to show
+	Msg  string // e.g. `model 'x' not found`, `option "num_predict" must be of type integer`
 	Err  error  // the underlying cause, or nil
 }
 

@@ -10,8 +10,11 @@ import (
 
 // Message roles understood by every provider.
 const (
-	RoleSystem    = "system"
-	RoleUser      = "user"
+	// RoleSystem is the role of instructions that frame the conversation.
+	RoleSystem = "system"
+	// RoleUser is the role of the person chatting.
+	RoleUser = "user"
+	// RoleAssistant is the role of the model's own earlier answers.
 	RoleAssistant = "assistant"
 )
 

@@ -22,14 +22,19 @@ var _ provider.Provider = (*Client)(nil)
 
 // Defaults for the zero fields of Config.
 const (
-	DefaultBaseURL           = "http://127.0.0.1:11434"
-	DefaultConnectTimeout    = 5 * time.Second
+	// DefaultBaseURL is where Ollama listens out of the box.
+	DefaultBaseURL = "http://127.0.0.1:11434"
+	// DefaultConnectTimeout is the default Config.ConnectTimeout.
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultFirstChunkTimeout is the default Config.FirstChunkTimeout, long enough to load a large model.
 	DefaultFirstChunkTimeout = 5 * time.Minute
-	DefaultChunkTimeout      = time.Minute
-	DefaultRequestTimeout    = 5 * time.Minute
+	// DefaultChunkTimeout is the default Config.ChunkTimeout.
+	DefaultChunkTimeout = time.Minute
+	// DefaultRequestTimeout is the default Config.RequestTimeout.
+	DefaultRequestTimeout = 5 * time.Minute
 )
 
-// Config says where the Ollama server is and how long to wait for it. Zero durations mean the defaults.
+// Config says where the Ollama server is and how long to wait for it. Zero timeouts mean the defaults.
 type Config struct {
 	// BaseURL is the server's root, e.g. http://127.0.0.1:11434.
 	BaseURL string
@@ -52,7 +57,7 @@ type Config struct {
 type Client struct {
 	cfg  Config
 	base string
-	http *http.Client
+	hc   *http.Client
 
 	mu            sync.Mutex // guards the two fields below
 	models        []provider.Model
@@ -89,7 +94,7 @@ func New(cfg Config) *Client {
 	return &Client{
 		cfg:  cfg,
 		base: strings.TrimRight(cfg.BaseURL, "/"),
-		http: &http.Client{Transport: transport},
+		hc:   &http.Client{Transport: transport},
 	}
 }
 
@@ -109,7 +114,8 @@ func (c *Client) Ping(ctx context.Context) error {
 	return nil
 }
 
-// ListModels returns the models the server has (GET /api/tags), from the cache when it is fresh.
+// ListModels returns the models the server has (GET /api/tags), from the cache when it is fresh. Failures
+// are not cached.
 func (c *Client) ListModels(ctx context.Context) ([]provider.Model, error) {
 	if c.cfg.ModelsCacheTTL > 0 {
 		c.mu.Lock()
@@ -145,7 +151,8 @@ func (c *Client) ListModels(ctx context.Context) ([]provider.Model, error) {
 	return models, nil
 }
 
-// ShowModel describes one model (POST /api/show). Size is zero: /api/show does not report it.
+// ShowModel describes one model (POST /api/show). Name is the name asked for, and Size is zero: /api/show
+// does not report it.
 func (c *Client) ShowModel(ctx context.Context, name string) (provider.ModelDetails, error) {
 	var show struct {
 		Parameters   string                     `json:"parameters"`
@@ -284,7 +291,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) (*htt
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	return c.http.Do(req)
+	return c.hc.Do(req)
 }
 
 func (c *Client) requestTimeoutMsg() string {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,6 +233,37 @@ func TestStreamWithoutFinalChunk(t *testing.T) {
 	checkError(t, err, provider.ErrStream, "stream ended before its final chunk")
 	if !slices.Equal(contents, []string{"a"}) {
 		t.Errorf("contents = %q, want [a]", contents)
+	}
+}
+
+// TestStreamReusesConnection checks that a finished stream's connection goes back to the pool even when
+// the end of the chunked body comes after the final line.
+func TestStreamReusesConnection(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		for _, line := range []string{`{"message":{"content":"a"},"done":false}`, `{"message":{"content":""},"done":true}`} {
+			_, _ = io.WriteString(w, line+"\n")
+			_ = http.NewResponseController(w).Flush()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := ollama.New(ollama.Config{BaseURL: srv.URL})
+	for range 3 {
+		if _, _, err := collect(t, c.ChatStream(t.Context(), story)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("3 streams used %d connections, want 1", n)
 	}
 }
 

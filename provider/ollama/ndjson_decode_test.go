@@ -156,7 +156,7 @@ func BenchmarkNDJSONDecode(b *testing.B) {
 			}
 		})
 	}
-	// stream: reading the lines of a recorded stream from a body, then decoding each, per line.
+	// stream: reading content lines from a body, then decoding each; per line.
 	var body bytes.Buffer
 	for range 100 {
 		body.WriteString(lines["chunk"] + "\n")
@@ -173,7 +173,10 @@ func BenchmarkNDJSONDecode(b *testing.B) {
 			if err == io.EOF {
 				r.Reset(stream)
 				lr.br.Reset(r)
-				continue
+				line, err = lr.next()
+			}
+			if err != nil {
+				b.Fatal(err)
 			}
 			if err := d.decode(line, &out); err != nil {
 				b.Fatal(err)

@@ -1,0 +1,82 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/deepersensor/deepersensor/config"
+)
+
+func TestLoad(t *testing.T) {
+	secret := strings.Repeat("k", 32)
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string // a substring of the error; empty for success
+		check   func(*testing.T, config.Config)
+	}{
+		{"defaults", nil, "", func(t *testing.T, c config.Config) {
+			if c.HTTPAddr != "127.0.0.1:8080" || c.Env != config.Development || c.BodyLimit != 2<<20 || c.LogFormat != "text" {
+				t.Errorf("defaults = %+v", c)
+			}
+			if !c.GeneratedJWTSecret || len(c.JWTSecret) < config.MinJWTSecretBytes {
+				t.Errorf("development without DS_JWT_SECRET must generate one")
+			}
+			if c.Argon2Memory != 19456 || c.Argon2Time != 2 || c.Argon2Parallelism != 1 {
+				t.Errorf("argon2 defaults = %d/%d/%d, want OWASP's", c.Argon2Memory, c.Argon2Time, c.Argon2Parallelism)
+			}
+		}},
+		{"production without a secret", map[string]string{"DS_ENV": "production"}, "DS_JWT_SECRET", nil},
+		{"production with a secret", map[string]string{"DS_ENV": "production", "DS_JWT_SECRET": secret}, "", func(t *testing.T, c config.Config) {
+			if c.LogFormat != "json" || c.GeneratedJWTSecret {
+				t.Errorf("production = %+v", c)
+			}
+		}},
+		{"short secret", map[string]string{"DS_JWT_SECRET": "short"}, "DS_JWT_SECRET", nil},
+		{"short previous secret", map[string]string{"DS_JWT_PREVIOUS_SECRETS": secret + ",short"}, "DS_JWT_PREVIOUS_SECRETS", nil},
+		{"unknown environment", map[string]string{"DS_ENV": "staging"}, "DS_ENV", nil},
+		{"bad duration", map[string]string{"DS_ACCESS_TOKEN_TTL": "soon"}, "ACCESS_TOKEN_TTL", nil},
+		{"bad number", map[string]string{"DS_BODY_LIMIT": "big"}, "BODY_LIMIT", nil},
+		{"zero body limit", map[string]string{"DS_BODY_LIMIT": "0"}, "DS_BODY_LIMIT", nil},
+		{"bad proxy network", map[string]string{"DS_TRUSTED_PROXIES": "10.0.0.0/8,nonsense"}, "DS_TRUSTED_PROXIES", nil},
+		{"bad ollama url", map[string]string{"DS_OLLAMA_URL": "localhost:11434"}, "DS_OLLAMA_URL", nil},
+		{"bad redis url", map[string]string{"DS_REDIS_URL": "http://x"}, "DS_REDIS_URL", nil},
+		{"bad log level", map[string]string{"DS_LOG_LEVEL": "loud"}, "DS_LOG_LEVEL", nil},
+		{"lists", map[string]string{"DS_CORS_ORIGINS": "https://a.example,https://b.example", "DS_TRUSTED_PROXIES": "10.0.0.0/8"}, "", func(t *testing.T, c config.Config) {
+			if len(c.CORSOrigins) != 2 || c.TrustedProxies[0] != "10.0.0.0/8" {
+				t.Errorf("lists = %v %v", c.CORSOrigins, c.TrustedProxies)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			c, err := config.Load()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one naming %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestLogValueMasksSecrets(t *testing.T) {
+	t.Setenv("DS_JWT_SECRET", strings.Repeat("k", 40))
+	t.Setenv("DS_DATABASE_URL", "postgres://app:hunter2@db:5432/ds")
+	c, err := config.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := c.LogValue().String()
+	if strings.Contains(logged, "hunter2") || strings.Contains(logged, strings.Repeat("k", 40)) {
+		t.Errorf("logged configuration leaks a secret: %s", logged)
+	}
+}

@@ -1,0 +1,545 @@
+// Package ollamatest runs a fake Ollama server for tests. It answers POST /api/chat (streamed and not),
+// GET /api/tags, POST /api/show and GET / with the headers, field order and error bodies recorded from a
+// real Ollama v0.17.4 (testdata/ holds the recordings), and can be told to load slowly, emit slowly, stall,
+// fail in the middle of a stream or fail outright. It records the requests it receives and counts those
+// whose client went away before the answer was complete.
+package ollamatest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Options configure a Server. The zero value serves the model Tiny and streams the recorded tokens.
+type Options struct {
+	// Models are the models the server has; nil means []Model{Tiny()}.
+	Models []Model
+	// Tokens are the content chunks of every chat answer; nil means the tokens of the recording
+	// chat_stream: ", there was a little girl named Lily. She" in 12 pieces.
+	Tokens []string
+	// DoneReason is the final chunk's done_reason; empty means "stop".
+	DoneReason string
+	// InitialDelay is waited before the status line of every chat answer, as while Ollama loads a model
+	// or queues the request.
+	InitialDelay time.Duration
+	// ChunkDelay is waited before every chat chunk after the first, the final one included. A non-streamed
+	// answer waits as long in total.
+	ChunkDelay time.Duration
+	// Fault, if not nil, breaks every chat answer.
+	Fault *Fault
+	// Status, if not zero, is the status of every /api/ answer, with the body {"error": StatusMessage}.
+	Status int
+	// StatusMessage is the error message sent with Status; empty means the status text in lower case.
+	StatusMessage string
+}
+
+// Fault breaks a chat answer after After content chunks have been sent. If Error is not empty, the stream
+// ends with an {"error": Error} line and no final chunk, as when Ollama's runner dies mid-stream
+// (recording chat_runner_killed_midstream), and a non-streamed chat answers 500 with that error. If Error is
+// empty, the server stalls: it sends nothing more and keeps the connection open until the client goes away
+// or the Server is closed.
+type Fault struct {
+	After int
+	Error string
+}
+
+// Model is a model the fake server has, as listed by /api/tags and described by /api/show.
+type Model struct {
+	Name              string // with its tag, e.g. "tiny:latest"; requests may leave out ":latest"
+	Size              int64
+	Digest            string
+	ModifiedAt        time.Time
+	Format            string
+	Family            string // also the architecture in /api/show's model_info
+	ParameterSize     string
+	QuantizationLevel string
+	ContextLength     int // "<family>.context_length" in /api/show's model_info; zero leaves it out
+	Capabilities      []string
+	Parameters        string // /api/show's "parameters"
+	Template          string
+}
+
+// Tiny returns the model of the recordings: a 1.1 MiB llama model named "tiny:latest".
+func Tiny() Model {
+	return Model{
+		Name:              "tiny:latest",
+		Size:              1185764,
+		Digest:            "e0ef374bba5b123ce5170587954f61a631e2ba62b9d20f5291e3f17af4e727de",
+		ModifiedAt:        time.Date(2026, 11, 25, 21, 25, 3, 746828622, time.UTC),
+		Format:            "gguf",
+		Family:            "llama",
+		ParameterSize:     "293K",
+		QuantizationLevel: "unknown",
+		ContextLength:     2048,
+		Capabilities:      []string{"completion"},
+		Parameters: "num_ctx                        512\n" +
+			"num_predict                    48\n" +
+			"num_thread                     1",
+		Template: "{{ .Prompt }}",
+	}
+}
+
+var defaultTokens = []string{",", " there", " was", " a", " little", " g", "ir", "l", " named", " Lily", ".", " She"}
+
+// Request is a request the Server received.
+type Request struct {
+	Method string
+	Path   string
+	Body   []byte
+	// Chat is the decoded body of a POST /api/chat; zero for other requests or a body that did not decode.
+	Chat ChatRequest
+}
+
+// ChatRequest is the part of an /api/chat request body the fake understands.
+type ChatRequest struct {
+	Model     string          `json:"model"`
+	Messages  []Message       `json:"messages"`
+	Stream    *bool           `json:"stream,omitempty"` // nil means true, as in Ollama
+	Options   map[string]any  `json:"options,omitempty"`
+	KeepAlive json.RawMessage `json:"keep_alive,omitempty"`
+}
+
+// Message is one message of a chat request or answer.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Server is a running fake Ollama server listening on 127.0.0.1.
+type Server struct {
+	// URL is the server's base URL, e.g. http://127.0.0.1:41234.
+	URL string
+
+	opts      Options
+	srv       *httptest.Server
+	done      chan struct{} // closed by Close, to end stalled and delayed answers
+	closeOnce sync.Once
+
+	mu        sync.Mutex // guards the fields below
+	requests  []Request
+	cancelled int
+	changed   chan struct{} // closed and replaced whenever cancelled grows
+}
+
+// New starts a Server that is closed when the test ends.
+func New(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	if opts.Models == nil {
+		opts.Models = []Model{Tiny()}
+	}
+	if opts.Tokens == nil {
+		opts.Tokens = defaultTokens
+	}
+	if opts.DoneReason == "" {
+		opts.DoneReason = "stop"
+	}
+	if opts.Status != 0 && opts.StatusMessage == "" {
+		opts.StatusMessage = strings.ToLower(http.StatusText(opts.Status))
+	}
+	s := &Server{opts: opts, done: make(chan struct{}), changed: make(chan struct{})}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.root)
+	mux.HandleFunc("POST /api/chat", s.chat)
+	mux.HandleFunc("GET /api/tags", s.tags)
+	mux.HandleFunc("POST /api/show", s.show)
+	s.srv = httptest.NewServer(s.record(mux))
+	s.URL = s.srv.URL
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// Close stops the server, ending stalled and delayed answers first. Later requests fail to connect, as
+// when Ollama is down. It is safe to call more than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.srv.Close()
+	})
+}
+
+// Requests returns the requests received so far, oldest first.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// ChatRequests returns the decoded bodies of the POST /api/chat requests received so far, oldest first.
+func (s *Server) ChatRequests() []ChatRequest {
+	var chats []ChatRequest
+	for _, r := range s.Requests() {
+		if r.Method == http.MethodPost && r.Path == "/api/chat" {
+			chats = append(chats, r.Chat)
+		}
+	}
+	return chats
+}
+
+// Cancelled returns how many requests were abandoned by their client (connection closed, request
+// cancelled) before the server had finished answering.
+func (s *Server) Cancelled() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cancelled
+}
+
+// WaitCancelled waits up to timeout until at least n requests were abandoned by their client, and reports
+// whether they were.
+func (s *Server) WaitCancelled(n int, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		got, changed := s.cancelled, s.changed
+		s.mu.Unlock()
+		if got >= n {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+func (s *Server) noteCancelled() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cancelled++
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// record stores each request, reading its whole body first: only then does net/http watch the connection
+// and cancel the request's context when the client goes away. It also applies Options.Status.
+func (s *Server) record(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		rec := Request{Method: r.Method, Path: r.URL.Path, Body: body}
+		if r.Method == http.MethodPost && r.URL.Path == "/api/chat" {
+			_ = json.Unmarshal(body, &rec.Chat)
+		}
+		s.mu.Lock()
+		s.requests = append(s.requests, rec)
+		s.mu.Unlock()
+
+		if s.opts.Status != 0 && strings.HasPrefix(r.URL.Path, "/api/") {
+			writeError(w, s.opts.Status, s.opts.StatusMessage)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) root(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "Ollama is running")
+}
+
+// chatChunk is one object of an /api/chat answer, with Ollama's field order and omitted zero counters.
+type chatChunk struct {
+	Model              string    `json:"model"`
+	CreatedAt          time.Time `json:"created_at"`
+	Message            Message   `json:"message"`
+	Done               bool      `json:"done"`
+	DoneReason         string    `json:"done_reason,omitempty"`
+	TotalDuration      int64     `json:"total_duration,omitempty"`
+	LoadDuration       int64     `json:"load_duration,omitempty"`
+	PromptEvalCount    int       `json:"prompt_eval_count,omitempty"`
+	PromptEvalDuration int64     `json:"prompt_eval_duration,omitempty"`
+	EvalCount          int       `json:"eval_count,omitempty"`
+	EvalDuration       int64     `json:"eval_duration,omitempty"`
+}
+
+func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var req ChatRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		if errors.Is(err, io.EOF) {
+			writeError(w, http.StatusBadRequest, "missing request body")
+		} else {
+			writeError(w, http.StatusBadRequest, err.Error())
+		}
+		return
+	}
+	if req.Model == "" {
+		writeError(w, http.StatusBadRequest, "model is required")
+		return
+	}
+	if _, ok := s.model(req.Model); !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", req.Model))
+		return
+	}
+	ctx := r.Context()
+	if !s.wait(ctx, s.opts.InitialDelay) {
+		return
+	}
+	if len(req.Messages) == 0 {
+		// Ollama loads the model (or, with keep_alive 0, unloads it) and answers in one JSON object.
+		reason := "load"
+		if string(req.KeepAlive) == "0" {
+			reason = "unload"
+		}
+		writeJSON(w, http.StatusOK, chatChunk{Model: req.Model, CreatedAt: now(), Message: assistant(""), Done: true, DoneReason: reason})
+		return
+	}
+
+	tokens, fault := s.opts.Tokens, s.opts.Fault
+	if fault != nil {
+		tokens = tokens[:min(max(fault.After, 0), len(tokens))]
+	}
+	final := chatChunk{
+		Model:           req.Model,
+		Message:         assistant(""),
+		Done:            true,
+		DoneReason:      s.opts.DoneReason,
+		LoadDuration:    elapsed(start),
+		PromptEvalCount: promptTokens(req.Messages),
+		EvalCount:       len(tokens),
+	}
+	promptStart := time.Now()
+	if req.Stream == nil || *req.Stream {
+		s.stream(w, r, final, tokens, promptStart, start)
+		return
+	}
+
+	if !s.wait(ctx, time.Duration(len(tokens))*s.opts.ChunkDelay) {
+		return
+	}
+	if fault != nil {
+		if fault.Error == "" {
+			s.stall(ctx)
+		} else {
+			writeError(w, http.StatusInternalServerError, fault.Error)
+		}
+		return
+	}
+	final.CreatedAt = now()
+	final.Message.Content = strings.Join(tokens, "")
+	final.PromptEvalDuration = elapsed(promptStart)
+	final.EvalDuration = elapsed(promptStart)
+	final.TotalDuration = elapsed(start)
+	writeJSON(w, http.StatusOK, final)
+}
+
+// stream sends tokens one NDJSON line each, flushed one by one, then the final chunk or the fault.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, final chatChunk, tokens []string, promptStart, start time.Time) {
+	ctx := r.Context()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	rc := http.NewResponseController(w)
+	var evalStart time.Time
+	for i, tok := range tokens {
+		if i > 0 && !s.wait(ctx, s.opts.ChunkDelay) {
+			return
+		}
+		if i == 0 {
+			final.PromptEvalDuration = elapsed(promptStart)
+			evalStart = time.Now()
+		}
+		if !s.writeLine(w, rc, chatChunk{Model: final.Model, CreatedAt: now(), Message: assistant(tok)}) {
+			return
+		}
+	}
+	if fault := s.opts.Fault; fault != nil {
+		if fault.Error == "" {
+			s.stall(ctx)
+		} else {
+			s.writeLine(w, rc, errorBody{Error: fault.Error})
+		}
+		return
+	}
+	if len(tokens) > 0 {
+		if !s.wait(ctx, s.opts.ChunkDelay) {
+			return
+		}
+		final.EvalDuration = elapsed(evalStart)
+	}
+	final.CreatedAt = now()
+	final.TotalDuration = elapsed(start)
+	s.writeLine(w, rc, final)
+}
+
+// writeLine sends v as one NDJSON line and flushes it. It reports false if the client has gone away.
+func (s *Server) writeLine(w http.ResponseWriter, rc *http.ResponseController, v any) bool {
+	line, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	if _, err := w.Write(append(line, '\n')); err == nil {
+		err = rc.Flush()
+		if err == nil {
+			return true
+		}
+	}
+	s.noteCancelled()
+	return false
+}
+
+// wait sleeps for d. It reports false, counting the request as cancelled, if the client goes away first,
+// or if the server is closing.
+func (s *Server) wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		s.noteCancelled()
+		return false
+	case <-s.done:
+		return false
+	}
+}
+
+// stall blocks until the client goes away, counting the request as cancelled, or the server closes.
+func (s *Server) stall(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		s.noteCancelled()
+	case <-s.done:
+	}
+}
+
+// model finds a model by name, with or without its ":latest" tag.
+func (s *Server) model(name string) (Model, bool) {
+	for _, m := range s.opts.Models {
+		if m.Name == name || m.Name == name+":latest" {
+			return m, true
+		}
+	}
+	return Model{}, false
+}
+
+// details is the "details" object of /api/tags and /api/show.
+type details struct {
+	ParentModel       string   `json:"parent_model"`
+	Format            string   `json:"format"`
+	Family            string   `json:"family"`
+	Families          []string `json:"families"`
+	ParameterSize     string   `json:"parameter_size"`
+	QuantizationLevel string   `json:"quantization_level"`
+}
+
+func (m Model) details() details {
+	return details{
+		Format:            m.Format,
+		Family:            m.Family,
+		Families:          []string{m.Family},
+		ParameterSize:     m.ParameterSize,
+		QuantizationLevel: m.QuantizationLevel,
+	}
+}
+
+func (s *Server) tags(w http.ResponseWriter, _ *http.Request) {
+	type entry struct {
+		Name       string    `json:"name"`
+		Model      string    `json:"model"`
+		ModifiedAt time.Time `json:"modified_at"`
+		Size       int64     `json:"size"`
+		Digest     string    `json:"digest"`
+		Details    details   `json:"details"`
+	}
+	models := make([]entry, 0, len(s.opts.Models))
+	for _, m := range s.opts.Models {
+		models = append(models, entry{Name: m.Name, Model: m.Name, ModifiedAt: m.ModifiedAt, Size: m.Size, Digest: m.Digest, Details: m.details()})
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Models []entry `json:"models"`
+	}{models})
+}
+
+func (s *Server) show(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Model string `json:"model"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	m, ok := s.model(req.Model)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", req.Model))
+		return
+	}
+	info := map[string]any{"general.architecture": m.Family}
+	if m.ContextLength != 0 {
+		info[m.Family+".context_length"] = m.ContextLength
+	}
+	// A real model's answer lists hundreds of tensors and so is always chunked; flush to frame it the same.
+	defer func() { _ = http.NewResponseController(w).Flush() }()
+	writeJSON(w, http.StatusOK, struct {
+		Modelfile    string         `json:"modelfile"`
+		Parameters   string         `json:"parameters"`
+		Template     string         `json:"template"`
+		Details      details        `json:"details"`
+		ModelInfo    map[string]any `json:"model_info"`
+		Tensors      []struct{}     `json:"tensors"`
+		Capabilities []string       `json:"capabilities"`
+		ModifiedAt   time.Time      `json:"modified_at"`
+	}{
+		Modelfile:    fmt.Sprintf("# Modelfile generated by \"ollama show\"\nFROM %s\nTEMPLATE %s\n", m.Name, m.Template),
+		Parameters:   m.Parameters,
+		Template:     m.Template,
+		Details:      m.details(),
+		ModelInfo:    info,
+		Tensors:      []struct{}{},
+		Capabilities: m.Capabilities,
+		ModifiedAt:   m.ModifiedAt,
+	})
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// writeJSON answers like Ollama's JSON answers: no trailing newline, and net/http adds Content-Length to
+// short bodies and chunks long ones.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorBody{Error: msg})
+}
+
+func assistant(content string) Message { return Message{Role: "assistant", Content: content} }
+
+func now() time.Time { return time.Now().UTC() }
+
+// elapsed is time.Since(t) in nanoseconds, at least 1 so that Ollama's always-present durations are not
+// omitted as zero.
+func elapsed(t time.Time) int64 { return max(int64(time.Since(t)), 1) }
+
+// promptTokens stands in for the prompt's token count: the number of words in the messages.
+func promptTokens(msgs []Message) int {
+	n := 0
+	for _, m := range msgs {
+		n += len(strings.Fields(m.Content))
+	}
+	return n
+}

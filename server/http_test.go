@@ -1,0 +1,207 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/deepersensor/deepersensor/config"
+	"github.com/deepersensor/deepersensor/internal/dbtest"
+	"github.com/deepersensor/deepersensor/internal/testapp"
+)
+
+// TestErrorsAreProblems sends requests that fail in every layer: the router, the body limit, the request
+// validator, authentication and the handlers. Each answer must be a problem+json that the contract allows.
+func TestErrorsAreProblems(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{})
+	_, tokens := a.NewUser(t)
+	bearer := "Bearer " + tokens.AccessToken
+	big := `{"email":"a@example.com","password":"` + strings.Repeat("x", 3<<20) + `"}`
+	tests := []struct {
+		name, method, path, body, auth string
+		want                           int
+		wantHeader                     string
+	}{
+		{"unknown route", "GET", "/v1/nope", "", "", http.StatusNotFound, ""},
+		{"unknown top-level route", "GET", "/nope", "", "", http.StatusNotFound, ""},
+		{"method not allowed", "DELETE", "/v1/me", "", bearer, http.StatusMethodNotAllowed, ""},
+		{"body over the limit", "POST", "/v1/auth/signup", big, "", http.StatusRequestEntityTooLarge, ""},
+		{"no token", "GET", "/v1/conversations", "", "", http.StatusUnauthorized, "WWW-Authenticate"},
+		{"bad uuid in path", "GET", "/v1/conversations/not-a-uuid", "", bearer, http.StatusBadRequest, ""},
+		{"unknown conversation", "GET", "/v1/conversations/6a1f0c55-3f5e-4f8e-bb5c-0d7c8d0f2a10", "", bearer, http.StatusNotFound, ""},
+		{"limit out of range", "GET", "/v1/conversations?limit=1000", "", bearer, http.StatusBadRequest, ""},
+		{"bad cursor", "GET", "/v1/conversations?cursor=%21%21", "", bearer, http.StatusBadRequest, ""},
+		{"chat without messages", "POST", "/v1/chat", `{"model":"tiny","messages":[]}`, bearer, http.StatusBadRequest, ""},
+		{"chat with an unknown role", "POST", "/v1/chat", `{"model":"tiny","messages":[{"role":"tool","content":"x"}]}`, bearer, http.StatusBadRequest, ""},
+		{"chat with a bad model name", "POST", "/v1/chat", `{"model":"../etc","messages":[{"role":"user","content":"x"}]}`, bearer, http.StatusBadRequest, ""},
+		{"chat with an unknown option", "POST", "/v1/chat", `{"model":"tiny","messages":[{"role":"user","content":"x"}],"options":{"evil":1}}`, bearer, http.StatusBadRequest, ""},
+		{"chat with blank content", "POST", "/v1/chat", `{"model":"tiny","messages":[{"role":"user","content":"  "}]}`, bearer, http.StatusUnprocessableEntity, ""},
+	}
+	hc := a.HTTPClient(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, a.URL+tt.path, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			// Routes and methods that the contract lacks cannot be validated against it.
+			do := hc.Do
+			if tt.want == http.StatusNotFound && !strings.HasPrefix(tt.path, "/v1/conversations") || tt.want == http.StatusMethodNotAllowed {
+				do = http.DefaultClient.Do
+			}
+			resp, err := do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, tt.want, body)
+			}
+			testapp.Problem(t, resp, body)
+			if tt.wantHeader != "" && resp.Header.Get(tt.wantHeader) == "" {
+				t.Errorf("header %s missing", tt.wantHeader)
+			}
+		})
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{})
+	tests := []struct {
+		name, sent string
+		kept       bool
+	}{
+		{"none sent", "", false},
+		{"sane id kept", "trace-42.abc:def_1", true},
+		{"too long replaced", strings.Repeat("a", 129), false},
+		{"odd characters replaced", "<script>", false},
+	}
+	hc := a.HTTPClient(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, path := range []string{"/healthz", "/v1/me"} { // a success and an error
+				req, _ := http.NewRequest(http.MethodGet, a.URL+path, nil)
+				if tt.sent != "" {
+					req.Header.Set("X-Request-ID", tt.sent)
+				}
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got := resp.Header.Get("X-Request-ID")
+				if tt.kept && got != tt.sent {
+					t.Errorf("%s: X-Request-ID = %q, want %q kept", path, got, tt.sent)
+				}
+				if !tt.kept && (got == "" || got == tt.sent) {
+					t.Errorf("%s: X-Request-ID = %q, want a new id", path, got)
+				}
+				if resp.StatusCode >= 400 {
+					if p := testapp.Problem(t, resp, body); p.RequestId != got {
+						t.Errorf("problem request_id %q != header %q", p.RequestId, got)
+					}
+				}
+				if !strings.Contains(a.Logs.String(), `"request_id":"`+got+`"`) {
+					t.Errorf("%s: no log line carries request id %q", path, got)
+				}
+			}
+		})
+	}
+}
+
+func TestReadiness(t *testing.T) {
+	dbURL := dbtest.NewURL(t)
+	a := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) { c.DatabaseURL = dbURL }})
+	c := a.Client(t)
+	ctx := context.Background()
+	ready, err := c.GetReadinessWithResponse(ctx)
+	if err != nil || ready.JSON200 == nil {
+		t.Fatalf("readyz = %v %d, want 200", err, ready.StatusCode())
+	}
+
+	// Take the database away: drop it, ending the service's connections.
+	admin, err := pgx.Connect(ctx, dbtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if _, err := admin.Exec(ctx, "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		t.Fatal(err)
+	}
+	down, err := c.GetReadinessWithResponse(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if down.StatusCode() != http.StatusServiceUnavailable {
+		t.Fatalf("readyz without a database = %d %s, want 503", down.StatusCode(), down.Body)
+	}
+	p := testapp.Problem(t, down.HTTPResponse, down.Body)
+	if p.Checks == nil || (*p.Checks)["database"] == "ok" || !strings.Contains(p.Detail, "database") {
+		t.Errorf("problem %+v does not name the database", p)
+	}
+	if health, err := c.GetHealthWithResponse(ctx); err != nil || health.StatusCode() != http.StatusOK {
+		t.Errorf("healthz without a database = %v %d, want 200: the process is up", err, health.StatusCode())
+	}
+}
+
+// TestLoginFloodIsShed sends many logins at once with real hashing parameters and one hashing slot: the
+// excess waits briefly, then gets 503 with Retry-After instead of piling up memory.
+func TestLoginFloodIsShed(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) {
+		c.Argon2Memory, c.Argon2Time, c.Argon2Parallelism = 19456, 2, 1
+		c.HashConcurrency, c.HashQueueWait = 1, 50*time.Millisecond
+	}})
+	email, _ := a.NewUser(t)
+	body := []byte(`{"email":"` + email + `","password":"` + testapp.TestPassword + `"}`)
+	var (
+		mu     sync.Mutex
+		counts = map[int]int{}
+		wg     sync.WaitGroup
+	)
+	hc := a.HTTPClient(t)
+	for range 40 {
+		wg.Go(func() {
+			resp, err := hc.Post(a.URL+"/v1/auth/login", "application/json", bytes.NewReader(body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				if resp.Header.Get("Retry-After") == "" {
+					t.Error("503 without Retry-After")
+				}
+				testapp.Problem(t, resp, data)
+			}
+			mu.Lock()
+			counts[resp.StatusCode]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if counts[http.StatusOK] == 0 || counts[http.StatusServiceUnavailable] == 0 || counts[http.StatusOK]+counts[http.StatusServiceUnavailable] != 40 {
+		t.Errorf("statuses = %v, want some 200 and the rest 503", counts)
+	}
+}
