@@ -60,8 +60,14 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan
 	})
 	chatSvc := chat.NewService(st, models, cfg.ChatHistoryMessages, logger)
 
+	limits, closeLimits, err := newLimits(cfg, logger, nil)
+	if err != nil {
+		return err
+	}
+	defer closeLimits()
+
 	srv, err := server.New(server.Deps{
-		Config: cfg, Logger: logger, Auth: authSvc, Chat: chatSvc, Provider: models, Store: st,
+		Config: cfg, Logger: logger, Auth: authSvc, Chat: chatSvc, Provider: models, Store: st, Limits: limits,
 	})
 	if err != nil {
 		return err

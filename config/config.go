@@ -44,8 +44,9 @@ type Config struct {
 	IdleTimeout       time.Duration `envconfig:"IDLE_TIMEOUT" default:"120s"`
 	ShutdownGrace     time.Duration `envconfig:"SHUTDOWN_GRACE" default:"30s"`
 
-	DatabaseURL string `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/deepersensor?sslmode=disable"`
-	RedisURL    string `envconfig:"REDIS_URL" desc:"optional; enables limits shared across instances"`
+	DatabaseURL    string `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/deepersensor?sslmode=disable"`
+	RedisURL       string `envconfig:"REDIS_URL" desc:"optional; enables limits shared across instances"`
+	RedisKeyPrefix string `envconfig:"REDIS_KEY_PREFIX" default:"ds:" desc:"prefix of every Redis key"`
 
 	JWTSecret          string        `envconfig:"JWT_SECRET" desc:"at least 32 bytes; signs access tokens"`
 	JWTPreviousSecrets []string      `envconfig:"JWT_PREVIOUS_SECRETS" desc:"comma-separated older secrets still accepted for verification"`
@@ -66,6 +67,13 @@ type Config struct {
 	OllamaChunkTimeout      time.Duration `envconfig:"OLLAMA_CHUNK_TIMEOUT" default:"60s"`
 	OllamaRequestTimeout    time.Duration `envconfig:"OLLAMA_REQUEST_TIMEOUT" default:"10m" desc:"non-streaming calls"`
 	ModelsCacheTTL          time.Duration `envconfig:"MODELS_CACHE_TTL" default:"30s"`
+
+	RateLimitAuthIP     Rate `envconfig:"RATE_LIMIT_AUTH_IP" default:"20/1m" desc:"per client IP on signup, login and refresh"`
+	RateLimitLoginEmail Rate `envconfig:"RATE_LIMIT_LOGIN_EMAIL" default:"10/15m" desc:"per account email on login"`
+	RateLimitUser       Rate `envconfig:"RATE_LIMIT_USER" default:"300/1m" desc:"per user on authenticated routes"`
+	RateLimitChat       Rate `envconfig:"RATE_LIMIT_CHAT" default:"30/1m" desc:"per user on the chat routes"`
+	MaxStreamsPerUser   int  `envconfig:"MAX_STREAMS_PER_USER" default:"3" desc:"chat streams one user may have open at once"`
+	RateLimitFailClosed bool `envconfig:"RATE_LIMIT_FAIL_CLOSED" default:"false" desc:"answer 503 instead of limiting per instance while Redis is down"`
 
 	ChatHistoryMessages int           `envconfig:"CHAT_HISTORY_MESSAGES" default:"50" desc:"stored messages sent to the model before the new ones"`
 	SSEHeartbeat        time.Duration `envconfig:"SSE_HEARTBEAT" default:"15s"`
@@ -151,7 +159,7 @@ func (c *Config) finish() error {
 		"ARGON2_TIME": int64(c.Argon2Time), "ARGON2_PARALLELISM": int64(c.Argon2Parallelism),
 		"HASH_CONCURRENCY": int64(c.HashConcurrency), "CHAT_HISTORY_MESSAGES": int64(c.ChatHistoryMessages),
 		"ACCESS_TOKEN_TTL": int64(c.AccessTokenTTL), "REFRESH_TOKEN_TTL": int64(c.RefreshTokenTTL),
-		"SSE_HEARTBEAT": int64(c.SSEHeartbeat),
+		"SSE_HEARTBEAT": int64(c.SSEHeartbeat), "MAX_STREAMS_PER_USER": int64(c.MaxStreamsPerUser),
 	}
 	for name, v := range positive {
 		if v <= 0 {
@@ -189,6 +197,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("cors_origins", strings.Join(c.CORSOrigins, ",")),
 		slog.String("trusted_proxies", strings.Join(c.TrustedProxies, ",")),
 		slog.Int64("body_limit", c.BodyLimit),
+		slog.String("rate_limits", fmt.Sprintf("auth_ip=%s login_email=%s user=%s chat=%s streams=%d fail_closed=%t",
+			c.RateLimitAuthIP, c.RateLimitLoginEmail, c.RateLimitUser, c.RateLimitChat, c.MaxStreamsPerUser, c.RateLimitFailClosed)),
 	)
 }
 

@@ -21,6 +21,9 @@ func (s *Server) Signup(ctx context.Context, req api.SignupRequestObject) (api.S
 
 // Login implements POST /v1/auth/login.
 func (s *Server) Login(ctx context.Context, req api.LoginRequestObject) (api.LoginResponseObject, error) {
+	if err := s.limitLoginEmail(ctx, req.Body.Email); err != nil {
+		return nil, err
+	}
 	pair, err := s.auth.Login(ctx, req.Body.Email, req.Body.Password, clientFrom(ctx))
 	if err != nil {
 		return nil, err

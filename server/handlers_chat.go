@@ -41,12 +41,18 @@ func (s *Server) Chat(ctx context.Context, req api.ChatRequestObject) (api.ChatR
 // StreamChat implements POST /v1/chat/stream. Failures before the stream starts are ordinary problems;
 // after that they are error events.
 func (s *Server) StreamChat(ctx context.Context, req api.StreamChatRequestObject) (api.StreamChatResponseObject, error) {
+	release, err := s.acquireStream(ctx)
+	if err != nil {
+		return nil, err
+	}
 	turn, err := s.beginTurn(ctx, *req.Body)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	return chatStream{
 		ctx:          ctx,
+		release:      release,
 		meta:         api.StreamMeta{ConversationId: turn.Conversation.ID, MessageId: turn.AnswerID, Model: turn.Model()},
 		chunks:       turn.Stream,
 		heartbeat:    s.cfg.SSEHeartbeat,

@@ -30,7 +30,8 @@ type problemError struct {
 	fields     []api.FieldError
 	retryAfter time.Duration // sets Retry-After when positive
 	checks     map[string]string
-	cause      error // logged, never shown
+	headers    map[string]string // extra response headers, such as RateLimit-*
+	cause      error             // logged, never shown
 }
 
 func (p *problemError) Error() string { return p.detail }
@@ -212,6 +213,9 @@ func (s *Server) writeProblem(c echo.Context, p *problemError) error {
 	}
 	if p.retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((p.retryAfter+time.Second-1)/time.Second)))
+	}
+	for k, v := range p.headers {
+		h.Set(k, v)
 	}
 	h.Set(echo.HeaderContentType, problemContentType)
 	c.Response().WriteHeader(p.status)

@@ -32,6 +32,7 @@ type Deps struct {
 	Chat     *chat.Service
 	Provider provider.Provider
 	Store    *store.Store
+	Limits   Limits
 }
 
 // Server implements the contract's operations.
@@ -42,6 +43,7 @@ type Server struct {
 	chat     *chat.Service
 	provider provider.Provider
 	store    *store.Store
+	limits   Limits
 	echo     *echo.Echo
 }
 
@@ -49,7 +51,7 @@ var _ api.StrictServerInterface = (*Server)(nil)
 
 // New wires the Echo app: middleware in order, request validation against the contract, and the routes.
 func New(d Deps) (*Server, error) {
-	s := &Server{cfg: d.Config, logger: d.Logger, auth: d.Auth, chat: d.Chat, provider: d.Provider, store: d.Store}
+	s := &Server{cfg: d.Config, logger: d.Logger, auth: d.Auth, chat: d.Chat, provider: d.Provider, store: d.Store, limits: d.Limits}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -86,11 +88,14 @@ func New(d Deps) (*Server, error) {
 		inFlightLimit(d.Config.MaxInFlight),
 		middleware.BodyLimit(strconv.FormatInt(d.Config.BodyLimit, 10)+"B"),
 		clientMiddleware,
+		s.limitByIP,
 		echomw.OapiRequestValidatorWithOptions(spec, &echomw.Options{
 			Skipper: func(c echo.Context) bool { return !strings.HasPrefix(c.Path(), "/v1/") },
 			Options: openapi3filter.Options{AuthenticationFunc: s.authenticate},
 		}),
+		s.limitByUser,
 	)
+	registerDocs(e)
 	api.RegisterHandlers(e, api.NewStrictHandler(s, nil))
 	s.echo = e
 	return s, nil

@@ -137,6 +137,7 @@ func appendJSONString(dst []byte, s string) []byte {
 // chunk, then exactly one done or error.
 type chatStream struct {
 	ctx          context.Context
+	release      func() // gives back the user's stream slot when the stream ends
 	meta         api.StreamMeta
 	chunks       func(context.Context) iter.Seq2[provider.Chunk, error]
 	heartbeat    time.Duration
@@ -155,6 +156,7 @@ type streamItem struct {
 // VisitStreamChatResponse writes the stream. The model is read on its own goroutine so that heartbeats go
 // out while it is silent; when the client leaves, the read stops and the upstream request is cancelled.
 func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
+	defer cs.release()
 	ctx, cancel := context.WithCancel(cs.ctx)
 	defer cancel()
 	items := make(chan streamItem, 16)
