@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/deepersensor/deepersensor/auth"
 	"github.com/deepersensor/deepersensor/chat"
 	"github.com/deepersensor/deepersensor/config"
+	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider/ollama"
 	"github.com/deepersensor/deepersensor/server"
 	"github.com/deepersensor/deepersensor/store"
@@ -42,10 +44,12 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan
 		return err
 	}
 	st := store.New(pool)
+	m := metrics.New()
+	m.RegisterPool(pool)
 
 	hasher, err := auth.NewHasher(auth.Argon2Params{
 		Memory: cfg.Argon2Memory, Time: cfg.Argon2Time, Parallelism: cfg.Argon2Parallelism,
-	}, cfg.HashConcurrency, cfg.HashQueueWait, nil)
+	}, cfg.HashConcurrency, cfg.HashQueueWait, func(d time.Duration) { m.HashQueueWait.Observe(d.Seconds()) })
 	if err != nil {
 		return err
 	}
@@ -53,14 +57,17 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan
 		Secret: cfg.JWTSecret, PreviousSecrets: cfg.JWTPreviousSecrets, Issuer: cfg.JWTIssuer,
 		Audience: cfg.JWTAudience, TTL: cfg.AccessTokenTTL,
 	})
-	authSvc := auth.NewService(st, hasher, tokens, cfg.RefreshTokenTTL, logger, auth.Metrics{})
+	authSvc := auth.NewService(st, hasher, tokens, cfg.RefreshTokenTTL, logger, auth.Metrics{
+		Login:        func(outcome string) { m.Logins.WithLabelValues(outcome).Inc() },
+		RefreshReuse: m.RefreshReuse.Inc,
+	})
 	models := ollama.New(ollama.Config{
 		BaseURL: cfg.OllamaURL, ConnectTimeout: cfg.OllamaConnectTimeout, FirstChunkTimeout: cfg.OllamaFirstChunkTimeout,
 		ChunkTimeout: cfg.OllamaChunkTimeout, RequestTimeout: cfg.OllamaRequestTimeout, ModelsCacheTTL: cfg.ModelsCacheTTL,
 	})
 	chatSvc := chat.NewService(st, models, cfg.ChatHistoryMessages, logger)
 
-	limits, closeLimits, err := newLimits(cfg, logger, nil)
+	limits, closeLimits, err := newLimits(cfg, logger, m.LimiterFallbacks.Inc)
 	if err != nil {
 		return err
 	}
@@ -68,6 +75,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan
 
 	srv, err := server.New(server.Deps{
 		Config: cfg, Logger: logger, Auth: authSvc, Chat: chatSvc, Provider: models, Store: st, Limits: limits,
+		Metrics: m,
 	})
 	if err != nil {
 		return err
@@ -89,8 +97,14 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- httpServer.Serve(ln) }()
+	if cfg.MetricsAddr != "" {
+		metricsServer := &http.Server{Addr: cfg.MetricsAddr, Handler: server.MetricsHandler(m), ReadHeaderTimeout: cfg.ReadHeaderTimeout}
+		go func() { serveErr <- metricsServer.ListenAndServe() }()
+		defer metricsServer.Close()
+		logger.Info("serving metrics", "addr", cfg.MetricsAddr)
+	}
 
 	select {
 	case err := <-serveErr:

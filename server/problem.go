@@ -182,6 +182,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return // the client went away; there is nobody to answer
 	}
+	s.countProviderError(err)
 	p := s.toProblem(err)
 	if p.status >= 500 && p.cause != nil {
 		s.logger.ErrorContext(ctx, "request failed", "request_id", requestID(c), "error", p.cause)

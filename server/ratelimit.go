@@ -19,8 +19,6 @@ import (
 type Limits struct {
 	Limiter ratelimit.Limiter
 	Streams ratelimit.ConcurrencyLimiter
-	// OnRefuse, when set, counts a refusal by policy name.
-	OnRefuse func(policy string)
 }
 
 // Policy names, also the first part of each bucket's key.
@@ -117,9 +115,7 @@ func (s *Server) refused(ctx context.Context, policy, ip string, user uuid.UUID,
 		attrs = append(attrs, "user_id", user)
 	}
 	s.logger.WarnContext(ctx, "rate limit refused a request", attrs...)
-	if s.limits.OnRefuse != nil {
-		s.limits.OnRefuse(policy)
-	}
+	s.metrics.RateLimitRefusals.WithLabelValues(policy).Inc()
 }
 
 func rateLimitHeaders(d ratelimit.Decision) map[string]string {

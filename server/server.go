@@ -20,6 +20,7 @@ import (
 	"github.com/deepersensor/deepersensor/chat"
 	"github.com/deepersensor/deepersensor/config"
 	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
 	"github.com/deepersensor/deepersensor/store"
 )
@@ -33,6 +34,7 @@ type Deps struct {
 	Provider provider.Provider
 	Store    *store.Store
 	Limits   Limits
+	Metrics  *metrics.Metrics
 }
 
 // Server implements the contract's operations.
@@ -44,6 +46,7 @@ type Server struct {
 	provider provider.Provider
 	store    *store.Store
 	limits   Limits
+	metrics  *metrics.Metrics
 	echo     *echo.Echo
 }
 
@@ -51,7 +54,7 @@ var _ api.StrictServerInterface = (*Server)(nil)
 
 // New wires the Echo app: middleware in order, request validation against the contract, and the routes.
 func New(d Deps) (*Server, error) {
-	s := &Server{cfg: d.Config, logger: d.Logger, auth: d.Auth, chat: d.Chat, provider: d.Provider, store: d.Store, limits: d.Limits}
+	s := &Server{cfg: d.Config, logger: d.Logger, auth: d.Auth, chat: d.Chat, provider: d.Provider, store: d.Store, limits: d.Limits, metrics: d.Metrics}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -70,6 +73,7 @@ func New(d Deps) (*Server, error) {
 	e.Use(
 		requestIDMiddleware,
 		accessLog(d.Logger),
+		httpMetrics(d.Metrics),
 		middleware.RecoverWithConfig(middleware.RecoverConfig{
 			LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 				s.logger.ErrorContext(c.Request().Context(), "panic", "request_id", requestID(c), "error", err, "stack", string(stack))
@@ -96,9 +100,20 @@ func New(d Deps) (*Server, error) {
 		s.limitByUser,
 	)
 	registerDocs(e)
+	if d.Config.MetricsAddr == "" {
+		e.GET("/metrics", metricsHandler(d.Metrics))
+	}
 	api.RegisterHandlers(e, api.NewStrictHandler(s, nil))
 	s.echo = e
 	return s, nil
+}
+
+// MetricsHandler serves /metrics alone, for a separate internal listener.
+func MetricsHandler(m *metrics.Metrics) http.Handler {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.GET("/metrics", metricsHandler(m))
+	return e
 }
 
 // Handler is the server's http.Handler.

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
 )
 
@@ -144,8 +145,8 @@ type chatStream struct {
 	writeTimeout time.Duration
 	// problem renders a mid-stream failure as the data of the error event.
 	problem func(error) api.Problem
-	// onEnd, when set, learns how the stream ended: "done", "error" or "cancelled".
-	onEnd func(outcome string)
+	metrics *metrics.Metrics
+	start   time.Time // when the request arrived, for the time to first token
 }
 
 type streamItem struct {
@@ -180,12 +181,24 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 
 	sse := newSSEWriter(w, cs.writeTimeout)
 	sse.start()
-	outcome := "cancelled"
+	model := cs.meta.Model
+	cs.metrics.OpenStreams.Inc()
+	cancelled := true // until the stream reaches its done or error event
+	firstToken := true
 	defer func() {
-		if cs.onEnd != nil {
-			cs.onEnd(outcome)
+		cs.metrics.OpenStreams.Dec()
+		cs.metrics.StreamDuration.WithLabelValues(model).Observe(time.Since(cs.start).Seconds())
+		if cancelled {
+			cs.metrics.ClientCancellations.Inc()
 		}
 	}()
+	delta := func(content string) error {
+		if firstToken {
+			firstToken = false
+			cs.metrics.TimeToFirstToken.WithLabelValues(model).Observe(time.Since(cs.start).Seconds())
+		}
+		return sse.delta(content)
+	}
 	if err := sse.jsonEvent("meta", cs.meta); err != nil {
 		return nil // the client is gone; nothing more to say
 	}
@@ -203,26 +216,29 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 			switch {
 			case !ok:
 				// The model's stream ended without a final chunk or an error; never pretend it succeeded.
-				outcome = "error"
+				cancelled = false
 				_ = sse.jsonEvent("error", cs.problem(provider.ErrStream))
 				return nil
 			case item.err != nil:
-				outcome = "error"
+				cancelled = false
 				_ = sse.jsonEvent("error", cs.problem(item.err))
 				return nil
 			case item.chunk.Done:
 				if item.chunk.Content != "" {
-					if err := sse.delta(item.chunk.Content); err != nil {
+					if err := delta(item.chunk.Content); err != nil {
 						return nil
 					}
 				}
-				outcome = "done"
+				cancelled = false
+				usage := item.chunk.Usage
+				cs.metrics.Tokens.WithLabelValues(model, "in").Add(float64(usage.PromptTokens))
+				cs.metrics.Tokens.WithLabelValues(model, "out").Add(float64(usage.CompletionTokens))
 				_ = sse.jsonEvent("done", api.StreamDone{
 					MessageId: cs.meta.MessageId, DoneReason: item.chunk.DoneReason, Usage: toAPIUsage(item.chunk.Usage),
 				})
 				return nil
 			case item.chunk.Content != "":
-				if err := sse.delta(item.chunk.Content); err != nil {
+				if err := delta(item.chunk.Content); err != nil {
 					return nil
 				}
 			}
