@@ -6,6 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/exaring/otelpgx"
+	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +21,7 @@ import (
 	"github.com/deepersensor/deepersensor/provider/ollama"
 	"github.com/deepersensor/deepersensor/server"
 	"github.com/deepersensor/deepersensor/store"
+	"github.com/deepersensor/deepersensor/tracing"
 )
 
 // Run builds the service from cfg and serves until ctx ends, then shuts down gracefully: it stops accepting,
@@ -35,7 +39,22 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan
 			return err
 		}
 	}
-	pool, err := store.Open(ctx, cfg.DatabaseURL)
+	var (
+		queryTracer   pgx.QueryTracer
+		wrapTransport func(http.RoundTripper) http.RoundTripper
+	)
+	tracingOn := tracing.Enabled()
+	if tracingOn {
+		shutdown, err := tracing.Setup(ctx, "deepersensor")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = shutdown(context.WithoutCancel(ctx)) }()
+		queryTracer = otelpgx.NewTracer()
+		wrapTransport = func(rt http.RoundTripper) http.RoundTripper { return otelhttp.NewTransport(rt) }
+		logger.Info("tracing enabled")
+	}
+	pool, err := store.Open(ctx, cfg.DatabaseURL, queryTracer)
 	if err != nil {
 		return err
 	}
@@ -64,6 +83,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan
 	models := ollama.New(ollama.Config{
 		BaseURL: cfg.OllamaURL, ConnectTimeout: cfg.OllamaConnectTimeout, FirstChunkTimeout: cfg.OllamaFirstChunkTimeout,
 		ChunkTimeout: cfg.OllamaChunkTimeout, RequestTimeout: cfg.OllamaRequestTimeout, ModelsCacheTTL: cfg.ModelsCacheTTL,
+		WrapTransport: wrapTransport,
 	})
 	chatSvc := chat.NewService(st, models, cfg.ChatHistoryMessages, logger)
 
@@ -75,7 +95,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan
 
 	srv, err := server.New(server.Deps{
 		Config: cfg, Logger: logger, Auth: authSvc, Chat: chatSvc, Provider: models, Store: st, Limits: limits,
-		Metrics: m,
+		Metrics: m, Tracing: tracingOn,
 	})
 	if err != nil {
 		return err

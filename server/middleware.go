@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // saneRequestID is what an incoming X-Request-ID must look like to be kept; anything else is replaced.
@@ -58,8 +59,11 @@ func accessLog(logger *slog.Logger) echo.MiddlewareFunc {
 			if v.Status >= 500 {
 				level = slog.LevelError
 			}
-			logger.LogAttrs(c.Request().Context(), level, "request",
-				slog.String("request_id", requestID(c)),
+			attrs := []slog.Attr{slog.String("request_id", requestID(c))}
+			if sc := trace.SpanContextFromContext(c.Request().Context()); sc.IsValid() {
+				attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
+			}
+			logger.LogAttrs(c.Request().Context(), level, "request", append(attrs,
 				slog.String("method", v.Method),
 				slog.String("path", v.URIPath),
 				slog.String("route", v.RoutePath),
@@ -68,7 +72,7 @@ func accessLog(logger *slog.Logger) echo.MiddlewareFunc {
 				slog.Int64("bytes_out", v.ResponseSize),
 				slog.String("ip", v.RemoteIP),
 				slog.String("user_agent", v.UserAgent),
-			)
+			)...)
 			return nil
 		},
 	})

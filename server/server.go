@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	echomw "github.com/oapi-codegen/echo-middleware"
+	"go.opentelemetry.io/contrib/instrumentation/github.com/labstack/echo/otelecho"
 
 	"github.com/deepersensor/deepersensor/auth"
 	"github.com/deepersensor/deepersensor/chat"
@@ -35,6 +36,8 @@ type Deps struct {
 	Store    *store.Store
 	Limits   Limits
 	Metrics  *metrics.Metrics
+	// Tracing makes a span of every request, child of the client's W3C traceparent when it sends one.
+	Tracing bool
 }
 
 // Server implements the contract's operations.
@@ -70,8 +73,11 @@ func New(d Deps) (*Server, error) {
 	}
 	spec.Servers = nil // validate paths, not the Host header
 
+	e.Use(requestIDMiddleware)
+	if d.Tracing {
+		e.Use(otelecho.Middleware("deepersensor"))
+	}
 	e.Use(
-		requestIDMiddleware,
 		accessLog(d.Logger),
 		httpMetrics(d.Metrics),
 		middleware.RecoverWithConfig(middleware.RecoverConfig{

@@ -16,12 +16,14 @@ import (
 	"github.com/deepersensor/deepersensor/schema"
 )
 
-// Open connects a pool to databaseURL and checks that the database answers.
-func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+// Open connects a pool to databaseURL and checks that the database answers. A non-nil tracer sees every
+// query, such as to make a span of it.
+func Open(ctx context.Context, databaseURL string, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
+	cfg.ConnConfig.Tracer = tracer
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database pool: %w", err)

@@ -69,7 +69,7 @@ func New(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pool, err := store.Open(ctx, NewURL(tb))
+	pool, err := store.Open(ctx, NewURL(tb), nil)
 	if err != nil {
 		tb.Fatalf("open test database: %v", err)
 	}

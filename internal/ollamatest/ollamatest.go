@@ -95,6 +95,7 @@ var defaultTokens = []string{",", " there", " was", " a", " little", " g", "ir",
 type Request struct {
 	Method string
 	Path   string
+	Header http.Header
 	Body   []byte
 	// Chat is the decoded body of a POST /api/chat; zero for other requests or a body that did not decode.
 	Chat ChatRequest
@@ -230,7 +231,7 @@ func (s *Server) record(next http.Handler) http.Handler {
 		if err != nil {
 			return
 		}
-		rec := Request{Method: r.Method, Path: r.URL.Path, Body: body}
+		rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
 		if r.Method == http.MethodPost && r.URL.Path == "/api/chat" {
 			_ = json.Unmarshal(body, &rec.Chat)
 		}

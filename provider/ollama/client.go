@@ -51,6 +51,8 @@ type Config struct {
 	// ModelsCacheTTL is how long ListModels serves the model list from memory; zero or negative disables
 	// the cache.
 	ModelsCacheTTL time.Duration
+	// WrapTransport, when set, wraps the tuned transport, such as to trace every call.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Client talks to one Ollama server over one shared, tuned connection pool. It is safe for concurrent use.
@@ -91,10 +93,14 @@ func New(cfg Config) *Client {
 		// No ResponseHeaderTimeout: Ollama sends no headers until the model is loaded and the request's
 		// turn has come. FirstChunkTimeout and RequestTimeout bound that wait instead.
 	}
+	var rt http.RoundTripper = transport
+	if cfg.WrapTransport != nil {
+		rt = cfg.WrapTransport(rt)
+	}
 	return &Client{
 		cfg:  cfg,
 		base: strings.TrimRight(cfg.BaseURL, "/"),
-		hc:   &http.Client{Transport: transport},
+		hc:   &http.Client{Transport: rt},
 	}
 }
 
