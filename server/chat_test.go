@@ -415,4 +415,3 @@ func TestModels(t *testing.T) {
 	}
 	testapp.Problem(t, missing.HTTPResponse, missing.Body)
 }
-

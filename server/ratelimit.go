@@ -104,7 +104,7 @@ func (s *Server) allow(ctx context.Context, h http.Header, p ratelimit.Policy, k
 	}
 	s.refused(ctx, p.Name, ip, user, route)
 	return &problemError{status: http.StatusTooManyRequests, slug: "rate-limited",
-		detail: "rate limit exceeded, retry in " + strconv.Itoa(d.RetryAfterSeconds()) + " seconds",
+		detail:     "rate limit exceeded, retry in " + strconv.Itoa(d.RetryAfterSeconds()) + " seconds",
 		retryAfter: time.Duration(d.RetryAfterSeconds()) * time.Second, headers: headers}
 }
 
@@ -140,7 +140,7 @@ func (s *Server) acquireStream(ctx context.Context) (release func(), err error) 
 	if !ok {
 		s.refused(ctx, policyStreams, clientFrom(ctx).IP, id, "/v1/chat/stream")
 		return nil, &problemError{status: http.StatusTooManyRequests, slug: "too-many-streams",
-			detail: "you have " + strconv.Itoa(s.cfg.MaxStreamsPerUser) + " streams open already; close one first",
+			detail:     "you have " + strconv.Itoa(s.cfg.MaxStreamsPerUser) + " streams open already; close one first",
 			retryAfter: time.Second}
 	}
 	return release, nil
