@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"log/slog"
 	"net/http"
@@ -92,6 +93,22 @@ func inFlightLimit(max int) echo.MiddlewareFunc {
 				return &problemError{status: http.StatusServiceUnavailable, slug: "overloaded",
 					detail: "the server is busy, retry shortly", retryAfter: time.Second}
 			}
+		}
+	}
+}
+
+// longWriteDeadline gives the chat routes time to answer: a whole non-streamed answer may take as long as
+// the model provider is allowed, well past the server's WriteTimeout. Streams push their deadline forward
+// per event as well.
+func longWriteDeadline(d time.Duration) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if chatRoutes[c.Path()] {
+				if err := http.NewResponseController(c.Response()).SetWriteDeadline(time.Now().Add(d)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+					return err
+				}
+			}
+			return next(c)
 		}
 	}
 }

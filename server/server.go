@@ -96,6 +96,7 @@ func New(d Deps) (*Server, error) {
 		}),
 		cors(d.Config.CORSOrigins),
 		inFlightLimit(d.Config.MaxInFlight),
+		longWriteDeadline(d.Config.OllamaRequestTimeout+d.Config.WriteTimeout),
 		middleware.BodyLimit(strconv.FormatInt(d.Config.BodyLimit, 10)+"B"),
 		clientMiddleware,
 		s.limitByIP,
