@@ -236,14 +236,14 @@ func configVars() []string {
 }
 
 func TestDeployReadme(t *testing.T) {
-	b, err := os.ReadFile("README.md")
+	b, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Every setting is documented for operators.
 	for _, v := range configVars() {
 		if !strings.Contains(string(b), "`"+v+"`") {
-			t.Errorf("deploy/README.md does not document %s", v)
+			t.Errorf("README.md does not document %s", v)
 		}
 	}
 }
