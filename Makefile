@@ -37,3 +37,9 @@ verify: generate ## fail when gen/ is stale
 vet: ## go vet and gofmt
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1)
+
+SPECTRAL ?= npx --yes @stoplight/spectral-cli@6.16.3
+
+.PHONY: lint-api
+lint-api: ## lint api/openapi.yaml with Spectral and .spectral.yaml (needs Node and the npm registry)
+	$(SPECTRAL) lint api/openapi.yaml --ruleset .spectral.yaml --fail-severity warn

@@ -1,17 +1,23 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/deepersensor/deepersensor/gen/api"
 )
 
 // saneRequestID is what an incoming X-Request-ID must look like to be kept; anything else is replaced.
@@ -110,5 +116,26 @@ func longWriteDeadline(d time.Duration) echo.MiddlewareFunc {
 			}
 			return next(c)
 		}
+	}
+}
+
+// strictJSON refuses a JSON body that is not exactly one JSON value: the decoders downstream read the first
+// value and would silently ignore anything after it.
+func strictJSON(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		if req.Body == nil || req.Body == http.NoBody || !strings.HasPrefix(req.Header.Get(echo.HeaderContentType), echo.MIMEApplicationJSON) {
+			return next(c)
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return err
+		}
+		if len(body) > 0 && !json.Valid(body) {
+			return &problemError{status: http.StatusBadRequest, slug: "invalid-request", detail: "body: is not one valid JSON value",
+				fields: []api.FieldError{{Field: "body", Message: "is not one valid JSON value"}}}
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		return next(c)
 	}
 }

@@ -98,6 +98,7 @@ func New(d Deps) (*Server, error) {
 		inFlightLimit(d.Config.MaxInFlight),
 		longWriteDeadline(d.Config.OllamaRequestTimeout+d.Config.WriteTimeout),
 		middleware.BodyLimit(strconv.FormatInt(d.Config.BodyLimit, 10)+"B"),
+		strictJSON,
 		clientMiddleware,
 		s.limitByIP,
 		echomw.OapiRequestValidatorWithOptions(spec, &echomw.Options{
