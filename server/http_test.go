@@ -171,6 +171,8 @@ func TestLoginFloodIsShed(t *testing.T) {
 	a := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) {
 		c.Argon2Memory, c.Argon2Time, c.Argon2Parallelism = 19456, 2, 1
 		c.HashConcurrency, c.HashQueueWait = 1, 50*time.Millisecond
+		c.RateLimitAuthIP = config.Rate{Limit: 1000, Period: time.Minute}
+		c.RateLimitLoginEmail = config.Rate{Limit: 1000, Period: time.Minute}
 	}})
 	email, _ := a.NewUser(t)
 	body := []byte(`{"email":"` + email + `","password":"` + testapp.TestPassword + `"}`)

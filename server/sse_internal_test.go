@@ -18,13 +18,15 @@ import (
 	"github.com/deepersensor/deepersensor/store"
 )
 
-// discardWriter is a flushable ResponseWriter that throws the body away, to time the relay alone.
+// discardWriter is a flushable ResponseWriter with write deadlines, like the server's, that throws the body
+// away, to time the relay alone.
 type discardWriter struct{ h http.Header }
 
-func (d *discardWriter) Header() http.Header         { return d.h }
-func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (d *discardWriter) WriteHeader(int)             {}
-func (d *discardWriter) Flush()                      {}
+func (d *discardWriter) SetWriteDeadline(time.Time) error { return nil }
+func (d *discardWriter) Header() http.Header              { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error)      { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)                  {}
+func (d *discardWriter) Flush()                           {}
 
 func FuzzAppendJSONString(f *testing.F) {
 	for _, s := range []string{"", "plain", `quote " and \ backslash`, "new\nline\ttab\r", "\x00\x1f\x7f", "é ünïcödé 😀",

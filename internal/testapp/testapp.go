@@ -57,7 +57,8 @@ func Start(tb testing.TB, opts Options) *App {
 	// Cheap hashing keeps the suite fast; the hasher's own tests use the production parameters.
 	cfg.Argon2Memory, cfg.Argon2Time, cfg.Argon2Parallelism = 1024, 1, 1
 	cfg.HashConcurrency = 4
-	cfg.ShutdownGrace = 5 * time.Second
+	// Above net/http's 5s wait for connections that were opened but never used.
+	cfg.ShutdownGrace = 10 * time.Second
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}
@@ -85,8 +86,8 @@ func Start(tb testing.TB, opts Options) *App {
 			if err != nil {
 				tb.Errorf("service stopped with an error: %v", err)
 			}
-		case <-time.After(15 * time.Second):
-			tb.Errorf("service did not stop within 15s")
+		case <-time.After(20 * time.Second):
+			tb.Errorf("service did not stop within 20s")
 		}
 	})
 	return &App{URL: "http://" + addr, Config: cfg, Ollama: fake, Logs: logs}
