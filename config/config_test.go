@@ -3,6 +3,7 @@ package config_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deepersensor/deepersensor/config"
 )
@@ -41,6 +42,13 @@ func TestLoad(t *testing.T) {
 		{"bad proxy network", map[string]string{"DS_TRUSTED_PROXIES": "10.0.0.0/8,nonsense"}, "DS_TRUSTED_PROXIES", nil},
 		{"bad ollama url", map[string]string{"DS_OLLAMA_URL": "localhost:11434"}, "DS_OLLAMA_URL", nil},
 		{"bad redis url", map[string]string{"DS_REDIS_URL": "http://x"}, "DS_REDIS_URL", nil},
+		{"bad rate", map[string]string{"DS_RATE_LIMIT_CHAT": "ten per minute"}, "RATE_LIMIT_CHAT", nil},
+		{"rate too fast", map[string]string{"DS_RATE_LIMIT_USER": "100000000/1s"}, "RATE_LIMIT_USER", nil},
+		{"rate", map[string]string{"DS_RATE_LIMIT_CHAT": "5/30s"}, "", func(t *testing.T, c config.Config) {
+			if c.RateLimitChat != (config.Rate{Limit: 5, Period: 30 * time.Second}) {
+				t.Errorf("rate = %v", c.RateLimitChat)
+			}
+		}},
 		{"bad log level", map[string]string{"DS_LOG_LEVEL": "loud"}, "DS_LOG_LEVEL", nil},
 		{"lists", map[string]string{"DS_CORS_ORIGINS": "https://a.example,https://b.example", "DS_TRUSTED_PROXIES": "10.0.0.0/8"}, "", func(t *testing.T, c config.Config) {
 			if len(c.CORSOrigins) != 2 || c.TrustedProxies[0] != "10.0.0.0/8" {

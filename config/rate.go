@@ -25,6 +25,9 @@ func (r *Rate) Decode(value string) error {
 	if err != nil || d <= 0 {
 		return fmt.Errorf("%q is not LIMIT/PERIOD such as 10/1m", value)
 	}
+	if d/time.Duration(n) < time.Microsecond {
+		return fmt.Errorf("%q refills faster than one request per microsecond", value)
+	}
 	r.Limit, r.Period = n, d
 	return nil
 }

@@ -85,12 +85,19 @@ func accessLog(logger *slog.Logger) echo.MiddlewareFunc {
 	})
 }
 
+// probeRoutes answer health probes; they skip the in-flight limit, so that an overloaded instance still
+// says whether it is alive.
+var probeRoutes = map[string]bool{"/healthz": true, "/readyz": true}
+
 // inFlightLimit serves at most max requests at once and refuses the rest at once with 503, so that a flood
 // queues in nobody's memory.
 func inFlightLimit(max int) echo.MiddlewareFunc {
 	slots := make(chan struct{}, max)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			if probeRoutes[c.Path()] {
+				return next(c)
+			}
 			select {
 			case slots <- struct{}{}:
 				defer func() { <-slots }()

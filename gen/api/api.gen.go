@@ -1189,6 +1189,25 @@ func (response Logout500ApplicationProblemPlusJSONResponse) VisitLogoutResponse(
 	return err
 }
 
+type Logout503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response Logout503ApplicationProblemPlusJSONResponse) VisitLogoutResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type RefreshRequestObject struct {
 	Body *RefreshJSONRequestBody
 }
@@ -1318,6 +1337,25 @@ func (response Refresh500ApplicationProblemPlusJSONResponse) VisitRefreshRespons
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Refresh503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response Refresh503ApplicationProblemPlusJSONResponse) VisitRefreshResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -2061,6 +2099,25 @@ func (response ListConversations500ApplicationProblemPlusJSONResponse) VisitList
 	return err
 }
 
+type ListConversations503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListConversations503ApplicationProblemPlusJSONResponse) VisitListConversationsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DeleteConversationRequestObject struct {
 	Id ConversationID `json:"id"`
 }
@@ -2168,6 +2225,25 @@ func (response DeleteConversation500ApplicationProblemPlusJSONResponse) VisitDel
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteConversation503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteConversation503ApplicationProblemPlusJSONResponse) VisitDeleteConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -2285,6 +2361,25 @@ func (response GetConversation500ApplicationProblemPlusJSONResponse) VisitGetCon
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetConversation503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetConversation503ApplicationProblemPlusJSONResponse) VisitGetConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -2455,6 +2550,25 @@ func (response UpdateConversation500ApplicationProblemPlusJSONResponse) VisitUpd
 	return err
 }
 
+type UpdateConversation503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateConversation503ApplicationProblemPlusJSONResponse) VisitUpdateConversationResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetMeRequestObject struct {
 }
 
@@ -2535,6 +2649,25 @@ func (response GetMe500ApplicationProblemPlusJSONResponse) VisitGetMeResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetMe503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetMe503ApplicationProblemPlusJSONResponse) VisitGetMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3450,109 +3583,109 @@ func (sh *strictHandler) GetModel(ctx echo.Context, name ModelNamePath) error {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H15d9s2tvhXweFvzpnk90iZknflj/ccJ5lxJotrO5NOLT8TIq8kjCmABUDLSsbf/R0s3KnFstOmPenp",
-	"aS0Ly8XF3Rf4qxOyacIoUCmc/ldnAjgCrn88wxLekSmR+j/qNxGIkJNEEkadvnMxAUTT6RA4YiPE4dcU",
-	"hBRITgAlLCbhHOE4ZjOBCEUYDVMuZMdxHRFOYIrVcnKegNN3CJUwBu7c37vFnmcwxYQSOm7fN98thpFU",
-	"G6hdw5RzoPLhWwloOd45hIxGAqVUklivP0rj2CyOiED4FpMYD2NAeIwJXb0fSD4/Gkngi/eSDM0wkWgI",
-	"I8bVKSWfEzpesfa96ySY4ylIe3PHjN4CF1itfvKqHYNhacxfBSKR2oSobxMsJ47rUDzV20SO6yh0Ew6R",
-	"05c8hTIwI8anWDp9J031SAuckFzdnQLtPYsg/oCncKrWbYVlqob8VSC1pYtEGk4QFiiIYzzF251eP8YS",
-	"hAzQs09n7zygIYsAYRRsBc8XAK3/twzsv3AYOX3n/20V1L9lvhVbOcAGtRxEwqgAjdmXOPobljDDc/Up",
-	"ZFQC1bSDkyQmocbmVsLZMIbpf/1bqBN+deAOT5MYzNklJrHTd2R2bJRwdksi4GiESQwZtkHIaxI5fcfv",
-	"vn2199POv3rvtz/snO7+tHe2f35wcfhP/7MiCollKpz+rt9zHUmk2kTBiDIg8wtJOe1HAAlwAVQw3rdA",
-	"9rPtPbv9/bpoOjULGCQtuNP64Tpq+Zc4OjMnfCQOlYiI+2iaCsUxCKNbHJMI6V8jHEUchHBcBzhnii8u",
-	"vzojAnGUzXRcZwpC4LHCz/JF7q82uZUd36/eSnbs1bdCqAbDs5s+2a3Y9ZT8muJYMS9EiHE05IBvjOxW",
-	"F8JxKF+gwGA6QJhGKDBoDDSTGnGokKlv9JjRUUzCx94npgiHIUupRDMiJ0hOiLAXAXdESOFsdguHxS3k",
-	"kK6+gjAb+lS4Z8N/QyjtURCOOeBorvFnufWCTIGl8uklS0QiRJlEmIoZcK0uSS4gHyppdgpsWrhRBvgD",
-	"pI20U76RuGk/sUb2CZXAKY5fK3p+PMWmFO4SCCVESHMIYqG2QzYV5CWRkUGKzoHfAkcG4nWEh5n3JMg9",
-	"qhxRifGUA2IUsZQjQSJ4oYVBLlgiNIE4EWhEaIRIbpvFbCw0+j8w+YalNHok5svmi77pkV50MwFRIukP",
-	"TKI3dqlVeKZMembbp0D0B2YsHyMmXCWViRbU6nRzlnKDv1M8jxmOLhh7h/kYnkBYZFc3ZNFc7RerdTmS",
-	"E0xRzz/c7+720HAuYUPx290usGsVIHpNJZFzdMEYMqdYQ3KYc3uSMU9D+GSio+3cVhGOyDjlEKFY+Qka",
-	"/YoVSQifaG7+P724JsrpKNbfTI6UsG5hRp8qi65CeBmEp0K1sJAwjtrPzW6Bq2s2VknEZvSF8YKQ8gG4",
-	"MvfLHqr6xst9qjbA7OitkvelYbtgN0DFkrtruTMchiDEtVRTlRE5fzsZ/i0kH8nbk09fTrofyIk4mcrk",
-	"l+OTvZPpG/Kv3k/k3fFbH34+UmP+8c/uT2T0Uwe2/U7Yi+lw+saPfn6rzFC4SwgHca08mUOlATiMOIhJ",
-	"vtX2rz1vf/b6aI1/1M2qWdf2fl8C5urQ696gRswpJrxVGSAKM6TXRwkmXLPEBWPvMZ1b3haP5AeOJRh+",
-	"Q3AXAkQQuZYECEXbSBhXeTNZ1CuZgkr4KLhRDvhqnlDAeRq4J/KUjlDpvMratUeuE3oWq/DyWMxSYq9G",
-	"bsrBDq8SWFlrkWJGbSEbNllzETU6C4NsxrOfKE7lhHHyBR5rPmRu3lBzh6VoIlAeMdjMkOgW5FUBdi1p",
-	"Wwx/Csp6T4QgdKzNCONMopBDBFQSHIsafX3+/Nk7SuVEfRtiCc0wTWDkSIDCCY5joGNoDUrlcR9zXwln",
-	"SmQqHWJU/iOvzfrr4tK/6thlrP+vjKQhoGGM6U27z98ytxkBqCyzodff65WpoIQCa/asRQ2lad/C+Z9B",
-	"HHvW/R+m0oQ9UsjMTaXpEqk2f1F1/EXN8/9ERZokjEuI3kNE8IU+2KMNIm2S5SGZulbezAzdLd9KDjXS",
-	"YCMN9zr3kk/0pmqip2c8tSWqriCoHzvo6HCqXUrtdCQEERJT+T4j4q9OwlkCXBKo6+Eag7pOyAFLiK6x",
-	"rMRxI6XibHigMYdEa8R8XYczc6dA06nTv3RwBqhz1RYhLsK0lzbczLSFWnBpCdZiBeMo6fjTBGc4OKGJ",
-	"iaAsREROc87nica2IjhxM0fDOIX/ViIB370DOpYTp7+3u7u95zpTQrPfdJccd9nNn6kx9cPWzrnoaB81",
-	"jehz4Cgi6gOOT0vnG+FYQJ2gztUxtQYw01GChYAISVbY3kqGVxE10qxFw/l1AhTHRmJP8R2ZqqvsaVyY",
-	"n71eDq7JAilwaTq9DuVdZVLX3znY3d8rTS2QmCcxzNSEQ2TjiG0hHiGNptaJkjFQUMbTC+R10YhxRFnm",
-	"p7mlzbe7/n4F7NbNEw4CaAibnZpDAli2zu36pcl+y1wBxphpwiQkS9Q3RMJU2EVzMvT9lWQ5xXcnZupB",
-	"/i3mHM/VlxKmiUJfymHhWdvAlSy5vqmd0PdX3a2alVRnLd3nfgEnlPIGDf7Ow0HXRkpVCeiYUUloCiao",
-	"XB7+AjFlfEuGhMRcqULl4zCqDZyVoi6zKhakR2GGshGIjczmMuXUBM2EZBwiNCHqBy2LhM5fmuyfnMBU",
-	"57ey+18mXxoisEIAezsa3fZTt0kOWho8IDHmOqwQSqvgyuRXXfyZTUs4vFp47SKN17v1lRcWMQrXHLC1",
-	"QKp3pjRCEZhQDJgo9zPPSKrfBMqkDmLNeEFHe++ZQtEcu5hIVuGqoc/vXSddZ+InM7qG3jp2CjiyZavY",
-	"aMV+aY0W/H87EyInyMY31ohr+SZNogeC02Z8mPXdnDpLh6xssQpdr6xB+9XBcfxxpH2RpZxSRvW9W8d1",
-	"WdCsJRFKRFTl9joXLua+q9qRTluNzBya9QRV9ZgNSUThTl6HKRespU7iFAuhGdEMCIwdIDXPqokowWN4",
-	"gWgax4jZxAMW5teKVdUXJmZrCgJWkIM+TxWkVbf+SRNIE0k51RbS4vxmjkIWs5SLqtXZW6nca4CaxVtB",
-	"K1z+JkwmC95UXJxMlV+IaYTUBWKlo0IswCNU+UNEkluI51XRhyP8P/ZTJ2TT6oG2e34Liyt7dMZ4VMVK",
-	"yDiHUKIJ4wLQEEsJfK5Uc2K4smQD9Q4qaDpYhaYs659v3IaxN8q3zXODNePYhBLK4GZrLpP5xehVpQrL",
-	"4TfbF0u3gf93wLEps6mJ6gmEN0tciDZBW18786ULx47drPbo7Kw2YL9Xv3W1I1dGxhpC+NwMfpw+b3eN",
-	"LRwrfeQqJM34HqEKkBgkBGg2AWoNVA54imZYoDCVaGisozAmykytJHFMfQ+akmiGjWiwJJKtqgu18g9X",
-	"LdjX5qXRmmJ9talnndARa9GZIU7wkMQkF3gZI+ZgEWP35JprERPk6kkj/k5ex1boLCitU2PQjNCIzXQG",
-	"XHutboFYgzQOCeNSIOOz5tBlPmvTjxrhKYnranclzBndlyXReJyOnFahXC4kXFyqF8EIp7HSrNl4V/lM",
-	"KAGOYmKcpxXSLDtLDmBld7d6e+3GSXH5TVmtlp9XD60LChdYm2REHihUTK1hY/2iYHEpfq8F+VKbvt3p",
-	"vWyb82uKqSRfjCEfw60xjIt5P+1c/+P6fdvMbI/qPb6cS+WOUhQRcVPxcgmVezuO21a+Wr46W16pV68i",
-	"z83w3jhp6zFaBZW603ekzcvXxPcAC7gkGlbYwGbhheB8sFddT94ZNjZlq8YhxnE8N9Vr2ATMExyCNqUw",
-	"knhcNZqa9LLcCky0NaS2/t/LI+8X7H3xvcOr4sfOdX/Lu/r/f2kjhSz03DwFRWdvjtHhzu4+snFuZILx",
-	"wtaiNKOEG1gTLcUAEktAbIQAhxMUQQI0AhrOXR3N44AjQkGIDChREinF9US5l1X35LFEM6WmZpzRsVkT",
-	"K/EkGK3ewpplpI0TZTmmNjGpTTWBsERaTJrt9bqmYql8prVouWSWtkj4cj7k67LMT+QiHAtm4kzKkfrZ",
-	"szE17+RVLZqxNK/SFDULDAu1/d8vLk6RGYBCFkFlH1Ml2wwZZg7T8uWUoq2C3VpoW1eOTVb+dHaiGJbQ",
-	"sVbQN4RGijbtRVW3WLtsd6XjZtNONuSQ23KWqisX2yaczkydyMKwaK2OpKJsHlRSssTtWumdVoFoPUYt",
-	"XyTmQsJUh6mAO+7S/JHrnGsj9RXEErfTS4QlzuVMEKmBAYJboG2SbaHn0YyuLUzaWIgYheUAmVwqxTEK",
-	"IkZhIVC1mOUiX3PdEOgjfJDSTtXgYbbqYnS8h1X3Y9DBhUTBFJbf0YPDvg9E0aLw47ohVvtBr9KGkqLK",
-	"qsGz1SqzpqB6+/lCJytA2RQCBUe2bkQD0UemTgN1Op2g06q1SrVmq1ueDDC2PsZOrcjCw3bp3RA8DZuD",
-	"JfjXFFwkCB3H4KUC7C5KUwanH88v0NZtdwuncrJlV2s/ULnarRAhtuxtZXSigu063JXFK6hru9NPi2IZ",
-	"madpVq16ogft2Ug2TWTb8N7eSuO8Otlt2b8deOBPE+DPo4rLgoObRWjaAiJZAG5p+EPnWcOUEzk/V/LN",
-	"nM4Ufyn+KT69ySB4+/nCabNagzLFBGjE2bROrjEbE2rSRIvpWMtZBaPZtzjsRMrEFIgQ69hWgXilDY9z",
-	"bXjoPkQkIB55EyYkRGhsWzIIVaBRqeSqLmxGMabjFI+tCy/6Wa+NcJEAIQijwkWhNpuJnAyoif0QZTtX",
-	"iu2zbKXyaYriRYGGMNE2E7UG2tHpSWdAB1QbrQJhDtWalnItUICeZT7Ic+MsxTM8FyjEnM9r/QUd9PoW",
-	"+BxlfXl6EAExoFVj9oURkXOWcsRmFD3rKrHZ7R2oQ3IcSuA6JxuU3ScveK5G6SB0rA/HxkIf46xU+ok4",
-	"S5ULbbtLgp3eYWCcvqBU3mjjaLhZ3fkC5QtlzYXGLNfnHVB14KBW8xm45V/lNZm2OatWlhkgW9yHnp28",
-	"vniDFE3hhKCI45F83hko0RaTEKjQAst2TR4lOJyA1+v4Sp3z2BKj6G9tzWazDtZfdxgfb9m5YuvdyfHr",
-	"D+ev9ZzCaK/S6NHpieM6ioAMAfudrhnNEqA4ITry4Xe2dcxATjRrbk10HPuL+nlsykyZrlcgjJ5ETt/5",
-	"G0gb6q51aPZ8/2FV3Znj4rCb9Qu57N4L6rhs8Z4u5E86FfHj9C+vXEek0ynmc6fvvCO3oLzcvumbLk9U",
-	"IgGPhY6zZ2cXzpVabcuirjPH03gZjj4mQA3+H4CkbNFCgNvt+ii7qCWFn20IsWCgiIXpVNt0y3ByYUs0",
-	"dBviMizoDrqlNHKWRREeTSZFyEOZq0MsoCCZp6UgBfPcmHj81vSs7frbm1VVtkJd6+zIKy8pkzrsMu+j",
-	"fPTv1HxCmfQ0KE9UZV9El1DEQJR6A1+gwCApK3AlK6gzJynDshmm7HJiGb1WDARtbTHRUux2BjLlVGv2",
-	"CePSi8ktRFVT3AQUS7azNS3M1x10ZMJeKEt1mgkUpfSGshkdUBPdGpNb08sr8DQ7gdEOVU56pwHOaeEl",
-	"i+YP4x5rFLZYgkUWeHnqd206KKe876smo+Qp3LcLgrYV83Fbtlvo3nV21hle6nDXU7qrp3yq1f/vdLdX",
-	"T6r3Aup5u+ts1lK1rSb3DtfBRbXdR4unNZBS7bsthNryWS39dkvVKRsr01fbYjaAS6OcC0q8qbDd5Erb",
-	"fZ2xZYMJTJPzxlzwmLautem/FhNciwV22gMz1iHXGR3THXPLbiBCz7SxmiczzbAZFpl4Ua6P7W/P5jzv",
-	"bMo9f3ZGWKpqFO4Qrkp3TdLK48pTbUuI2s5cpmxKSwvEmcQS+iZWqnw5ZYqa7hVGQ+igU10pLQkdN+CS",
-	"2nnE+dsGKBUQDaihAIFAu21mKBuVTtCmcSxYf0pu+6FwvjM+e30XTjAdNznNJA2rPa/L+U2QMU2TxUrk",
-	"3Hz/JzWlug/0qUrhRafn9/a8btfr7V50/b6v/v0lj++1Hdc4JMND2A93wNsb+djbCQ+xd4h3tr3dqDvq",
-	"jfaHB2G3u/6BdRR0gQ+bP02DBbKAb6zT/DXI/rj0/szvxJy9dSY3ezz/FJbksb5iVLxJtJDvwwmWi/Xr",
-	"ZyInLJUoqOWKAitYKrFVkpPWC2PDEuku6xQxvVwDaupQir6RSuNJBzVaUTDPlyxNMqsoGHAcQ9Smlo8n",
-	"+FEWcFHFflmatqgTz9Rjmizw/VWelWvUzawv0Eo9ROur6gcItHpm0tnD3ZEf7u5626Nd8HZGB+ANh7uh",
-	"50f74UHkj3q469dSqXkfSamEuEDVSwixcvjZCJ3heQxkPEEi1ALevhS4Qqr2fslk52HUG+4Ou+D5oYIt",
-	"2t33DrAPXm94GPWi7XAHdkfFLRRJ+HIKuSW7ddBIYPX27h94RbrfZ9lTT3/Nou+d39RIMp7S8kn5C0c/",
-	"BPdqwd1b696y5wwfI+vV1DVur/YWmybcQilk6TGErbRUvph+snNky6FnExZnobSSytBKoqIytkyCbbHm",
-	"KHeEFzE6UUuQq6UCI+Kzx84ECiTcyS1dPuGZbYK+La3AFAX6iz7SRRYD+iwoCjSC51rfUO36ZeNsxUw2",
-	"TlfaBM91qW84SemNSYLmGsTVSNF1LfEcwR0OZTxXCw5ovqKudskXVJ+e63yp/V6X1qkBNqgbPO+gYzad",
-	"Kp0XEwoCPQv6KCF0HDxHNwAJIlGclauLAcUxuYUOsqlH/UZXWdHZsvYhjAk1ypDxiFDM56gcSy+yc22q",
-	"0MD+jRTiBcQxUtet1bQuqP/+lGGDyGqtMQWVDWiEJe6jr4O6ihw4/cFaSnLguINSdY2et44CM/MUrvSU",
-	"GrYGzv2ADmiZ0KuwqrPqiR9pCLXRmqTzwZvCVlL9eqJS/voLrWMHTv/roKpPB06/23MHTdWrvrjXED48",
-	"Q6fPZBmj9jjMsc4KHzMqOWuptD0yqfqAMi9UI4PlD8O4zs/eURhC7L1MRyNttCxbM3CRYCayRMeE3hXp",
-	"m6GeXuLn1Q/S/DATfpgJv5OZIBC2z3h654rTXit+E5ZyF9sJJWEpFua53xEhjysjq308l8022jEgQb5A",
-	"/nz2rynwefF+ti5PqbCT7fdx+j3frbz9sPzph3u3zaoJSh21QVb5mXC4JSwVebNuG2C2C7cMWb1los74",
-	"V4916mx9/uV68aqHeH2LVHiRPV/gGJc73dtdPHXsSis1TeN4fdOg3vTdojU+UtBXpe6vQqe/rUf2G0eQ",
-	"S4U7wjzLWj28a56p4RACVWYvDiW5tWXNZTavsGs7v299JdG94T3dM9ng+1f695WG+nUze/Wok9ki+s6d",
-	"6d/rrg2iEa6iLUvD5Sb84ut1FxYoLb89/+nj6Q+STw+K1q29ezf0o218AN7OcH/k7UAXe4ej3V1vH/eG",
-	"2+FOtAt7o5rDUyqyynuIlW75ruJibUBuEiq7+raaYRMlYB8zWeA8lMn9hwhpFSFKW1akhw3vryk+auZc",
-	"GxzFkK3a339RBJVgGU6aEsg8V9IQQhsGM/Kav9LLJhuRm31F5ZuE6H9zG676zssyBt3V+2+EscVvfirL",
-	"OfojsegPX3hNmXKm77Zmlqw2Mk0r+yKD5D38JmbId5PWz/5omDIzOn88N6RcmWAd6XKh8MKkdfGUwsKQ",
-	"wnsz5LHUkO10WbzJkT/EUXl3oyAV/8I/KEgli0k0BGz9LY3sAY229zKKRzLM2J7fPdw+3O4eHOqHRB7w",
-	"l8H00xTLUpPij0FGf7ywmna58zSTyDpmzB+P0M0SZSMqe9OjSvFbXxU53S+VgPbhv4fZXNU/c/f4qFP1",
-	"7aLKg0WuIxkzz5XUnyPKng4qHgq6tMx25TbZL2+3tK8BfRt2LONRZzfQwBmkvr8d/geYvCbRf/QnGDgP",
-	"590HcW72ttSKugL7+MkPR+aPKynOJ0w/4YuyRzybQqFa+lVtBr68UvyrJUpr/PwdC3GMIkWdLNFJaTMW",
-	"PQum+AYQT2nwvNJD2d/a6vb2O37H73T7B/6BryWEhaqR/bKNuTrClPXmdgrW05q8GVlvZB1chIXGwtvz",
-	"jx+y6gDGVyQjShvpZER7CH+xCC7Nt9hurnBuas8qBqo+rZwA4UXlWgmUii3bXNG007mlZ4PscnkjoXK2",
-	"IR6V1iz1Z91f3f9fAAAA//8=",
+	"7D1pc9s4ln8FxZ2qSXZJmZJv5cOu4yQzzuRw286kpy2vCZFPEsYUwAZAy0rG/30LB2/qsOz0dHrT1dVt",
+	"WTgeHt59wF+dkE0TRoFK4fS/OhPAEXD94xmW8I5MidT/Ub+JQIScJJIw6vSdiwkgmk6HwBEbIQ6/piCk",
+	"QHICKGExCecIxzGbCUQowmiYciE7juuIcAJTrJaT8wScvkOohDFw5/7eLfY8gykmlNBx+775bjGMpNpA",
+	"7RqmnAOVD99KQMvxziFkNBIopZLEev1RGsdmcUQEwreYxHgYA8JjTOjq/UDy+dFIAl+8l2RoholEQxgx",
+	"rk4p+ZzQ8Yq1710nwRxPQdqbO2b0FrjAavWTV+0YDEtj/iwQidQmRH2bYDlxXIfiqd4mclxHoZtwiJy+",
+	"5CmUgRkxPsXS6Ttpqkda4ITk6u4UaO9ZBPEHPIVTtW4rLFM15M8CqS1dJNJwgrBAQRzjKd7u9PoxliBk",
+	"gJ59OnvnAQ1ZBAijYCt4vgBo/b9lYP+Jw8jpO/+xVVD/lvlWbOUAG9RyEAmjAjRmX+LoL1jCDM/Vp5BR",
+	"CVTTDk6SmIQam1sJZ8MYpv/1T6FO+NWBOzxNYjBnl5jETt+R2bFRwtktiYCjESYxZNgGIa9J5PQdv/v2",
+	"1d5PO//ovd/+sHO6+9Pe2f75wcXh3/3Piigklqlw+rt+z3UkkWoTBSPKgMwvJOW0HwEkwAVQwXjfAtnP",
+	"tvfs9vfrounULGCQtOBO64frqOVf4ujMnPCROFQiIu6jaSoUxyCMbnFMIqR/jXAUcRDCcR3gnCm+uPzq",
+	"jAjEUTbTcZ0pCIHHCj/LF7m/2uRWdny/eivZsVffCqEaDM9u+mS3YtdT8muKY8W8ECHG0ZADvjGyW10I",
+	"x6F8gQKD6QBhGqHAoDHQTGrEoUKmvtFjRkcxCR97n5giHIYspRLNiJwgOSHCXgTcESGFs9ktHBa3kEO6",
+	"+grCbOhT4Z4N/wmhtEdBOOaAo7nGn+XWCzIFlsqnlywRiRBlEmEqZsC1uiS5gHyopNkpsGnhRhngD5A2",
+	"0k75RuKm/cQa2SdUAqc4fq3o+fEUm1K4SyCUECHNIYiF2g7ZVJCXREYGKToHfgscGYjXER5m3pMg96hy",
+	"RCXGUw6IUcRSjgSJ4IUWBrlgidAE4kSgEaERIrltFrOx0Oj/wOQbltLokZgvmy/6pkd60c0ERImkPzCJ",
+	"3tilVuGZMumZbZ8C0R+YsXyMmHCVVCZaUKvTzVnKDf5O8TxmOLpg7B3mY3gCYZFd3ZBFc7VfrNblSE4w",
+	"RT3/cL+720PDuYQNxW93u8CuVYDoNZVEztEFY8icYg3JYc7tScY8DeGTiY62c1tFOCLjlEOEYuUnaPQr",
+	"ViQhfKK5+f/04poop6NYfzM5UsK6hRl9qiy6CuFlEJ4K1cJCwjhqPze7Ba6u2VglEZvRF8YLQsoH4Mrc",
+	"L3uo6hsv96naALOjt0rel4btgt0AFUvuruXOcBiCENdSTVVG5PztZPiXkHwkb08+fTnpfiAn4mQqk1+O",
+	"T/ZOpm/IP3o/kXfHb334+UiN+dvfuz+R0U8d2PY7YS+mw+kbP/r5rTJD4S4hHMS18mQOlQbgMOIgJvlW",
+	"27/2vP3Z66M1/lE3q2Zd2/t9CZirQ697gxoxp5jwVmWAKMyQXh8lmHDNEheMvcd0bnlbPJIfOJZg+A3B",
+	"XQgQQeRaEiAUbSNhXOXNZFGvZAoq4aPgRjngq3lCAedp4J7IUzpCpfMqa9ceuU7oWazCy2MxS4m9Grkp",
+	"Bzu8SmBlrUWKGbWFbNhkzUXU6CwMshnPfqI4lRPGyRd4rPmQuXlDzR2WoolAecRgM0OiW5BXBdi1pG0x",
+	"/Cko6z0RgtCxNiOMM4lCDhFQSXAsavT1+fNn7yiVE/VtiCU0wzSBkSMBCic4joGOoTUolcd9zH0lnCmR",
+	"qXSIUfmPvDbrr4tL/6pjl7H+vzKShoCGMaY37T5/y9xmBKCyzIZef69XpoISCqzZsxY1lKZ9C+d/BnHs",
+	"Wfd/mEoT9kghMzeVpkuk2vxF1fEXNc//ExVpkjAuIXoPEcEX+mCPNoi0SZaHZOpaeTMzdLd8KznUSION",
+	"NNzr3Es+0ZuqiZ6e8dSWqLqCoH7soKPDqXYptdOREERITOX7jIi/OglnCXBJoK6HawzqOiEHLCG6xrIS",
+	"x42UirPhgcYcEq0R83UdzsydAk2nTv/SwRmgzlVbhLgI017acDPTFmrBpSVYixWMo6TjTxOc4eCEJiaC",
+	"shAROc05nyca24rgxM0cDeMU/luJBHz3DuhYTpz+3u7u9p7rTAnNftNdctxlN3+mxtQPWzvnoqN91DSi",
+	"z4GjiKgPOD4tnW+EYwF1gjpXx9QawExHCRYCIiRZYXsrGV5F1EizFg3n1wlQHBuJPcV3ZKqusqdxYX72",
+	"ejm4JgukwKXp9DqUd5VJXX/nYHd/rzS1QGKexDBTEw6RjSO2hXiENJpaJ0rGQEEZTy+Q10UjxhFlmZ/m",
+	"ljbf7vr7FbBbN084CKAhbHZqDglg2Tq365cm+y1zBRhjpgmTkCxR3xAJU2EXzcnQ91eS5RTfnZipB/m3",
+	"mHM8V19KmCYKfSmHhWdtA1ey5PqmdkLfX3W3alZSnbV0n/sFnFDKGzT4Ow8HXRspVSWgY0YloSmYoHJ5",
+	"+AvElPEtGRISc6UKlY/DqDZwVoq6zKpYkB6FGcpGIDYym8uUUxM0E5JxiNCEqB+0LBI6f2myf3ICU53f",
+	"yu5/mXxpiMAKAeztaHTbT90mOWhp8IDEmOuwQiitgiuTX3XxZzYt4fBq4bWLNF7v1ldeWMQoXHPA1gKp",
+	"3pnSCEVgQjFgotzPPCOpfhMokzqINeMFHe29ZwpFc+xiIlmFq4Y+v3eddJ2Jn8zoGnrr2CngyJatYqMV",
+	"+6U1WvD/7UyInCAb31gjruWbNIkeCE6b8WHWd3PqLB2yssUqdL2yBu1XB8fxx5H2RZZyShnV924d12VB",
+	"s5ZEKBFRldvrXLiY+65qRzptNTJzaNYTVNVjNiQRhTt5HaZcsJY6iVMshGZEMyAwdoDUPKsmogSP4QWi",
+	"aRwjZhMPWJhfK1ZVX5iYrSkIWEEO+jxVkFbd+idNIE0k5VRbSIvzmzkKWcxSLqpWZ2+lcq8BahZvBa1w",
+	"+ZswmSx4U3FxMlV+IaYRUheIlY4KsQCPUOUPEUluIZ5XRR+O8P/YT52QTasH2u75LSyu7NEZ41EVKyHj",
+	"HEKJJowLQEMsJfC5Us2J4cqSDdQ7qKDpYBWasqx/vnEbxt4o3zbPDdaMYxNKKIObrblM5hejV5UqLIff",
+	"bF8s3Qb+XwHHpsymJqonEN4scSHaBG197cyXLhw7drPao7Oz2oD9vfqtqx25MjLWEMLnZvDj9Hm7a2zh",
+	"WOkjVyFpxvcIVYDEICFAswlQa6BywFM0wwKFqURDYx2FMVFmaiWJY+p70JREM2xEgyWRbFVdqJV/uGrB",
+	"vjYvjdYU66tNPeuEjliLzgxxgockJrnAyxgxB4sYuyfXXIuYIFdPGvF38jq2QmdBaZ0ag2aERmymM+Da",
+	"a3ULxBqkcUgYlwIZnzWHLvNZm37UCE9JXFe7K2HO6L4sicbjdOS0CuVyIeHiUr0IRjiNlWbNxrvKZ0IJ",
+	"cBQT4zytkGbZWXIAK7u71dtrN06Ky2/KarX8vHpoXVC4wNokI/JAoWJqDRvrFwWLS/F7LciX2vTtTu9l",
+	"25xfU0wl+WIM+RhujWFczPtp5/pv1+/bZmZ7VO/x5Vwqd5SiiIibipdLqNzbcdy28tXy1dnySr16FXlu",
+	"hvfGSVuP0Sqo1J2+I21evia+B1jAJdGwwgY2Cy8E54O96nryzrCxKVs1DjGO47mpXsMmYJ7gELQphZHE",
+	"46rR1KSX5VZgoq0htfX/Xh55v2Dvi+8dXhU/dq77W97Vf/6pjRSy0HPzFBSdvTlGhzu7+8jGuZEJxgtb",
+	"i9KMEm5gTbQUA0gsAbERAhxOUAQJ0AhoOHd1NI8DjggFITKgREmkFNcT5V5W3ZPHEs2UmppxRsdmTazE",
+	"k2C0egtrlpE2TpTlmNrEpDbVBMISaTFpttfrmoql8pnWouWSWdoi4cv5kK/LMj+Ri3AsmIkzKUfqZ8/G",
+	"1LyTV7VoxtK8SlPULDAs1PZ/vbg4RWYAClkElX1MlWwzZJg5TMuXU4q2CnZroW1dOTZZ+dPZiWJYQsda",
+	"Qd8QGinatBdV3WLtst2VjptNO9mQQ27LWaquXGybcDozdSILw6K1OpKKsnlQSckSt2uld1oFovUYtXyR",
+	"mAsJUx2mAu64S/NHrnOujdRXEEvcTi8RljiXM0GkBgYIboG2SbaFnkczurYwaWMhYhSWA2RyqRTHKIgY",
+	"hYVA1WKWi3zNdUOgj/BBSjtVg4fZqovR8R5W3Y9BBxcSBVNYfkcPDvs+EEWLwo/rhljtB71KG0qKKqsG",
+	"z1arzJqC6u3nC52sAGVTCBQc2boRDUQfmToN1Ol0gk6r1irVmq1ueTLA2PoYO7UiCw/bpXdD8DRsDpbg",
+	"X1NwkSB0HIOXCrC7KE0ZnH48v0Bbt90tnMrJll2t/UDlardChNiyt5XRiQq263BXFq+gru1OPy2KZWSe",
+	"plm16oketGcj2TSRbcN7eyuN8+pkt2X/duCBP02AP48qLgsObhahaQuIZAG4peEPnWcNU07k/FzJN3M6",
+	"U/yl+Kf49CaD4O3nC6fNag3KFBOgEWfTOrnGbEyoSRMtpmMtZxWMZt/isBMpE1MgQqxjWwXilTY8zrXh",
+	"ofsQkYB45E2YkBChsW3JIFSBRqWSq7qwGcWYjlM8ti686Ge9NsJFAoQgjAoXhdpsJnIyoCb2Q5TtXCm2",
+	"z7KVyqcpihcFGsJE20zUGmhHpyedAR1QbbQKhDlUa1rKtUABepb5IM+NsxTP8FygEHM+r/UXdNDrW+Bz",
+	"lPXl6UEExIBWjdkXRkTOWcoRm1H0rKvEZrd3oA7JcSiB65xsUHafvOC5GqWD0LE+HBsLfYyzUukn4ixV",
+	"LrTtLgl2eoeBcfqCUnmjjaPhZnXnC5QvlDUXGrNcn3dA1YGDWs1n4JZ/lddk2uasWllmgGxxH3p28vri",
+	"DVI0hROCIo5H8nlnoERbTEKgQgss2zV5lOBwAl6v4yt1zmNLjKK/tTWbzTpYf91hfLxl54qtdyfHrz+c",
+	"v9ZzCqO9SqNHpyeO6ygCMgTsd7pmNEuA4oToyIff2dYxAznRrLk10XHsL+rnsSkzZbpegTB6Ejl95y8g",
+	"bai71qHZ8/2HVXVnjovDbtYv5LJ7L6jjssV7upA/6VTEj9O/vHIdkU6nmM+dvvOO3ILycvumb7o8UYkE",
+	"PBY6zp6dXThXarUti7rOHE/jZTj6mAA1+H8AkrJFCwFut+uj7KKWFH62IcSCgSIWplNt0y3DyYUt0dBt",
+	"iMuwoDvoltLIWRZFeDSZFCEPZa4OsYCCZJ6WghTMc2Pi8VvTs7brb29WVdkKda2zI6+8pEzqsMu8j/LR",
+	"/6bmE8qkp0F5oir7IrqEIgai1Bv4AgUGSVmBK1lBnTlJGZbNMGWXE8votWIgaGuLiZZitzOQKadas08Y",
+	"l15MbiGqmuImoFiyna1pYb7uoCMT9kJZqtNMoCilN5TN6ICa6NaY3JpeXoGn2QmMdqhy0jsNcE4LL1k0",
+	"fxj3WKOwxRIsssDLU79r00E55X1fNRklT+G+XRC0rZiP27LdQveus7PO8FKHu57SXT3lU63+f6e7vXpS",
+	"vRdQz9tdZ7OWqm01uXe4Di6q7T5aPK2BlGrfbSHUls9q6bdbqk7ZWJm+2hazAVwa5VxQ4k2F7SZX2u7r",
+	"jC0bTGCanDfmgse0da1N/7WY4FossNMemLEOuc7omO6YW3YDEXqmjdU8mWmGzbDIxItyfWx/ezbneWdT",
+	"7vnBCJswwplGO8JVxaC5QTlreZZuCT/Ymcv0VGlpgTiTWELfhFmVG6isWNP4wmgIHXSqi6wloeMGXFL7",
+	"nTh/FgGlAqIBNcQjEGiPzwxlo9IJ2pSVBesPyag/dNUfh0Vf34UTTMdNJjWpymqn7XJWFWRM02Sx6jo3",
+	"3/9BDbjuAz25UlDT6fm9Pa/b9Xq7F12/76t/f8mjim3HNW7Q8BD2wx3w9kY+9nbCQ+wd4p1tbzfqjnqj",
+	"/eFB2O2uf2Ade13gOecP4mCBLOAba1J/DY45Lr1682/i6946k5udpX8ImXCsrxgVLyEt5PtwguVi1fyZ",
+	"yAlLJQpqGarACpZKRJfkpPXCWM5Eusv6U0wH2YCa6peiW6XS7tJBjQYYzPMlS5PMKgoGHMcQtWn04wl+",
+	"lN1d1M5flqYt6v8zVaAm93x/lecCG9U66wu0UufS+lr+AQKtng919nB35Ie7u972aBe8ndEBeMPhbuj5",
+	"0X54EPmjHu76tQRu3r1SKlwuUPUSQpwKXa1zhucxkPEEiVALePs+4Qqp2vslk52HUW+4O+yC54cKtmh3",
+	"3zvAPni94WHUi7bDHdgdFbdQpP7LieuWnNpBI23W27t/4BXpLqNlD0z9OYv5d35T+8r4Z8sn5e8q/RDc",
+	"qwV3b617yx5RfIysV1PXuL3aC3CacAulkCXlELbSUrlx+qHQkS3Cnk1YnAXwSipDK4mKytgyab3FmqPc",
+	"h15EBkUtLa+WCoyIz55YEyiQcCe3dNGGZ7YJ+ragA1MU6C/6SJd2DOizoCgLCZ5rfUO115iNs3U62Thd",
+	"3xM81wXG4SSlNyb1mmsQVyNFV9PEcwR3OJTxXC04oPmKusYmX1B9eq6ztPZ7XdCnBthQcvC8g47ZdKp0",
+	"XkwoCPQs6KOE0HHwHN0AJIhEcVYkLwYUx+QWOsgmPPXLYGVFZ4vphzAm1ChDxiNCMZ+jcgS/yAm2qUID",
+	"+zdSiBcQx0hdt1bTuoz/96cMG0RWa8gpqGxAIyxxH30d1FXkwOkP1lKSA8cdlGp69Lx1FJiZp3Clp9Sw",
+	"NXDuB3RAy4RehVWdVU/8SEOojdYknQ/eFLaS6tcTlfLXX2gdO3D6XwdVfTpw+t2eO2iqXvXFvYbw4XlB",
+	"fSbLGLUnaY51LvqYUclZS33vkSkQCCjzQjUyWP4cjev87B2FIcTey3Q00kbLsjUDFwlmglJ0TOhdkTQa",
+	"6uklfl79DM4PM+GHmfBvMhMEwvbxUO9ccdprxW/CUu5iO6EkLMXC7Po7IuRxZWS1e+iy2bw7BiTIF8gf",
+	"7f41BT4vXu3WRTEVdrJdRk6/57uVFyeWPzhx77ZZNUGpjzfI6k0TDreEpSJvEW4DzPb+liGrN2rUGf/q",
+	"sU6d7Qq4XC9e9RCvb5EKL3L2Cxzjcn99u4unjl1p4KZpHK9vGtRbzVu0xkcK+qrU/VXo9Lf1yL6fQFOp",
+	"0kiYd2SreHPNuzocQqDKYsahJLe2DrssISqc3i4qtr6S6N6wrW7ybIiMV/r3lRcA1k1F1gNWZovod+6H",
+	"f4dkYu4I4SrGs7xh7jgspgx3YTHW8ov3nz6K/yCp+KAY4dq7d0M/2sYH4O0M90feDnSxdzja3fX2cW+4",
+	"He5Eu7A3qrlZpYKyvF9aabTfVTSuDchNAnRX31YfbaJ67MMtC1yWMrn/kD5PLX2Ueq8IHpuPWFPy1OzP",
+	"NmCKIVu1P5OjaDHBMpw0hZd51aUhvzaMvuSlkaUHYDaiVPvYzDfJKfzmRmf1OZxlvL2r998IY4ufRlWm",
+	"fvQ9cfcP5/3bi6MzTRY1Y2i1VWweC1hkBr2H38T4+d2UMGR/lk0ZN53/Vy5XuYDDxhvKVdwLc/vFOxcL",
+	"Iy/vzZDHElK202XxYEr+SkrlUZSCyvwL/6Cgsix00xDr9YdOstdN2h4zKV4wMWN7fvdw+3C7e3CoX3l5",
+	"wJ9t0++GLMvgiu+HAr+v6KMOL+TZOJG1M5m/7KE7WcqmW/bgSpXit74qcrpfKjztq4wPs/Sqf4Pw8cG5",
+	"6sNSldekXEcyZt6Sqb8Vlb3rVLzidGmZ7cptsl/eC2ufavo27FjGo04CoYEzSH1/O/wXMHlNon/pTzBw",
+	"Hs67D+Lc7OGvFeUX9mWaH57X9yspzidMv6+MshdWm0KhWiFX7dS+vFL8qyVKa5rhHQtxjCJFnSzRuXsz",
+	"Fj0LpvgGEE9p8LzS4Nrf2ur29jt+x+90+wf+ga8lhIWqkSS0XdM6JJY1TncK1tOavJmAaCRnXISFxsLb",
+	"848fsiIKxlfkbEob6ZxNe6ZjsQguzbfYbq5wbkr0KratPq2cAOFFgV8JlIoZ3FzR9Dq6pTed7HJ5l6dy",
+	"8SEeldYsNc/dX93/XwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
