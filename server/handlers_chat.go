@@ -64,9 +64,9 @@ func (s *Server) StreamChat(ctx context.Context, req api.StreamChatRequestObject
 			s.countProviderError(err)
 			p := s.toProblem(err)
 			if p.cause != nil {
-				s.logger.ErrorContext(ctx, "stream failed", "request_id", RequestIDFromContext(ctx), "error", p.cause)
+				s.logger.ErrorContext(ctx, "stream failed", "request_id", requestIDFrom(ctx), "error", p.cause)
 			}
-			return problemBody(p, RequestIDFromContext(ctx))
+			return problemBody(p, requestIDFrom(ctx))
 		},
 	}, nil
 }

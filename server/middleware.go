@@ -49,8 +49,8 @@ func requestID(c echo.Context) string {
 	return id
 }
 
-// RequestIDFromContext returns the request id carried by ctx, or "".
-func RequestIDFromContext(ctx context.Context) string {
+// requestIDFrom returns the request id carried by ctx, or "".
+func requestIDFrom(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey).(string)
 	return id
 }

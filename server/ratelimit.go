@@ -110,7 +110,7 @@ func (s *Server) allow(ctx context.Context, h http.Header, p ratelimit.Policy, k
 
 // refused logs and counts a refusal.
 func (s *Server) refused(ctx context.Context, policy, ip string, user uuid.UUID, route string) {
-	attrs := []any{"policy", policy, "ip", ip, "route", route, "request_id", RequestIDFromContext(ctx)}
+	attrs := []any{"policy", policy, "ip", ip, "route", route, "request_id", requestIDFrom(ctx)}
 	if user != uuid.Nil {
 		attrs = append(attrs, "user_id", user)
 	}
