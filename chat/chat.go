@@ -124,7 +124,7 @@ func (s *Service) checkModel(ctx context.Context, name string) error {
 		return fmt.Errorf("check model %q: %w", name, err)
 	}
 	for _, m := range models {
-		if sameModel(m.Name, name) {
+		if provider.SameModel(m.Name, name) {
 			return nil
 		}
 	}
@@ -132,17 +132,6 @@ func (s *Service) checkModel(ctx context.Context, name string) error {
 		return fmt.Errorf("check model %q: %w", name, err)
 	}
 	return nil
-}
-
-// sameModel compares model names the way Ollama does: a name without a tag means the "latest" tag.
-func sameModel(a, b string) bool {
-	withTag := func(n string) string {
-		if strings.Contains(n[strings.LastIndexByte(n, '/')+1:], ":") {
-			return n
-		}
-		return n + ":latest"
-	}
-	return withTag(a) == withTag(b)
 }
 
 // titleFrom makes a conversation title from the first user message: white space collapsed, shortened.

@@ -5,6 +5,7 @@ package provider
 import (
 	"context"
 	"iter"
+	"strings"
 	"time"
 )
 
@@ -91,4 +92,16 @@ type Provider interface {
 	// exactly one final chunk with Done set; or it stops after yielding a non-nil error. Breaking out of the
 	// loop or cancelling ctx aborts the upstream request at once.
 	ChatStream(ctx context.Context, req ChatRequest) iter.Seq2[Chunk, error]
+}
+
+// SameModel reports whether two model names mean the same model: a name without a tag means its "latest"
+// tag, as model servers read it.
+func SameModel(a, b string) bool {
+	withTag := func(n string) string {
+		if strings.Contains(n[strings.LastIndexByte(n, '/')+1:], ":") {
+			return n
+		}
+		return n + ":latest"
+	}
+	return withTag(a) == withTag(b)
 }

@@ -392,21 +392,28 @@ func TestConversationLifecycle(t *testing.T) {
 }
 
 func TestModels(t *testing.T) {
-	a := testapp.Start(t, testapp.Options{})
+	namespaced := ollamatest.Tiny()
+	namespaced.Name = "hf.co/org/tiny:latest"
+	a := testapp.Start(t, testapp.Options{Ollama: ollamatest.Options{Models: []ollamatest.Model{ollamatest.Tiny(), namespaced}}})
 	c := a.UserClient(t)
 	ctx := context.Background()
 	list, err := c.ListModelsWithResponse(ctx)
 	if err != nil || list.JSON200 == nil {
 		t.Fatalf("list models: %v %s", err, list.Body)
 	}
-	if len(list.JSON200.Models) != 1 || list.JSON200.Models[0].Name != "tiny:latest" || list.JSON200.Models[0].Family != "llama" {
+	if len(list.JSON200.Models) != 2 || list.JSON200.Models[0].Name != "tiny:latest" || list.JSON200.Models[0].Family != "llama" {
 		t.Errorf("models = %+v", list.JSON200.Models)
+	}
+	// A name with slashes travels URL-encoded in the path.
+	if r, err := c.GetModelWithResponse(ctx, namespaced.Name); err != nil || r.JSON200 == nil || r.JSON200.Name != namespaced.Name {
+		t.Errorf("get %s: %v %s", namespaced.Name, err, r.Body)
 	}
 	one, err := c.GetModelWithResponse(ctx, "tiny")
 	if err != nil || one.JSON200 == nil {
 		t.Fatalf("get model: %v %s", err, one.Body)
 	}
-	if one.JSON200.ContextLength == nil || *one.JSON200.ContextLength != 2048 || one.JSON200.Format != "gguf" {
+	if one.JSON200.ContextLength == nil || *one.JSON200.ContextLength != 2048 || one.JSON200.Format != "gguf" ||
+		one.JSON200.Name != "tiny:latest" || one.JSON200.Size != ollamatest.Tiny().Size {
 		t.Errorf("model = %+v", one.JSON200)
 	}
 	missing, _ := c.GetModelWithResponse(ctx, "nope:1b")

@@ -171,8 +171,17 @@ func (c *Client) ShowModel(ctx context.Context, name string) (provider.ModelDeta
 	if err := c.callJSON(ctx, op, http.MethodPost, "/api/show", map[string]string{"model": name}, &show); err != nil {
 		return provider.ModelDetails{}, err
 	}
+	// /api/show knows neither the size nor the full name ("tiny" for "tiny:latest"): the list does.
+	model := show.Details.toModel(name, 0, show.ModifiedAt)
+	if models, err := c.ListModels(ctx); err == nil {
+		for _, m := range models {
+			if provider.SameModel(m.Name, name) {
+				model.Name, model.Size = m.Name, m.Size
+			}
+		}
+	}
 	return provider.ModelDetails{
-		Model:         show.Details.toModel(name, 0, show.ModifiedAt),
+		Model:         model,
 		Format:        show.Details.Format,
 		Families:      show.Details.Families,
 		Parameters:    show.Parameters,

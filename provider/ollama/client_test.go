@@ -427,7 +427,8 @@ func TestShowModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Name != "tiny" || d.Family != "llama" || d.ParameterSize != "293K" || d.Format != "gguf" ||
+	// The full name and the size come from the list, which /api/show does not repeat.
+	if d.Name != "tiny:latest" || d.Size != ollamatest.Tiny().Size || d.Family != "llama" || d.ParameterSize != "293K" || d.Format != "gguf" ||
 		!slices.Equal(d.Families, []string{"llama"}) || d.ContextLength != 2048 ||
 		!slices.Equal(d.Capabilities, []string{"completion"}) || !strings.HasPrefix(d.Parameters, "num_ctx") ||
 		d.ModifiedAt.IsZero() {
