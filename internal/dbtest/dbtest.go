@@ -7,10 +7,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +25,13 @@ import (
 
 // DefaultAdminURL is the server used when DS_TEST_DATABASE_URL is not set.
 const DefaultAdminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// prefix starts the name of every test database, followed by its creation time in Unix seconds.
+const prefix = "ds_test_"
+
+// staleAfter is the age at which a test database is taken for the leftover of a killed test process (a
+// fuzzing worker, an interrupted run) and dropped.
+const staleAfter = time.Hour
 
 // AdminURL is the URL of the database the tests connect to for creating and dropping their own.
 func AdminURL() string {
@@ -47,9 +57,10 @@ func NewURL(tb testing.TB) string {
 	}
 	defer admin.Close(ctx)
 
+	dropStale(ctx, tb, admin)
 	suffix := make([]byte, 6)
 	_, _ = rand.Read(suffix)
-	name := "ds_test_" + hex.EncodeToString(suffix)
+	name := fmt.Sprintf("%s%d_%s", prefix, time.Now().Unix(), hex.EncodeToString(suffix))
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		tb.Fatalf("create test database: %v", err)
 	}
@@ -91,5 +102,26 @@ func drop(tb testing.TB, name string) {
 	defer admin.Close(ctx)
 	if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
 		tb.Errorf("drop test database %s: %v", name, err)
+	}
+}
+
+// dropStale drops the test databases that killed test processes left behind.
+func dropStale(ctx context.Context, tb testing.TB, admin *pgx.Conn) {
+	rows, err := admin.Query(ctx, "SELECT datname FROM pg_database WHERE datname LIKE 'ds\\_test\\_%'")
+	if err != nil {
+		tb.Fatalf("list test databases: %v", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		tb.Fatalf("list test databases: %v", err)
+	}
+	for _, name := range names {
+		created, _, _ := strings.Cut(strings.TrimPrefix(name, prefix), "_")
+		secs, err := strconv.ParseInt(created, 10, 64)
+		if err != nil || time.Since(time.Unix(secs, 0)) < staleAfter {
+			continue
+		}
+		// Another test process may drop it at the same moment; IF EXISTS keeps that quiet.
+		_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 	}
 }
