@@ -80,3 +80,9 @@ func New() *Metrics {
 func (m *Metrics) RegisterPool(pool *pgxpool.Pool) {
 	m.Registry.MustRegister(poolCollector{pool: pool})
 }
+
+// CountTokens adds one answer's prompt and completion tokens to chat_tokens_total.
+func (m *Metrics) CountTokens(model string, in, out int) {
+	m.Tokens.WithLabelValues(model, "in").Add(float64(in))
+	m.Tokens.WithLabelValues(model, "out").Add(float64(out))
+}

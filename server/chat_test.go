@@ -204,11 +204,16 @@ func TestChatStreamUpstreamFailure(t *testing.T) {
 	}
 }
 
-func TestChatUnknownModel(t *testing.T) {
-	a := testapp.Start(t, testapp.Options{})
-	c := a.UserClient(t)
+// answer is an HTTP answer with its body read.
+type answer struct {
+	resp *http.Response
+	body []byte
+}
+
+// chatBoth sends body to the plain and the streaming chat route, for failures that come before any stream.
+func chatBoth(t *testing.T, c *client.ClientWithResponses, body client.ChatRequest) []answer {
+	t.Helper()
 	ctx := context.Background()
-	body := client.ChatRequest{Model: "llama9:70b", Messages: userMessage("hi")}
 	plain, err := c.ChatWithResponse(ctx, body)
 	if err != nil {
 		t.Fatal(err)
@@ -217,16 +222,22 @@ func TestChatUnknownModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range []*http.Response{plain.HTTPResponse, streamed.HTTPResponse} {
-		if r.StatusCode != http.StatusNotFound {
-			t.Errorf("unknown model = %d, want 404", r.StatusCode)
+	return []answer{{plain.HTTPResponse, plain.Body}, {streamed.HTTPResponse, streamed.Body}}
+}
+
+func TestChatUnknownModel(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{})
+	c := a.UserClient(t)
+	for _, r := range chatBoth(t, c, client.ChatRequest{Model: "llama9:70b", Messages: userMessage("hi")}) {
+		if r.resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s with an unknown model = %d, want 404", r.resp.Request.URL.Path, r.resp.StatusCode)
+			continue
+		}
+		if p := testapp.Problem(t, r.resp, r.body); !strings.Contains(p.Detail, "model") {
+			t.Errorf("problem %+v does not say the model is unknown", p)
 		}
 	}
-	p := testapp.Problem(t, plain.HTTPResponse, plain.Body)
-	if !strings.Contains(p.Detail, "model") {
-		t.Errorf("problem %+v does not say the model is unknown", p)
-	}
-	list, err := c.ListConversationsWithResponse(ctx, nil)
+	list, err := c.ListConversationsWithResponse(context.Background(), nil)
 	if err != nil || list.JSON200 == nil || len(list.JSON200.Items) != 0 {
 		t.Errorf("a request for an unknown model stored a conversation: %s", list.Body)
 	}
@@ -241,24 +252,12 @@ func TestProviderDown(t *testing.T) {
 	ln.Close()
 	a := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) { c.OllamaURL = closed }})
 	c := a.UserClient(t)
-	ctx := context.Background()
-	body := client.ChatRequest{Model: "tiny", Messages: userMessage("hi")}
-	plain, err := c.ChatWithResponse(ctx, body)
+	answers := chatBoth(t, c, client.ChatRequest{Model: "tiny", Messages: userMessage("hi")})
+	models, err := c.ListModelsWithResponse(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	streamed, err := c.StreamChatWithResponse(ctx, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	models, err := c.ListModelsWithResponse(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range []struct {
-		resp *http.Response
-		body []byte
-	}{{plain.HTTPResponse, plain.Body}, {streamed.HTTPResponse, streamed.Body}, {models.HTTPResponse, models.Body}} {
+	for _, r := range append(answers, answer{models.HTTPResponse, models.Body}) {
 		if r.resp.StatusCode != http.StatusServiceUnavailable && r.resp.StatusCode != http.StatusBadGateway {
 			t.Errorf("%s with the provider down = %d, want 502 or 503", r.resp.Request.URL.Path, r.resp.StatusCode)
 			continue

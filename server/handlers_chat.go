@@ -26,7 +26,7 @@ func (s *Server) Chat(ctx context.Context, req api.ChatRequestObject) (api.ChatR
 	}
 	usage := api.Usage{}
 	if answer.Usage != nil {
-		s.countTokens(turn.Model(), int(answer.Usage.PromptTokens), int(answer.Usage.CompletionTokens))
+		s.metrics.CountTokens(turn.Model(), int(answer.Usage.PromptTokens), int(answer.Usage.CompletionTokens))
 		usage = api.Usage{PromptTokens: int(answer.Usage.PromptTokens), CompletionTokens: int(answer.Usage.CompletionTokens)}
 	}
 	return api.Chat200JSONResponse{
@@ -69,12 +69,6 @@ func (s *Server) StreamChat(ctx context.Context, req api.StreamChatRequestObject
 			return problemBody(p, requestIDFrom(ctx))
 		},
 	}, nil
-}
-
-// countTokens adds one answer's tokens to the chat_tokens_total metric.
-func (s *Server) countTokens(model string, in, out int) {
-	s.metrics.Tokens.WithLabelValues(model, "in").Add(float64(in))
-	s.metrics.Tokens.WithLabelValues(model, "out").Add(float64(out))
 }
 
 func (s *Server) beginTurn(ctx context.Context, body api.ChatRequest) (*chat.Turn, error) {

@@ -160,7 +160,6 @@ type streamItem struct {
 func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 	defer cs.release()
 	ctx, cancel := context.WithCancel(cs.ctx)
-	defer cancel()
 	items := make(chan streamItem, 16)
 	producerDone := make(chan struct{})
 	go func() {
@@ -232,10 +231,9 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 				}
 				cancelled = false
 				usage := item.chunk.Usage
-				cs.metrics.Tokens.WithLabelValues(model, "in").Add(float64(usage.PromptTokens))
-				cs.metrics.Tokens.WithLabelValues(model, "out").Add(float64(usage.CompletionTokens))
+				cs.metrics.CountTokens(model, usage.PromptTokens, usage.CompletionTokens)
 				_ = sse.jsonEvent("done", api.StreamDone{
-					MessageId: cs.meta.MessageId, DoneReason: item.chunk.DoneReason, Usage: toAPIUsage(item.chunk.Usage),
+					MessageId: cs.meta.MessageId, DoneReason: item.chunk.DoneReason, Usage: toAPIUsage(usage),
 				})
 				return nil
 			case item.chunk.Content != "":

@@ -104,22 +104,6 @@ func New(cfg Config) *Client {
 	}
 }
 
-// Ping checks that the server answers GET / with 200, for readiness probes.
-func (c *Client) Ping(ctx context.Context) error {
-	const op = "ollama ping"
-	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.RequestTimeout, errTimedOut)
-	defer cancel()
-	resp, err := c.do(ctx, http.MethodGet, "/", nil)
-	if err != nil {
-		return sendError(ctx, op, err, c.requestTimeoutMsg())
-	}
-	defer drainClose(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return statusError(op, resp)
-	}
-	return nil
-}
-
 // ListModels returns the models the server has (GET /api/tags), from the cache when it is fresh. Failures
 // are not cached.
 func (c *Client) ListModels(ctx context.Context) ([]provider.Model, error) {

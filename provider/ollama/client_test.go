@@ -201,16 +201,6 @@ func TestConnectionRefused(t *testing.T) {
 			checkError(t, call(t.Context(), c, "tiny"), provider.ErrUnavailable, "")
 		})
 	}
-	t.Run("Ping", func(t *testing.T) {
-		checkError(t, c.Ping(t.Context()), provider.ErrUnavailable, "")
-	})
-}
-
-func TestPing(t *testing.T) {
-	fake := ollamatest.New(t, ollamatest.Options{})
-	if err := newClient(fake, ollama.Config{}).Ping(t.Context()); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestMidStreamError(t *testing.T) {
