@@ -1,5 +1,5 @@
 // Package api holds the contract of the service, api/openapi.yaml: the single source of truth from which
-// gen/api (server) and gen/client (SDK) are generated. The server serves it as it is.
+// gen/apiserver (server) and gen/client (SDK) are generated. The server serves it as it is.
 package api
 
 import _ "embed"

@@ -43,7 +43,7 @@ func TestContractAttack(t *testing.T) {
 			c.RateLimitAuthIP, c.RateLimitLoginEmail, c.RateLimitUser, c.RateLimitChat = unlimited, unlimited, unlimited, unlimited
 		},
 	})
-	// The contract as written: the spec embedded in gen/api has its operationIds capitalized.
+	// The contract as written: the spec embedded in gen/apiserver has its operationIds capitalized.
 	spec, err := openapi3.NewLoader().LoadFromData(contract.OpenAPIYAML)
 	if err != nil {
 		t.Fatalf("load api/openapi.yaml: %v", err)

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/deepersensor/deepersensor/chat"
-	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/provider"
 	"github.com/deepersensor/deepersensor/store"
 )
 
 // Chat implements POST /v1/chat.
-func (s *Server) Chat(ctx context.Context, req api.ChatRequestObject) (api.ChatResponseObject, error) {
+func (s *Server) Chat(ctx context.Context, req apiserver.ChatRequestObject) (apiserver.ChatResponseObject, error) {
 	turn, err := s.beginTurn(ctx, *req.Body)
 	if err != nil {
 		return nil, err
@@ -24,15 +24,15 @@ func (s *Server) Chat(ctx context.Context, req api.ChatRequestObject) (api.ChatR
 	if err != nil {
 		return nil, err
 	}
-	usage := api.Usage{}
+	usage := apiserver.Usage{}
 	if answer.Usage != nil {
 		s.metrics.CountTokens(turn.Model(), int(answer.Usage.PromptTokens), int(answer.Usage.CompletionTokens))
-		usage = api.Usage{PromptTokens: int(answer.Usage.PromptTokens), CompletionTokens: int(answer.Usage.CompletionTokens)}
+		usage = apiserver.Usage{PromptTokens: int(answer.Usage.PromptTokens), CompletionTokens: int(answer.Usage.CompletionTokens)}
 	}
-	return api.Chat200JSONResponse{
+	return apiserver.Chat200JSONResponse{
 		ConversationId: turn.Conversation.ID,
-		Message: api.AssistantMessage{
-			Id: answer.ID, Role: api.AssistantMessageRoleAssistant, Content: answer.Content, CreatedAt: answer.CreatedAt,
+		Message: apiserver.AssistantMessage{
+			Id: answer.ID, Role: apiserver.AssistantMessageRoleAssistant, Content: answer.Content, CreatedAt: answer.CreatedAt,
 		},
 		Usage:      usage,
 		DoneReason: answer.DoneReason,
@@ -41,7 +41,7 @@ func (s *Server) Chat(ctx context.Context, req api.ChatRequestObject) (api.ChatR
 
 // StreamChat implements POST /v1/chat/stream. Failures before the stream starts are ordinary problems;
 // after that they are error events.
-func (s *Server) StreamChat(ctx context.Context, req api.StreamChatRequestObject) (api.StreamChatResponseObject, error) {
+func (s *Server) StreamChat(ctx context.Context, req apiserver.StreamChatRequestObject) (apiserver.StreamChatResponseObject, error) {
 	release, err := s.acquireStream(ctx)
 	if err != nil {
 		return nil, err
@@ -54,13 +54,13 @@ func (s *Server) StreamChat(ctx context.Context, req api.StreamChatRequestObject
 	return chatStream{
 		ctx:          ctx,
 		release:      release,
-		meta:         api.StreamMeta{ConversationId: turn.Conversation.ID, MessageId: turn.AnswerID, Model: turn.Model()},
+		meta:         apiserver.StreamMeta{ConversationId: turn.Conversation.ID, MessageId: turn.AnswerID, Model: turn.Model()},
 		chunks:       turn.Stream,
 		heartbeat:    s.cfg.SSEHeartbeat,
 		writeTimeout: s.cfg.WriteTimeout,
 		metrics:      s.metrics,
 		start:        time.Now(),
-		problem: func(err error) api.Problem {
+		problem: func(err error) apiserver.Problem {
 			s.countProviderError(err)
 			p := s.toProblem(err)
 			if p.cause != nil {
@@ -71,7 +71,7 @@ func (s *Server) StreamChat(ctx context.Context, req api.StreamChatRequestObject
 	}, nil
 }
 
-func (s *Server) beginTurn(ctx context.Context, body api.ChatRequest) (*chat.Turn, error) {
+func (s *Server) beginTurn(ctx context.Context, body apiserver.ChatRequest) (*chat.Turn, error) {
 	msgs := make([]provider.Message, len(body.Messages))
 	for i, m := range body.Messages {
 		msgs[i] = provider.Message{Role: string(m.Role), Content: m.Content}
@@ -86,7 +86,7 @@ func (s *Server) beginTurn(ctx context.Context, body api.ChatRequest) (*chat.Tur
 }
 
 // optionsMap turns the contract's options into the provider's map, keeping only those that were set.
-func optionsMap(o *api.ChatOptions) (map[string]any, error) {
+func optionsMap(o *apiserver.ChatOptions) (map[string]any, error) {
 	if o == nil {
 		return nil, nil
 	}

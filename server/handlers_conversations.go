@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/store"
 )
 
@@ -17,7 +17,7 @@ import (
 const defaultPageSize = 20
 
 // ListConversations implements GET /v1/conversations with keyset pagination.
-func (s *Server) ListConversations(ctx context.Context, req api.ListConversationsRequestObject) (api.ListConversationsResponseObject, error) {
+func (s *Server) ListConversations(ctx context.Context, req apiserver.ListConversationsRequestObject) (apiserver.ListConversationsResponseObject, error) {
 	limit := defaultPageSize
 	if req.Params.Limit != nil {
 		limit = *req.Params.Limit
@@ -27,7 +27,7 @@ func (s *Server) ListConversations(ctx context.Context, req api.ListConversation
 		c, ok := decodeCursor(*req.Params.Cursor)
 		if !ok {
 			return nil, &problemError{status: http.StatusBadRequest, slug: "invalid-request", detail: "cursor: is not a cursor from this API",
-				fields: []api.FieldError{{Field: "cursor", Message: "is not a cursor from this API"}}}
+				fields: []apiserver.FieldError{{Field: "cursor", Message: "is not a cursor from this API"}}}
 		}
 		after = &c
 	}
@@ -36,7 +36,7 @@ func (s *Server) ListConversations(ctx context.Context, req api.ListConversation
 	if err != nil {
 		return nil, err
 	}
-	page := api.ListConversations200JSONResponse{Items: make([]api.Conversation, 0, limit)}
+	page := apiserver.ListConversations200JSONResponse{Items: make([]apiserver.Conversation, 0, limit)}
 	if len(convs) > limit {
 		convs = convs[:limit]
 		last := convs[limit-1]
@@ -50,50 +50,50 @@ func (s *Server) ListConversations(ctx context.Context, req api.ListConversation
 }
 
 // GetConversation implements GET /v1/conversations/{id}.
-func (s *Server) GetConversation(ctx context.Context, req api.GetConversationRequestObject) (api.GetConversationResponseObject, error) {
+func (s *Server) GetConversation(ctx context.Context, req apiserver.GetConversationRequestObject) (apiserver.GetConversationResponseObject, error) {
 	conv, msgs, err := s.chat.Conversation(ctx, req.Id, userID(ctx))
 	if err != nil {
 		return nil, err
 	}
-	out := api.GetConversation200JSONResponse{
+	out := apiserver.GetConversation200JSONResponse{
 		Id: conv.ID, Title: conv.Title, Model: conv.Model, CreatedAt: conv.CreatedAt, UpdatedAt: conv.UpdatedAt,
-		Messages: make([]api.Message, len(msgs)),
+		Messages: make([]apiserver.Message, len(msgs)),
 	}
 	for i, m := range msgs {
-		out.Messages[i] = api.Message{
-			Id: m.ID, Role: api.Role(m.Role), Content: m.Content, Status: api.MessageStatus(m.Status), CreatedAt: m.CreatedAt,
+		out.Messages[i] = apiserver.Message{
+			Id: m.ID, Role: apiserver.Role(m.Role), Content: m.Content, Status: apiserver.MessageStatus(m.Status), CreatedAt: m.CreatedAt,
 		}
 		if m.Usage != nil {
-			out.Messages[i].Usage = &api.Usage{PromptTokens: int(m.Usage.PromptTokens), CompletionTokens: int(m.Usage.CompletionTokens)}
+			out.Messages[i].Usage = &apiserver.Usage{PromptTokens: int(m.Usage.PromptTokens), CompletionTokens: int(m.Usage.CompletionTokens)}
 		}
 	}
 	return out, nil
 }
 
 // UpdateConversation implements PATCH /v1/conversations/{id}.
-func (s *Server) UpdateConversation(ctx context.Context, req api.UpdateConversationRequestObject) (api.UpdateConversationResponseObject, error) {
+func (s *Server) UpdateConversation(ctx context.Context, req apiserver.UpdateConversationRequestObject) (apiserver.UpdateConversationResponseObject, error) {
 	title := strings.TrimSpace(req.Body.Title)
 	if title == "" {
 		return nil, &problemError{status: http.StatusUnprocessableEntity, slug: "unprocessable", detail: "title: must not be blank",
-			fields: []api.FieldError{{Field: "title", Message: "must not be blank"}}}
+			fields: []apiserver.FieldError{{Field: "title", Message: "must not be blank"}}}
 	}
 	conv, err := s.chat.Rename(ctx, req.Id, userID(ctx), title)
 	if err != nil {
 		return nil, err
 	}
-	return api.UpdateConversation200JSONResponse(toAPIConversation(conv)), nil
+	return apiserver.UpdateConversation200JSONResponse(toAPIConversation(conv)), nil
 }
 
 // DeleteConversation implements DELETE /v1/conversations/{id}.
-func (s *Server) DeleteConversation(ctx context.Context, req api.DeleteConversationRequestObject) (api.DeleteConversationResponseObject, error) {
+func (s *Server) DeleteConversation(ctx context.Context, req apiserver.DeleteConversationRequestObject) (apiserver.DeleteConversationResponseObject, error) {
 	if err := s.chat.Delete(ctx, req.Id, userID(ctx)); err != nil {
 		return nil, err
 	}
-	return api.DeleteConversation204Response{}, nil
+	return apiserver.DeleteConversation204Response{}, nil
 }
 
-func toAPIConversation(c store.Conversation) api.Conversation {
-	return api.Conversation{Id: c.ID, Title: c.Title, Model: c.Model, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+func toAPIConversation(c store.Conversation) apiserver.Conversation {
+	return apiserver.Conversation{Id: c.ID, Title: c.Title, Model: c.Model, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
 }
 
 // encodeCursor makes the opaque next_cursor: the last item's activity time and id.

@@ -3,31 +3,31 @@ package server
 import (
 	"context"
 
-	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/provider"
 )
 
 // ListModels implements GET /v1/models.
-func (s *Server) ListModels(ctx context.Context, _ api.ListModelsRequestObject) (api.ListModelsResponseObject, error) {
+func (s *Server) ListModels(ctx context.Context, _ apiserver.ListModelsRequestObject) (apiserver.ListModelsResponseObject, error) {
 	models, err := s.provider.ListModels(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]api.ModelInfo, len(models))
+	out := make([]apiserver.ModelInfo, len(models))
 	for i, m := range models {
 		out[i] = toAPIModel(m)
 	}
-	return api.ListModels200JSONResponse{Models: out}, nil
+	return apiserver.ListModels200JSONResponse{Models: out}, nil
 }
 
 // GetModel implements GET /v1/models/{name}.
-func (s *Server) GetModel(ctx context.Context, req api.GetModelRequestObject) (api.GetModelResponseObject, error) {
+func (s *Server) GetModel(ctx context.Context, req apiserver.GetModelRequestObject) (apiserver.GetModelResponseObject, error) {
 	d, err := s.provider.ShowModel(ctx, req.Name)
 	if err != nil {
 		return nil, err
 	}
 	m := toAPIModel(d.Model)
-	details := api.GetModel200JSONResponse{
+	details := apiserver.GetModel200JSONResponse{
 		Name: m.Name, Size: m.Size, ModifiedAt: m.ModifiedAt, Family: m.Family, ParameterSize: m.ParameterSize,
 		QuantizationLevel: m.QuantizationLevel, Format: d.Format, Families: nonNil(d.Families),
 		Parameters: d.Parameters, Capabilities: nonNil(d.Capabilities),
@@ -38,8 +38,8 @@ func (s *Server) GetModel(ctx context.Context, req api.GetModelRequestObject) (a
 	return details, nil
 }
 
-func toAPIModel(m provider.Model) api.ModelInfo {
-	return api.ModelInfo{
+func toAPIModel(m provider.Model) apiserver.ModelInfo {
+	return apiserver.ModelInfo{
 		Name: m.Name, Size: m.Size, ModifiedAt: m.ModifiedAt, Family: m.Family, ParameterSize: m.ParameterSize,
 		QuantizationLevel: m.QuantizationLevel,
 	}

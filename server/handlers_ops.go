@@ -7,19 +7,19 @@ import (
 	"time"
 
 	spec "github.com/deepersensor/deepersensor/api"
-	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/gen/apiserver"
 )
 
 // readinessTimeout bounds how long a readiness probe waits for a dependency.
 const readinessTimeout = 2 * time.Second
 
 // GetHealth implements GET /healthz: the process is up.
-func (s *Server) GetHealth(context.Context, api.GetHealthRequestObject) (api.GetHealthResponseObject, error) {
-	return api.GetHealth200JSONResponse{Status: api.Ok}, nil
+func (s *Server) GetHealth(context.Context, apiserver.GetHealthRequestObject) (apiserver.GetHealthResponseObject, error) {
+	return apiserver.GetHealth200JSONResponse{Status: apiserver.Ok}, nil
 }
 
 // GetReadiness implements GET /readyz: 200 when the database answers, else 503 naming it.
-func (s *Server) GetReadiness(ctx context.Context, _ api.GetReadinessRequestObject) (api.GetReadinessResponseObject, error) {
+func (s *Server) GetReadiness(ctx context.Context, _ apiserver.GetReadinessRequestObject) (apiserver.GetReadinessResponseObject, error) {
 	ctx, cancel := context.WithTimeout(ctx, readinessTimeout)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
@@ -28,12 +28,12 @@ func (s *Server) GetReadiness(ctx context.Context, _ api.GetReadinessRequestObje
 			detail: "not ready: database", checks: map[string]string{"database": "unavailable"}}
 	}
 	checks := map[string]string{"database": "ok"}
-	return api.GetReadiness200JSONResponse{Status: api.Ok, Checks: &checks}, nil
+	return apiserver.GetReadiness200JSONResponse{Status: apiserver.Ok, Checks: &checks}, nil
 }
 
 // GetOpenAPI implements GET /openapi.yaml: the contract as written.
-func (s *Server) GetOpenAPI(context.Context, api.GetOpenAPIRequestObject) (api.GetOpenAPIResponseObject, error) {
-	return api.GetOpenAPI200ApplicationyamlResponse{
+func (s *Server) GetOpenAPI(context.Context, apiserver.GetOpenAPIRequestObject) (apiserver.GetOpenAPIResponseObject, error) {
+	return apiserver.GetOpenAPI200ApplicationyamlResponse{
 		Body: bytes.NewReader(spec.OpenAPIYAML), ContentLength: int64(len(spec.OpenAPIYAML)),
 	}, nil
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/gen/apiserver"
 )
 
 // saneRequestID is what an incoming X-Request-ID must look like to be kept; anything else is replaced.
@@ -140,7 +140,7 @@ func strictJSON(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if len(body) > 0 && !json.Valid(body) {
 			return &problemError{status: http.StatusBadRequest, slug: "invalid-request", detail: "body: is not one valid JSON value",
-				fields: []api.FieldError{{Field: "body", Message: "is not one valid JSON value"}}}
+				fields: []apiserver.FieldError{{Field: "body", Message: "is not one valid JSON value"}}}
 		}
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		return next(c)

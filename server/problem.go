@@ -14,7 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/deepersensor/deepersensor/auth"
-	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/validation"
 )
 
@@ -27,7 +27,7 @@ type problemError struct {
 	status     int
 	slug       string // the last part of the problem type URI
 	detail     string
-	fields     []api.FieldError
+	fields     []apiserver.FieldError
 	retryAfter time.Duration // sets Retry-After when positive
 	checks     map[string]string
 	headers    map[string]string // extra response headers, such as RateLimit-*
@@ -60,7 +60,7 @@ func (s *Server) toProblem(err error) *problemError {
 			"the request body is larger than "+strconv.FormatInt(s.cfg.BodyLimit, 10)+" bytes")
 	case errors.As(err, &invalid):
 		return &problemError{status: http.StatusUnprocessableEntity, slug: "unprocessable", detail: invalid.Error(),
-			fields: []api.FieldError{{Field: invalid.Field, Message: invalid.Message}}}
+			fields: []apiserver.FieldError{{Field: invalid.Field, Message: invalid.Message}}}
 	case errors.As(err, &reqErr):
 		return requestProblem(reqErr)
 	case errors.Is(err, auth.ErrInvalidCredentials):
@@ -153,7 +153,7 @@ func requestProblem(e *openapi3filter.RequestError) *problemError {
 		message = e.Err.Error()
 	}
 	return &problemError{status: http.StatusBadRequest, slug: "invalid-request", detail: field + ": " + message,
-		fields: []api.FieldError{{Field: field, Message: message}}}
+		fields: []apiserver.FieldError{{Field: field, Message: message}}}
 }
 
 // fieldPath turns a JSON pointer such as [messages 0 content] into messages[0].content.
@@ -193,8 +193,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 }
 
 // problemBody builds the contract's Problem for p.
-func problemBody(p *problemError, requestID string) api.Problem {
-	body := api.Problem{
+func problemBody(p *problemError, requestID string) apiserver.Problem {
+	body := apiserver.Problem{
 		Type: problemType(p.slug), Title: http.StatusText(p.status), Status: p.status, Detail: p.detail,
 		RequestId: requestID,
 	}

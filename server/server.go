@@ -20,7 +20,7 @@ import (
 	"github.com/deepersensor/deepersensor/auth"
 	"github.com/deepersensor/deepersensor/chat"
 	"github.com/deepersensor/deepersensor/config"
-	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
 	"github.com/deepersensor/deepersensor/store"
@@ -53,7 +53,7 @@ type Server struct {
 	echo     *echo.Echo
 }
 
-var _ api.StrictServerInterface = (*Server)(nil)
+var _ apiserver.StrictServerInterface = (*Server)(nil)
 
 // New wires the Echo app: middleware in order, request validation against the contract, and the routes.
 func New(d Deps) (*Server, error) {
@@ -67,7 +67,7 @@ func New(d Deps) (*Server, error) {
 	}
 	e.IPExtractor = ipExtractor
 
-	spec, err := api.GetSpec()
+	spec, err := apiserver.GetSpec()
 	if err != nil {
 		return nil, fmt.Errorf("load embedded contract: %w", err)
 	}
@@ -111,7 +111,7 @@ func New(d Deps) (*Server, error) {
 	if d.Config.MetricsAddr == "" {
 		e.GET("/metrics", metricsHandler(d.Metrics))
 	}
-	api.RegisterHandlers(e, api.NewStrictHandler(s, nil))
+	apiserver.RegisterHandlers(e, apiserver.NewStrictHandler(s, nil))
 	s.echo = e
 	return s, nil
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
 )
@@ -140,12 +140,12 @@ func appendJSONString(dst []byte, s string) []byte {
 type chatStream struct {
 	ctx          context.Context
 	release      func() // gives back the user's stream slot when the stream ends
-	meta         api.StreamMeta
+	meta         apiserver.StreamMeta
 	chunks       func(context.Context) iter.Seq2[provider.Chunk, error]
 	heartbeat    time.Duration
 	writeTimeout time.Duration
 	// problem renders a mid-stream failure as the data of the error event.
-	problem func(error) api.Problem
+	problem func(error) apiserver.Problem
 	metrics *metrics.Metrics
 	start   time.Time // when the request arrived, for the time to first token
 }
@@ -232,7 +232,7 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 				cancelled = false
 				usage := item.chunk.Usage
 				cs.metrics.CountTokens(model, usage.PromptTokens, usage.CompletionTokens)
-				_ = sse.jsonEvent("done", api.StreamDone{
+				_ = sse.jsonEvent("done", apiserver.StreamDone{
 					MessageId: cs.meta.MessageId, DoneReason: item.chunk.DoneReason, Usage: toAPIUsage(usage),
 				})
 				return nil
@@ -245,6 +245,6 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 	}
 }
 
-func toAPIUsage(u provider.Usage) api.Usage {
-	return api.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}
+func toAPIUsage(u provider.Usage) apiserver.Usage {
+	return apiserver.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}
 }

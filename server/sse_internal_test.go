@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
 	"github.com/deepersensor/deepersensor/store"
@@ -87,9 +87,9 @@ func BenchmarkRelay(b *testing.B) {
 	m := metrics.New()
 	b.ReportAllocs()
 	cs := chatStream{
-		ctx: context.Background(), release: func() {}, meta: api.StreamMeta{ConversationId: uuid.New(), MessageId: uuid.New(), Model: "tiny"},
+		ctx: context.Background(), release: func() {}, meta: apiserver.StreamMeta{ConversationId: uuid.New(), MessageId: uuid.New(), Model: "tiny"},
 		chunks: chunks(b.N, " token"), heartbeat: time.Hour, writeTimeout: time.Minute, metrics: m, start: time.Now(),
-		problem: func(error) api.Problem { return api.Problem{} },
+		problem: func(error) apiserver.Problem { return apiserver.Problem{} },
 	}
 	b.ResetTimer()
 	if err := cs.VisitStreamChatResponse(&discardWriter{h: http.Header{}}); err != nil {
@@ -132,9 +132,9 @@ func TestRelayEndsWithExactlyOneTerminalEvent(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recordingWriter{h: http.Header{}}
 			cs := chatStream{
-				ctx: context.Background(), release: func() {}, meta: api.StreamMeta{Model: "tiny"}, chunks: tt.chunks,
+				ctx: context.Background(), release: func() {}, meta: apiserver.StreamMeta{Model: "tiny"}, chunks: tt.chunks,
 				heartbeat: time.Hour, metrics: metrics.New(), start: time.Now(),
-				problem: func(error) api.Problem { return api.Problem{Status: 502} },
+				problem: func(error) apiserver.Problem { return apiserver.Problem{Status: 502} },
 			}
 			if err := cs.VisitStreamChatResponse(rec); err != nil {
 				t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
-	"github.com/deepersensor/deepersensor/gen/api"
+	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/gen/client"
 )
 
@@ -31,7 +31,7 @@ func Contract(tb testing.TB) (*openapi3.T, routers.Router) {
 	specOnce.Do(func() {
 		openapi3filter.RegisterBodyDecoder("text/event-stream", openapi3filter.FileBodyDecoder)
 		openapi3filter.RegisterBodyDecoder("application/yaml", openapi3filter.FileBodyDecoder)
-		if spec, specErr = api.GetSpec(); specErr != nil {
+		if spec, specErr = apiserver.GetSpec(); specErr != nil {
 			return
 		}
 		spec.Servers = nil
