@@ -6,13 +6,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/exaring/otelpgx"
-	"github.com/jackc/pgx/v5"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/exaring/otelpgx"
+	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/deepersensor/deepersensor/auth"
 	"github.com/deepersensor/deepersensor/chat"
@@ -24,19 +25,47 @@ import (
 	"github.com/deepersensor/deepersensor/tracing"
 )
 
-// Run builds the service from cfg and serves until ctx ends, then shuts down gracefully: it stops accepting,
-// lets in-flight requests finish within the grace period and closes the pools. When ready is not nil it
-// receives the listening address once the server accepts connections; tests use it to boot the whole
-// service on 127.0.0.1:0.
-func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan<- string) error {
+// App is the built service, ready to serve.
+type App struct {
+	cfg     config.Config
+	logger  *slog.Logger
+	server  *server.Server
+	metrics *metrics.Metrics
+	closers []func() // run in reverse order by Close
+}
+
+// Run builds the service from cfg, listens on cfg.HTTPAddr and serves until ctx ends, then shuts down
+// gracefully.
+func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+	a, err := New(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	return a.Serve(ctx, ln)
+}
+
+// New builds the service from cfg: it connects to and migrates the database, and wires the services, the
+// limits and the HTTP server. Close releases what it opened.
+func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, err error) {
 	logger.Info("starting", "config", cfg)
 	if cfg.GeneratedJWTSecret {
 		logger.Warn("DS_JWT_SECRET is not set: using a random secret for this run only; every token dies at restart. " +
 			"Set DS_JWT_SECRET (32 bytes or more) for anything but local development.")
 	}
+	a := &App{cfg: cfg, logger: logger}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
 	if cfg.Env == config.Development {
 		if err := store.CreateDatabaseIfMissing(ctx, cfg.DatabaseURL); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	var (
@@ -47,83 +76,114 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan
 	if tracingOn {
 		shutdown, err := tracing.Setup(ctx, "deepersensor")
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer func() { _ = shutdown(context.WithoutCancel(ctx)) }()
+		a.closers = append(a.closers, func() { _ = shutdown(context.WithoutCancel(ctx)) })
 		queryTracer = otelpgx.NewTracer()
 		wrapTransport = func(rt http.RoundTripper) http.RoundTripper { return otelhttp.NewTransport(rt) }
 		logger.Info("tracing enabled")
 	}
 	pool, err := store.Open(ctx, cfg.DatabaseURL, queryTracer)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer pool.Close()
+	a.closers = append(a.closers, pool.Close)
 	if err := store.Migrate(ctx, pool, logger); err != nil {
-		return err
+		return nil, err
 	}
 	st := store.New(pool)
 	m := metrics.New()
 	m.RegisterPool(pool)
+	a.metrics = m
 
 	hasher, err := auth.NewHasher(auth.Argon2Params{
 		Memory: cfg.Argon2Memory, Time: cfg.Argon2Time, Parallelism: cfg.Argon2Parallelism,
 	}, cfg.HashConcurrency, cfg.HashQueueWait, func(d time.Duration) { m.HashQueueWait.Observe(d.Seconds()) })
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tokens := auth.NewTokens(auth.TokenConfig{
 		Secret: cfg.JWTSecret, PreviousSecrets: cfg.JWTPreviousSecrets, Issuer: cfg.JWTIssuer,
 		Audience: cfg.JWTAudience, TTL: cfg.AccessTokenTTL,
 	})
-	authSvc := auth.NewService(st, hasher, tokens, cfg.RefreshTokenTTL, logger, auth.Metrics{
-		Login:        func(outcome string) { m.Logins.WithLabelValues(outcome).Inc() },
-		RefreshReuse: m.RefreshReuse.Inc,
+	revocations, stopRevocations, err := startRevocations(ctx, cfg, logger, tokens.Lifetime())
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, stopRevocations)
+	authSvc := auth.NewService(st, hasher, tokens, revocations, auth.ServiceConfig{
+		RefreshTTL: cfg.RefreshTokenTTL, FamilyMaxAge: cfg.RefreshFamilyMaxAge, Logger: logger,
+		Metrics: auth.Metrics{
+			Login:        func(outcome string) { m.Logins.WithLabelValues(outcome).Inc() },
+			RefreshReuse: m.RefreshReuse.Inc,
+		},
 	})
 	models := ollama.New(ollama.Config{
 		BaseURL: cfg.OllamaURL, ConnectTimeout: cfg.OllamaConnectTimeout, FirstChunkTimeout: cfg.OllamaFirstChunkTimeout,
 		ChunkTimeout: cfg.OllamaChunkTimeout, RequestTimeout: cfg.OllamaRequestTimeout, ModelsCacheTTL: cfg.ModelsCacheTTL,
+		MaxConcurrency: cfg.OllamaMaxConcurrency, QueueWait: cfg.OllamaQueueWait,
 		WrapTransport: wrapTransport,
 	})
-	chatSvc := chat.NewService(st, models, cfg.ChatHistoryMessages, logger)
+	chatSvc := chat.NewService(st, models, chat.Limits{
+		HistoryMessages: cfg.ChatHistoryMessages, HistoryBytes: cfg.ChatHistoryBytes,
+		MaxContext: cfg.ChatMaxContext, MaxPredict: cfg.ChatMaxPredict, MaxStoredBytes: cfg.MaxStoredBytesPerUser,
+	}, logger)
 
 	limits, closeLimits, err := newLimits(cfg, logger, m.LimiterFallbacks.Inc)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer closeLimits()
+	a.closers = append(a.closers, func() { _ = closeLimits() })
 
 	srv, err := server.New(server.Deps{
-		Config: cfg, Logger: logger, Auth: authSvc, Chat: chatSvc, Provider: models, Store: st, Limits: limits,
+		Config: cfg, Logger: logger, Auth: authSvc, Chat: chatSvc, Provider: models, Database: pool, Limits: limits,
 		Metrics: m, Tracing: tracingOn,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	a.server = srv
+	return a, nil
+}
+
+// drainMargin is how long before the end of the shutdown grace the model calls in flight are ended: time
+// to send their last event, store their partial answers, and for http.Server.Shutdown, which looks for idle
+// connections every 500ms at most, to see them done.
+func drainMargin(grace time.Duration) time.Duration {
+	return min(grace/4, 2*time.Second)
+}
+
+// Close releases what New opened, in reverse order.
+func (a *App) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}
+
+// Serve serves the API on ln, and the metrics on their own address when one is configured, until ctx ends;
+// then it shuts down gracefully: it stops accepting and lets in-flight requests finish within the grace.
+// Model calls that would outlast it are ended shortly before it runs out, each with a retryable 503 (an
+// error event on streams) and its partial answer stored.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	cfg := a.cfg
 	httpServer := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           a.server.Handler(),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
-	}
-	logger.Info("listening", "addr", ln.Addr().String())
-	if ready != nil {
-		ready <- ln.Addr().String()
-	}
+	a.logger.Info("listening", "addr", ln.Addr().String())
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- httpServer.Serve(ln) }()
 	if cfg.MetricsAddr != "" {
-		metricsServer := &http.Server{Addr: cfg.MetricsAddr, Handler: server.MetricsHandler(m), ReadHeaderTimeout: cfg.ReadHeaderTimeout}
+		metricsServer := &http.Server{Addr: cfg.MetricsAddr, Handler: server.MetricsHandler(a.metrics), ReadHeaderTimeout: cfg.ReadHeaderTimeout}
 		go func() { serveErr <- metricsServer.ListenAndServe() }()
 		defer metricsServer.Close()
-		logger.Info("serving metrics", "addr", cfg.MetricsAddr)
+		a.logger.Info("serving metrics", "addr", cfg.MetricsAddr)
 	}
 
 	select {
@@ -131,15 +191,17 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, ready chan
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down", "grace", cfg.ShutdownGrace)
+	a.logger.Info("shutting down", "grace", cfg.ShutdownGrace)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
+	drain := time.AfterFunc(cfg.ShutdownGrace-drainMargin(cfg.ShutdownGrace), a.server.Drain)
+	defer drain.Stop()
 	if err := httpServer.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
-	logger.Info("stopped")
+	a.logger.Info("stopped")
 	return nil
 }

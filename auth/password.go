@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/deepersensor/deepersensor/core"
 )
 
 // ErrBusy means every password-hashing slot stayed taken for the whole wait: the caller should retry later.
-var ErrBusy = errors.New("password hashing is busy")
+var ErrBusy = &core.Error{Code: core.Busy, Message: "too many logins at once, retry shortly", RetryAfter: time.Second}
 
 // Argon2Params are the cost parameters of Argon2id. OWASP's defaults are m=19456 KiB, t=2, p=1.
 type Argon2Params struct {

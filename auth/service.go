@@ -1,5 +1,6 @@
-// Package auth manages accounts and sessions: sign-up, password login, access tokens (JWT) and rotating
-// refresh tokens with reuse detection. It records every security event in the audit log.
+// Package auth manages accounts and sessions: sign-up, password login, access tokens (JWT), rotating
+// refresh tokens with reuse detection, the revocation of sessions on every instance, and account deletion.
+// It records every security event in the audit log, which each user can read.
 package auth
 
 import (
@@ -13,25 +14,26 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/deepersensor/deepersensor/store"
-	"github.com/deepersensor/deepersensor/validation"
+	"github.com/deepersensor/deepersensor/core"
 )
 
 // Errors the service returns for expected failures.
 var (
 	// ErrInvalidCredentials is the one answer for an unknown email and a wrong password alike.
-	ErrInvalidCredentials = errors.New("invalid email or password")
+	ErrInvalidCredentials = core.Errorf(core.InvalidCredentials, "invalid email or password")
 	// ErrEmailTaken means an account with this email exists.
-	ErrEmailTaken = errors.New("an account with this email exists")
+	ErrEmailTaken = core.Errorf(core.Conflict, "an account with this email exists")
 )
 
 // Audit event names.
 const (
-	EventSignup       = "signup"
-	EventLoginSuccess = "login_success"
-	EventLoginFailure = "login_failure"
-	EventRefreshReuse = "refresh_reuse"
-	EventLogout       = "logout"
+	EventSignup                 = "signup"
+	EventLoginSuccess           = "login_success"
+	EventLoginFailure           = "login_failure"
+	EventRefreshReuse           = "refresh_reuse"
+	EventLogout                 = "logout"
+	EventAccountDeleted         = "account_deleted"
+	EventAccountDeletionFailure = "account_deletion_failure"
 )
 
 // Client describes where a request came from, for the audit log.
@@ -54,53 +56,76 @@ type Metrics struct {
 	RefreshReuse func()
 }
 
+// ServiceConfig configures a Service.
+type ServiceConfig struct {
+	// RefreshTTL is the lifetime of each refresh token.
+	RefreshTTL time.Duration
+	// FamilyMaxAge is the absolute lifetime of a refresh-token family, however often it is rotated.
+	FamilyMaxAge time.Duration
+	Logger       *slog.Logger
+	Metrics      Metrics
+}
+
 // Service implements accounts and sessions on a store.
 type Service struct {
-	store      *store.Store
-	hasher     *Hasher
-	tokens     *Tokens
-	refreshTTL time.Duration
-	logger     *slog.Logger
-	metrics    Metrics
+	store       Store
+	hasher      *Hasher
+	tokens      *Tokens
+	revocations *Revocations
+	cfg         ServiceConfig
+	logger      *slog.Logger
 }
 
-// NewService returns a Service.
-func NewService(st *store.Store, hasher *Hasher, tokens *Tokens, refreshTTL time.Duration, logger *slog.Logger, metrics Metrics) *Service {
-	return &Service{store: st, hasher: hasher, tokens: tokens, refreshTTL: refreshTTL, logger: logger, metrics: metrics}
+// NewService returns a Service that issues tokens with tokens and ends sessions in revocations.
+func NewService(st Store, hasher *Hasher, tokens *Tokens, revocations *Revocations, cfg ServiceConfig) *Service {
+	return &Service{store: st, hasher: hasher, tokens: tokens, revocations: revocations, cfg: cfg, logger: cfg.Logger}
 }
 
-// Tokens returns the access-token issuer and verifier.
-func (s *Service) Tokens() *Tokens { return s.tokens }
+// Authenticate verifies an access token and checks that neither its session nor its user is revoked. It
+// does no I/O. Every failure is ErrInvalidToken, wrapped with the reason.
+func (s *Service) Authenticate(raw string) (Claims, error) {
+	claims, err := s.tokens.Verify(raw)
+	if err != nil {
+		return Claims{}, err
+	}
+	if s.revocations.Revoked(claims) {
+		return Claims{}, fmt.Errorf("%w: the session has ended", ErrInvalidToken)
+	}
+	return claims, nil
+}
 
 // NormalizeEmail trims an email and checks that it is a plain address such as ada@example.com.
 func NormalizeEmail(email string) (string, error) {
-	email = strings.TrimSpace(email)
+	email, err := trimEmail(email)
+	if err != nil {
+		return "", err
+	}
 	addr, err := mail.ParseAddress(email)
 	if err != nil || addr.Address != email || addr.Name != "" || !strings.Contains(email[strings.LastIndexByte(email, '@')+1:], ".") {
-		return "", validation.New("email", "must be a valid email address such as ada@example.com")
+		return "", core.InvalidField("email", "must be a valid email address such as ada@example.com")
 	}
 	return email, nil
 }
 
 // Signup creates an account.
-func (s *Service) Signup(ctx context.Context, email, password string, client Client) (store.User, error) {
+func (s *Service) Signup(ctx context.Context, email, password string, client Client) (User, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
-		return store.User{}, err
+		return User{}, err
 	}
 	if err := checkPassword(password); err != nil {
-		return store.User{}, err
+		return User{}, err
 	}
 	hash, err := s.hasher.Hash(ctx, password)
 	if err != nil {
-		return store.User{}, fmt.Errorf("signup: %w", err)
+		return User{}, fmt.Errorf("signup: %w", err)
 	}
 	user, err := s.store.CreateUser(ctx, email, hash)
-	if errors.Is(err, store.ErrConflict) {
-		return store.User{}, ErrEmailTaken
+	if core.ErrorCode(err) == core.Conflict {
+		return User{}, ErrEmailTaken
 	}
 	if err != nil {
-		return store.User{}, fmt.Errorf("signup: %w", err)
+		return User{}, fmt.Errorf("signup: %w", err)
 	}
 	s.audit(ctx, EventSignup, &user.ID, client, "")
 	return user, nil
@@ -109,17 +134,28 @@ func (s *Service) Signup(ctx context.Context, email, password string, client Cli
 // checkPassword enforces the length limits in characters, as the contract states them.
 func checkPassword(password string) error {
 	if n := len([]rune(password)); n < 8 || n > 128 {
-		return validation.New("password", "must be 8 to 128 characters long")
+		return core.InvalidField("password", "must be 8 to 128 characters long")
 	}
 	return nil
 }
 
+// trimEmail trims an email and refuses a NUL, which PostgreSQL cannot store or compare in text.
+func trimEmail(email string) (string, error) {
+	if strings.ContainsRune(email, 0) {
+		return "", core.InvalidField("email", "must not contain NUL characters")
+	}
+	return strings.TrimSpace(email), nil
+}
+
 // Login checks a password and starts a new session: a new refresh-token family.
 func (s *Service) Login(ctx context.Context, email, password string, client Client) (TokenPair, error) {
-	email = strings.TrimSpace(email)
-	user, err := s.store.UserByEmail(ctx, email)
+	email, err := trimEmail(email)
+	if err != nil {
+		return TokenPair{}, err
+	}
+	user, err := s.store.CredentialsByEmail(ctx, email)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case core.ErrorCode(err) == core.NotFound:
 		if err := s.hasher.VerifyDummy(ctx, password); err != nil {
 			return TokenPair{}, fmt.Errorf("login: %w", err)
 		}
@@ -137,7 +173,7 @@ func (s *Service) Login(ctx context.Context, email, password string, client Clie
 	if rehash {
 		s.rehash(ctx, user.ID, password)
 	}
-	pair, err := s.issue(ctx, user.ID, uuid.New())
+	pair, err := s.startSession(ctx, user.ID)
 	if err != nil {
 		return TokenPair{}, fmt.Errorf("login: %w", err)
 	}
@@ -165,21 +201,23 @@ func (s *Service) rehash(ctx context.Context, userID uuid.UUID, password string)
 	}
 }
 
-// Refresh rotates a refresh token: the presented one is used up and a new pair is issued in the same family.
-// Presenting a token that was already used revokes its whole family.
+// Refresh rotates a refresh token: the presented one is used up and a new pair is issued in the same family,
+// unless the family is older than its maximum age. Presenting a token that was already used revokes its
+// whole family and ends its access tokens.
 func (s *Service) Refresh(ctx context.Context, refreshToken string, client Client) (TokenPair, error) {
 	newToken, newHash := newRefreshToken()
-	old, err := s.store.RotateRefreshToken(ctx, hashRefreshToken(refreshToken), newHash, time.Now().Add(s.refreshTTL))
-	if errors.Is(err, store.ErrNotFound) {
-		if old.UsedAt != nil && old.RevokedAt == nil {
-			s.revokeReused(ctx, old, client)
+	now := time.Now()
+	old, err := s.store.RotateRefreshToken(ctx, hashRefreshToken(refreshToken), newHash, now.Add(s.cfg.RefreshTTL), now.Add(-s.cfg.FamilyMaxAge))
+	if notLive, ok := errors.AsType[*RefreshNotLiveError](err); ok {
+		if t := notLive.Token; t != nil && t.UsedAt != nil && t.RevokedAt == nil {
+			s.revokeReused(ctx, *t, client)
 		}
 		return TokenPair{}, ErrInvalidToken
 	}
 	if err != nil {
 		return TokenPair{}, fmt.Errorf("refresh: %w", err)
 	}
-	access, err := s.tokens.Issue(old.UserID)
+	access, err := s.tokens.Issue(old.UserID, old.FamilyID)
 	if err != nil {
 		return TokenPair{}, fmt.Errorf("refresh: %w", err)
 	}
@@ -187,23 +225,25 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string, client Clien
 }
 
 // revokeReused answers the reuse of a used refresh token: someone holds a stolen copy, so every token of the
-// family dies.
-func (s *Service) revokeReused(ctx context.Context, old store.RefreshToken, client Client) {
+// family dies, access tokens included.
+func (s *Service) revokeReused(ctx context.Context, old RefreshToken, client Client) {
+	s.revocations.RevokeSession(ctx, old.FamilyID)
 	if _, err := s.store.RevokeRefreshTokenFamily(ctx, old.FamilyID); err != nil {
 		s.logger.ErrorContext(ctx, "revoke reused refresh token family", "family_id", old.FamilyID, "error", err)
 	}
 	s.logger.WarnContext(ctx, "refresh token reused; family revoked",
 		"user_id", old.UserID, "family_id", old.FamilyID, "ip", client.IP, "request_id", client.RequestID)
 	s.audit(ctx, EventRefreshReuse, &old.UserID, client, "family "+old.FamilyID.String())
-	if s.metrics.RefreshReuse != nil {
-		s.metrics.RefreshReuse()
+	if s.cfg.Metrics.RefreshReuse != nil {
+		s.cfg.Metrics.RefreshReuse()
 	}
 }
 
-// Logout revokes the family of a refresh token. An unknown token is not an error: the session is over anyway.
+// Logout ends the session of a refresh token: its family and its access tokens. An unknown token is not an
+// error: the session is over anyway.
 func (s *Service) Logout(ctx context.Context, refreshToken string, client Client) error {
 	t, err := s.store.RefreshTokenByHash(ctx, hashRefreshToken(refreshToken))
-	if errors.Is(err, store.ErrNotFound) {
+	if core.ErrorCode(err) == core.NotFound {
 		return nil
 	}
 	if err != nil {
@@ -212,41 +252,37 @@ func (s *Service) Logout(ctx context.Context, refreshToken string, client Client
 	if _, err := s.store.RevokeRefreshTokenFamily(ctx, t.FamilyID); err != nil {
 		return fmt.Errorf("logout: %w", err)
 	}
+	s.revocations.RevokeSession(ctx, t.FamilyID)
 	s.audit(ctx, EventLogout, &t.UserID, client, "")
 	return nil
 }
 
-// User returns the account of a verified access token.
-func (s *Service) User(ctx context.Context, id uuid.UUID) (store.User, error) {
-	return s.store.UserByID(ctx, id)
+// User returns the account of a verified access token. The token of an account that is gone is invalid.
+func (s *Service) User(ctx context.Context, id uuid.UUID) (User, error) {
+	user, err := s.store.UserByID(ctx, id)
+	if core.ErrorCode(err) == core.NotFound {
+		return User{}, fmt.Errorf("user of token: %w", ErrInvalidToken)
+	}
+	return user, err
 }
 
-// issue creates an access token and a refresh token of family.
-func (s *Service) issue(ctx context.Context, userID, family uuid.UUID) (TokenPair, error) {
-	access, err := s.tokens.Issue(userID)
+// startSession starts a refresh-token family and issues its first token pair.
+func (s *Service) startSession(ctx context.Context, userID uuid.UUID) (TokenPair, error) {
+	family := uuid.New()
+	access, err := s.tokens.Issue(userID, family)
 	if err != nil {
 		return TokenPair{}, err
 	}
 	refresh, hash := newRefreshToken()
-	if err := s.store.CreateRefreshToken(ctx, family, userID, hash, time.Now().Add(s.refreshTTL)); err != nil {
+	expires := time.Now().Add(min(s.cfg.RefreshTTL, s.cfg.FamilyMaxAge))
+	if err := s.store.CreateRefreshToken(ctx, family, userID, hash, expires); err != nil {
 		return TokenPair{}, err
 	}
 	return TokenPair{AccessToken: access, RefreshToken: refresh, ExpiresIn: s.tokens.TTL()}, nil
 }
 
-// audit records a security event. The audit log must not turn a good request into a failure, so an error is
-// logged rather than returned.
-func (s *Service) audit(ctx context.Context, event string, userID *uuid.UUID, client Client, detail string) {
-	err := s.store.InsertAuditEvent(context.WithoutCancel(ctx), store.AuditEvent{
-		Event: event, UserID: userID, IP: client.IP, UserAgent: client.UserAgent, RequestID: client.RequestID, Detail: detail,
-	})
-	if err != nil {
-		s.logger.ErrorContext(ctx, "write audit event", "event", event, "error", err)
-	}
-}
-
 func (s *Service) observeLogin(outcome string) {
-	if s.metrics.Login != nil {
-		s.metrics.Login(outcome)
+	if s.cfg.Metrics.Login != nil {
+		s.cfg.Metrics.Login(outcome)
 	}
 }

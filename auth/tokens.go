@@ -7,21 +7,33 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/deepersensor/deepersensor/core"
 )
 
-// ErrInvalidToken means a token is missing, malformed, expired, wrongly signed, or not ours.
-var ErrInvalidToken = errors.New("invalid token")
+// ErrInvalidToken means a token is missing, malformed, expired, wrongly signed, revoked, or not ours.
+var ErrInvalidToken = core.Errorf(core.Unauthorized, "the token is invalid, expired or revoked")
 
 // signingMethod is the only algorithm access tokens are signed and accepted with.
 var signingMethod = jwt.SigningMethodHS256
 
+// accessTokenType is the typ header of access tokens (RFC 9068), which Verify requires, so that no other
+// JWT signed with the same key passes for one.
+const accessTokenType = "at+jwt"
+
+// leeway is the clock skew allowed when checking exp and iat.
+const leeway = 30 * time.Second
+
 // Claims are what a verified access token says.
 type Claims struct {
-	UserID    uuid.UUID
+	UserID uuid.UUID
+	// SessionID is the refresh-token family the token was issued in: logging out ends it.
+	SessionID uuid.UUID
 	TokenID   string
 	ExpiresAt time.Time
 }
@@ -60,7 +72,7 @@ func NewTokens(cfg TokenConfig) *Tokens {
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithTimeFunc(func() time.Time { return t.now() }),
-		jwt.WithLeeway(30*time.Second),
+		jwt.WithLeeway(leeway),
 	)
 	return t
 }
@@ -76,18 +88,24 @@ func (t *Tokens) addKey(secret string) string {
 // TTL is the lifetime of new access tokens.
 func (t *Tokens) TTL() time.Duration { return t.cfg.TTL }
 
-// Issue signs a new access token for userID with the newest key.
-func (t *Tokens) Issue(userID uuid.UUID) (string, error) {
-	now := t.now()
-	claims := jwt.RegisteredClaims{
+// Lifetime is how long after it was issued an access token can still verify: its TTL plus the clock skew
+// allowed. A revocation must last that long to outlive every token it covers.
+func (t *Tokens) Lifetime() time.Duration { return t.cfg.TTL + leeway }
+
+// Issue signs a new access token for userID in session (a refresh-token family) with the newest key.
+func (t *Tokens) Issue(userID, session uuid.UUID) (string, error) {
+	iat := jwt.NewNumericDate(t.now())
+	claims := accessClaims{
 		Issuer:    t.cfg.Issuer,
 		Subject:   userID.String(),
 		Audience:  jwt.ClaimStrings{t.cfg.Audience},
-		ExpiresAt: jwt.NewNumericDate(now.Add(t.cfg.TTL)),
-		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: &numericDate{*jwt.NewNumericDate(iat.Add(t.cfg.TTL))},
+		IssuedAt:  &numericDate{*iat},
 		ID:        rand.Text(),
+		SessionID: session.String(),
 	}
-	token := jwt.NewWithClaims(signingMethod, claims)
+	token := jwt.NewWithClaims(signingMethod, &claims)
+	token.Header["typ"] = accessTokenType
 	token.Header["kid"] = t.signKID
 	signed, err := token.SignedString(t.keys[t.signKID])
 	if err != nil {
@@ -96,11 +114,14 @@ func (t *Tokens) Issue(userID uuid.UUID) (string, error) {
 	return signed, nil
 }
 
-// Verify checks an access token's signature, algorithm, issuer, audience, expiry, issue time, id and subject.
-// Every failure is ErrInvalidToken, wrapped with the reason.
+// Verify checks an access token's type, signature, algorithm, issuer, audience, expiry, issue time,
+// lifetime, id, subject and session. Every failure is ErrInvalidToken, wrapped with the reason.
 func (t *Tokens) Verify(raw string) (Claims, error) {
-	var claims jwt.RegisteredClaims
+	var claims accessClaims
 	_, err := t.parser.ParseWithClaims(raw, &claims, func(token *jwt.Token) (any, error) {
+		if typ, _ := token.Header["typ"].(string); !strings.EqualFold(typ, accessTokenType) && !strings.EqualFold(typ, "application/"+accessTokenType) {
+			return nil, errors.New("typ is not " + accessTokenType)
+		}
 		kid, _ := token.Header["kid"].(string)
 		key, ok := t.keys[kid]
 		if !ok {
@@ -114,11 +135,60 @@ func (t *Tokens) Verify(raw string) (Claims, error) {
 	if claims.ID == "" || claims.IssuedAt == nil {
 		return Claims{}, fmt.Errorf("%w: jti and iat are required", ErrInvalidToken)
 	}
+	if claims.ExpiresAt.Sub(claims.IssuedAt.Time) > t.cfg.TTL {
+		return Claims{}, fmt.Errorf("%w: lives longer than %s", ErrInvalidToken, t.cfg.TTL)
+	}
 	userID, err := uuid.Parse(claims.Subject)
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: subject is not a user id", ErrInvalidToken)
 	}
-	return Claims{UserID: userID, TokenID: claims.ID, ExpiresAt: claims.ExpiresAt.Time}, nil
+	session, err := uuid.Parse(claims.SessionID)
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: sid is not a session id", ErrInvalidToken)
+	}
+	return Claims{UserID: userID, SessionID: session, TokenID: claims.ID, ExpiresAt: claims.ExpiresAt.Time}, nil
+}
+
+// accessClaims are the claims of an access token as JSON. Unlike jwt.RegisteredClaims, its times must be
+// JSON numbers, and it carries the session id.
+type accessClaims struct {
+	Issuer    string           `json:"iss"`
+	Subject   string           `json:"sub"`
+	Audience  jwt.ClaimStrings `json:"aud"`
+	ExpiresAt *numericDate     `json:"exp"`
+	NotBefore *numericDate     `json:"nbf,omitempty"`
+	IssuedAt  *numericDate     `json:"iat"`
+	ID        string           `json:"jti"`
+	SessionID string           `json:"sid"`
+}
+
+// The getters implement jwt.Claims, for the parser's checks of exp, iat, nbf, iss and aud.
+func (c *accessClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.date(), nil }
+func (c *accessClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt.date(), nil }
+func (c *accessClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore.date(), nil }
+func (c *accessClaims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c *accessClaims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *accessClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.Audience, nil }
+
+// numericDate is a JWT NumericDate that must be a JSON number: jwt.NumericDate also takes "1700000000".
+type numericDate struct {
+	jwt.NumericDate
+}
+
+// UnmarshalJSON refuses anything but a number.
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || (b[0] != '-' && (b[0] < '0' || b[0] > '9')) {
+		return errors.New("a NumericDate must be a JSON number")
+	}
+	return d.NumericDate.UnmarshalJSON(b)
+}
+
+// date returns d as the jwt package wants it; nil when the claim is absent.
+func (d *numericDate) date() *jwt.NumericDate {
+	if d == nil {
+		return nil
+	}
+	return &d.NumericDate
 }
 
 // newRefreshToken returns a random 256-bit refresh token and the SHA-256 that is stored instead of it.

@@ -4,24 +4,21 @@
 package chat
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/google/uuid"
 
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/provider"
-	"github.com/deepersensor/deepersensor/store"
-	"github.com/deepersensor/deepersensor/validation"
 )
-
-// ErrAnswerNotStored means the model answered but the answer could not be stored.
-var ErrAnswerNotStored = errors.New("the answer could not be stored")
 
 // titleRunes is the longest title made from a first message.
 const titleRunes = 60
@@ -29,17 +26,29 @@ const titleRunes = 60
 // persistTimeout bounds the store call that saves an answer after its request may have ended.
 const persistTimeout = 10 * time.Second
 
+// answerRetryAfter is how long a client should wait to retry a turn whose answer could not be stored.
+const answerRetryAfter = 5 * time.Second
+
 // Service runs chat turns and manages conversations.
 type Service struct {
-	store        *store.Store
-	provider     provider.Provider
-	historyLimit int32
-	logger       *slog.Logger
+	store    Store
+	provider provider.Provider
+	limits   Limits
+	logger   *slog.Logger
 }
 
-// NewService returns a Service that sends at most historyLimit stored messages to the model per turn.
-func NewService(st *store.Store, p provider.Provider, historyLimit int, logger *slog.Logger) *Service {
-	return &Service{store: st, provider: p, historyLimit: int32(historyLimit), logger: logger}
+// Limits bound what one user's turns may ask of the model and store.
+type Limits struct {
+	HistoryMessages int   // stored messages sent to the model before the new ones, at most
+	HistoryBytes    int64 // and at most this much of their content (always the newest message)
+	MaxContext      int   // the largest num_ctx option a turn may ask for
+	MaxPredict      int   // the largest num_predict option a turn may ask for
+	MaxStoredBytes  int64 // message content one user may store; 0 for no cap
+}
+
+// NewService returns a Service within limits.
+func NewService(st Store, p provider.Provider, limits Limits, logger *slog.Logger) *Service {
+	return &Service{store: st, provider: p, limits: limits, logger: logger}
 }
 
 // Request is one turn asked by a user.
@@ -53,10 +62,11 @@ type Request struct {
 
 // Turn is a started turn: the user's messages are stored, and the answer has an id already.
 type Turn struct {
-	Conversation store.Conversation
+	Conversation Conversation
 	AnswerID     uuid.UUID
 	svc          *Service
 	upstream     provider.ChatRequest
+	listedAs     string // the model's name as the model server lists it
 }
 
 // Begin checks the request and the model, stores the new messages (creating the conversation when needed)
@@ -65,20 +75,23 @@ func (s *Service) Begin(ctx context.Context, req Request) (*Turn, error) {
 	if err := checkMessages(req.Messages); err != nil {
 		return nil, err
 	}
-	if err := s.checkModel(ctx, req.Model); err != nil {
+	if err := s.checkOptions(req.Options); err != nil {
 		return nil, err
 	}
-	newMsgs := make([]store.NewMessage, len(req.Messages))
+	listedAs, err := s.checkModel(ctx, req.Model)
+	if err != nil {
+		return nil, err
+	}
+	newMsgs := make([]NewMessage, len(req.Messages))
 	for i, m := range req.Messages {
-		newMsgs[i] = store.NewMessage{Role: m.Role, Content: m.Content, Status: store.StatusComplete}
+		newMsgs[i] = NewMessage{Role: m.Role, Content: m.Content, Status: StatusComplete}
 	}
 	var (
-		conv    store.Conversation
-		history []store.Message
-		err     error
+		conv    Conversation
+		history []Message
 	)
 	if req.ConversationID == nil {
-		conv, _, err = s.store.CreateConversation(ctx, req.UserID, titleFrom(req.Messages), req.Model, newMsgs)
+		conv, err = s.store.CreateConversation(ctx, req.UserID, titleFrom(req.Messages), req.Model, newMsgs, s.limits.MaxStoredBytes)
 		if err != nil {
 			return nil, fmt.Errorf("begin turn: %w", err)
 		}
@@ -86,10 +99,11 @@ func (s *Service) Begin(ctx context.Context, req Request) (*Turn, error) {
 		if conv, err = s.store.Conversation(ctx, *req.ConversationID, req.UserID); err != nil {
 			return nil, fmt.Errorf("begin turn: %w", err)
 		}
-		if history, err = s.store.RecentMessages(ctx, conv.ID, s.historyLimit); err != nil {
+		if history, _, err = s.store.MessagePage(ctx, conv.ID, 0, s.limits.HistoryMessages, s.limits.HistoryBytes); err != nil {
 			return nil, fmt.Errorf("begin turn: %w", err)
 		}
-		if _, err = s.store.AppendMessages(ctx, conv.ID, newMsgs); err != nil {
+		slices.Reverse(history)
+		if _, err = s.store.AppendMessages(ctx, req.UserID, conv.ID, newMsgs, s.limits.MaxStoredBytes); err != nil {
 			return nil, fmt.Errorf("begin turn: %w", err)
 		}
 	}
@@ -103,35 +117,73 @@ func (s *Service) Begin(ctx context.Context, req Request) (*Turn, error) {
 		AnswerID:     uuid.New(),
 		svc:          s,
 		upstream:     provider.ChatRequest{Model: req.Model, Messages: msgs, Options: req.Options},
+		listedAs:     listedAs,
 	}, nil
 }
 
-// checkMessages refuses what the contract cannot express: content made only of white space.
+// checkMessages refuses what the contract cannot express: content that is blank or holds a NUL.
 func checkMessages(msgs []provider.Message) error {
 	for i, m := range msgs {
-		if strings.TrimSpace(m.Content) == "" {
-			return validation.New(fmt.Sprintf("messages[%d].content", i), "must not be blank")
+		if err := checkText(fmt.Sprintf("messages[%d].content", i), m.Content); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// checkModel makes sure the model exists before anything is stored: the cached list answers most calls, and
-// a model missing from it is asked for directly, in case it was pulled since.
-func (s *Service) checkModel(ctx context.Context, name string) error {
+// checkOptions keeps the model options that cost the model server most within what the operator allows:
+// the context window (a reload of the model at that size) and the tokens to generate.
+func (s *Service) checkOptions(opts map[string]any) error {
+	if n, ok := number(opts["num_ctx"]); ok && n > float64(s.limits.MaxContext) {
+		return core.InvalidField("options.num_ctx", fmt.Sprintf("must be at most %d", s.limits.MaxContext))
+	}
+	if n, ok := number(opts["num_predict"]); ok && (n < 1 || n > float64(s.limits.MaxPredict)) {
+		return core.InvalidField("options.num_predict", fmt.Sprintf("must be between 1 and %d", s.limits.MaxPredict))
+	}
+	return nil
+}
+
+// number returns an option's value as a number, if it is one.
+func number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case int:
+		return float64(n), true
+	}
+	return 0, false
+}
+
+// checkText refuses text to be stored that is only white space, or that holds a NUL (U+0000), which
+// PostgreSQL cannot store in text.
+func checkText(field, text string) error {
+	if strings.TrimSpace(text) == "" {
+		return core.InvalidField(field, "must not be blank")
+	}
+	if strings.ContainsRune(text, 0) {
+		return core.InvalidField(field, "must not contain NUL (U+0000)")
+	}
+	return nil
+}
+
+// checkModel makes sure the model exists before anything is stored, and returns its name as the model
+// server lists it: the cached list answers most calls, and a model missing from it is asked for directly,
+// in case it was pulled since.
+func (s *Service) checkModel(ctx context.Context, name string) (string, error) {
 	models, err := s.provider.ListModels(ctx)
 	if err != nil {
-		return fmt.Errorf("check model %q: %w", name, err)
+		return "", fmt.Errorf("check model %q: %w", name, err)
 	}
 	for _, m := range models {
 		if provider.SameModel(m.Name, name) {
-			return nil
+			return m.Name, nil
 		}
 	}
-	if _, err := s.provider.ShowModel(ctx, name); err != nil {
-		return fmt.Errorf("check model %q: %w", name, err)
+	d, err := s.provider.ShowModel(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("check model %q: %w", name, err)
 	}
-	return nil
+	return cmp.Or(d.Name, name), nil
 }
 
 // titleFrom makes a conversation title from the first user message: white space collapsed, shortened.
@@ -151,68 +203,80 @@ func titleFrom(msgs []provider.Message) string {
 }
 
 // Complete asks the model for a whole answer and stores it.
-func (t *Turn) Complete(ctx context.Context) (store.Message, error) {
+func (t *Turn) Complete(ctx context.Context) (Message, error) {
 	resp, err := t.svc.provider.Chat(ctx, t.upstream)
 	if err != nil {
-		return store.Message{}, fmt.Errorf("chat: %w", err)
+		return Message{}, fmt.Errorf("chat: %w", err)
 	}
-	return t.save(ctx, resp.Content, store.StatusComplete, resp.DoneReason, &resp.Usage)
+	return t.save(ctx, resp.Content, StatusComplete, resp.DoneReason, &resp.Usage)
 }
 
 // Stream yields the model's answer chunk by chunk and stores it when the stream ends: complete, with the
 // final chunk's usage, before that chunk is yielded; incomplete, with the text so far, when the model fails
-// (before the error is yielded) or when the consumer stops early. A failure to store is yielded as
-// ErrAnswerNotStored in place of the final chunk.
+// or its stream ends without a final chunk (before the error is yielded), or when the consumer stops early.
+// A failure to store is yielded as a core.NotStored error in place of the final chunk.
 func (t *Turn) Stream(ctx context.Context) iter.Seq2[provider.Chunk, error] {
 	return func(yield func(provider.Chunk, error) bool) {
 		var text strings.Builder
 		saved := false
 		defer func() {
 			if !saved {
-				_, _ = t.save(ctx, text.String(), store.StatusIncomplete, "", nil)
+				_, _ = t.save(ctx, text.String(), StatusIncomplete, "", nil)
 			}
 		}()
+		fail := func(err error) {
+			saved = true
+			_, _ = t.save(ctx, text.String(), StatusIncomplete, "", nil)
+			yield(provider.Chunk{}, err)
+		}
 		for chunk, err := range t.svc.provider.ChatStream(ctx, t.upstream) {
 			if err != nil {
-				saved = true
-				_, _ = t.save(ctx, text.String(), store.StatusIncomplete, "", nil)
-				yield(provider.Chunk{}, err)
+				fail(err)
 				return
 			}
 			text.WriteString(chunk.Content)
 			if chunk.Done {
 				saved = true
-				if _, err := t.save(ctx, text.String(), store.StatusComplete, chunk.DoneReason, &chunk.Usage); err != nil {
+				if _, err := t.save(ctx, text.String(), StatusComplete, chunk.DoneReason, &chunk.Usage); err != nil {
 					yield(provider.Chunk{}, err)
 					return
 				}
 			}
-			if !yield(chunk, nil) {
+			if !yield(chunk, nil) || chunk.Done {
 				return
 			}
+		}
+		if ctx.Err() == nil {
+			// The model's stream ended without a final chunk or an error; never pretend it succeeded.
+			fail(provider.UpstreamFailed(fmt.Errorf("chat %q: stream ended without a final chunk", t.upstream.Model)))
 		}
 	}
 }
 
 // save stores the answer. It runs even when ctx has ended, since the client leaving is no reason to lose it.
-func (t *Turn) save(ctx context.Context, content, status, doneReason string, usage *provider.Usage) (store.Message, error) {
+func (t *Turn) save(ctx context.Context, content, status, doneReason string, usage *provider.Usage) (Message, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
 	defer cancel()
-	msg := store.NewMessage{
+	msg := NewMessage{
 		ID: t.AnswerID, Role: provider.RoleAssistant, Content: content, Status: status,
 		Model: t.upstream.Model, DoneReason: doneReason,
 	}
 	if usage != nil {
-		msg.Usage = &store.Usage{PromptTokens: int32(usage.PromptTokens), CompletionTokens: int32(usage.CompletionTokens)}
+		msg.Usage = &Usage{PromptTokens: usage.PromptTokens, CompletionTokens: usage.CompletionTokens}
 	}
-	stored, err := t.svc.store.AppendMessages(ctx, t.Conversation.ID, []store.NewMessage{msg})
+	stored, err := t.svc.store.AppendMessages(ctx, t.Conversation.UserID, t.Conversation.ID, []NewMessage{msg}, 0)
 	if err != nil {
 		t.svc.logger.ErrorContext(ctx, "store answer", "conversation_id", t.Conversation.ID, "message_id", t.AnswerID,
 			"status", status, "error", err)
-		return store.Message{}, fmt.Errorf("%w: %w", ErrAnswerNotStored, err)
+		return Message{}, &core.Error{Code: core.NotStored, Message: "the answer could not be stored",
+			RetryAfter: answerRetryAfter, Err: fmt.Errorf("store answer %s: %w", t.AnswerID, err)}
 	}
 	return stored[0], nil
 }
 
-// Model is the model the turn talks to.
+// Model is the model the turn talks to, as the caller named it.
 func (t *Turn) Model() string { return t.upstream.Model }
+
+// ListedModel is the model's name as the model server lists it, such as "llama3.2:latest" for "llama3.2": a
+// label that callers cannot vary, for metrics.
+func (t *Turn) ListedModel() string { return t.listedAs }

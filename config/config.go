@@ -33,7 +33,7 @@ type Config struct {
 	LogFormat string `envconfig:"LOG_FORMAT" desc:"json or text; json in production, text in development"`
 
 	HTTPAddr          string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
-	MetricsAddr       string        `envconfig:"METRICS_ADDR" desc:"a separate listener for /metrics; empty serves it on HTTP_ADDR"`
+	MetricsAddr       string        `envconfig:"METRICS_ADDR" desc:"a separate listener for /metrics; empty serves it on HTTP_ADDR, except in production"`
 	BodyLimit         int64         `envconfig:"BODY_LIMIT" default:"2097152" desc:"largest request body in bytes"`
 	MaxInFlight       int           `envconfig:"MAX_IN_FLIGHT" default:"1024" desc:"requests served at once; more get 503"`
 	CORSOrigins       []string      `envconfig:"CORS_ORIGINS" desc:"comma-separated origins allowed by CORS; empty allows none"`
@@ -48,12 +48,13 @@ type Config struct {
 	RedisURL       string `envconfig:"REDIS_URL" desc:"optional; enables limits shared across instances"`
 	RedisKeyPrefix string `envconfig:"REDIS_KEY_PREFIX" default:"ds:" desc:"prefix of every Redis key"`
 
-	JWTSecret          string        `envconfig:"JWT_SECRET" desc:"at least 32 bytes; signs access tokens"`
-	JWTPreviousSecrets []string      `envconfig:"JWT_PREVIOUS_SECRETS" desc:"comma-separated older secrets still accepted for verification"`
-	JWTIssuer          string        `envconfig:"JWT_ISSUER" default:"deepersensor"`
-	JWTAudience        string        `envconfig:"JWT_AUDIENCE" default:"deepersensor-api"`
-	AccessTokenTTL     time.Duration `envconfig:"ACCESS_TOKEN_TTL" default:"15m"`
-	RefreshTokenTTL    time.Duration `envconfig:"REFRESH_TOKEN_TTL" default:"720h"`
+	JWTSecret           string        `envconfig:"JWT_SECRET" desc:"at least 32 bytes; signs access tokens"`
+	JWTPreviousSecrets  []string      `envconfig:"JWT_PREVIOUS_SECRETS" desc:"comma-separated older secrets still accepted for verification"`
+	JWTIssuer           string        `envconfig:"JWT_ISSUER" default:"deepersensor"`
+	JWTAudience         string        `envconfig:"JWT_AUDIENCE" default:"deepersensor-api"`
+	AccessTokenTTL      time.Duration `envconfig:"ACCESS_TOKEN_TTL" default:"15m"`
+	RefreshTokenTTL     time.Duration `envconfig:"REFRESH_TOKEN_TTL" default:"720h"`
+	RefreshFamilyMaxAge time.Duration `envconfig:"REFRESH_FAMILY_MAX_AGE" default:"2160h" desc:"absolute lifetime of a session, however often its refresh token rotates"`
 
 	Argon2Memory      uint32        `envconfig:"ARGON2_MEMORY" default:"19456" desc:"KiB per hash"`
 	Argon2Time        uint32        `envconfig:"ARGON2_TIME" default:"2"`
@@ -65,18 +66,26 @@ type Config struct {
 	OllamaConnectTimeout    time.Duration `envconfig:"OLLAMA_CONNECT_TIMEOUT" default:"5s"`
 	OllamaFirstChunkTimeout time.Duration `envconfig:"OLLAMA_FIRST_CHUNK_TIMEOUT" default:"5m" desc:"a model may be loading"`
 	OllamaChunkTimeout      time.Duration `envconfig:"OLLAMA_CHUNK_TIMEOUT" default:"60s"`
-	OllamaRequestTimeout    time.Duration `envconfig:"OLLAMA_REQUEST_TIMEOUT" default:"10m" desc:"non-streaming calls"`
+	OllamaRequestTimeout    time.Duration `envconfig:"OLLAMA_REQUEST_TIMEOUT" default:"10m" desc:"a whole model call, streamed or not"`
+	OllamaMaxConcurrency    int           `envconfig:"OLLAMA_MAX_CONCURRENCY" default:"32" desc:"chat calls to the model server at once per instance"`
+	OllamaQueueWait         time.Duration `envconfig:"OLLAMA_QUEUE_WAIT" default:"2s" desc:"how long a chat call waits for a model server slot before 503"`
 	ModelsCacheTTL          time.Duration `envconfig:"MODELS_CACHE_TTL" default:"30s"`
 
-	RateLimitAuthIP     Rate `envconfig:"RATE_LIMIT_AUTH_IP" default:"20/1m" desc:"per client IP on signup, login and refresh"`
-	RateLimitLoginEmail Rate `envconfig:"RATE_LIMIT_LOGIN_EMAIL" default:"10/15m" desc:"per account email on login"`
-	RateLimitUser       Rate `envconfig:"RATE_LIMIT_USER" default:"300/1m" desc:"per user on authenticated routes"`
-	RateLimitChat       Rate `envconfig:"RATE_LIMIT_CHAT" default:"30/1m" desc:"per user on the chat routes"`
-	MaxStreamsPerUser   int  `envconfig:"MAX_STREAMS_PER_USER" default:"3" desc:"chat streams one user may have open at once"`
-	RateLimitFailClosed bool `envconfig:"RATE_LIMIT_FAIL_CLOSED" default:"false" desc:"answer 503 instead of limiting per instance while Redis is down"`
+	RateLimitAuthIP            Rate `envconfig:"RATE_LIMIT_AUTH_IP" default:"20/1m" desc:"per client address on signup, login, refresh, logout and account deletion"`
+	RateLimitLoginEmail        Rate `envconfig:"RATE_LIMIT_LOGIN_EMAIL" default:"10/15m" desc:"per account email and client address on login and account deletion"`
+	RateLimitLoginEmailCeiling Rate `envconfig:"RATE_LIMIT_LOGIN_EMAIL_CEILING" default:"100/1h" desc:"per account email on login, from all addresses together"`
+	RateLimitIPv6Prefix        int  `envconfig:"RATE_LIMIT_IPV6_PREFIX" default:"64" desc:"IPv6 clients are limited per network of this many bits"`
+	RateLimitUser              Rate `envconfig:"RATE_LIMIT_USER" default:"300/1m" desc:"per user on authenticated routes"`
+	RateLimitChat              Rate `envconfig:"RATE_LIMIT_CHAT" default:"30/1m" desc:"per user on the chat routes"`
+	MaxStreamsPerUser          int  `envconfig:"MAX_STREAMS_PER_USER" default:"3" desc:"model calls, streamed or not, one user may have running at once"`
+	RateLimitFailClosed        bool `envconfig:"RATE_LIMIT_FAIL_CLOSED" default:"false" desc:"answer 503 instead of limiting per instance while Redis is down"`
 
-	ChatHistoryMessages int           `envconfig:"CHAT_HISTORY_MESSAGES" default:"50" desc:"stored messages sent to the model before the new ones"`
-	SSEHeartbeat        time.Duration `envconfig:"SSE_HEARTBEAT" default:"15s"`
+	ChatHistoryMessages   int           `envconfig:"CHAT_HISTORY_MESSAGES" default:"50" desc:"stored messages sent to the model before the new ones"`
+	ChatHistoryBytes      int64         `envconfig:"CHAT_HISTORY_BYTES" default:"1048576" desc:"and at most this many bytes of their content"`
+	ChatMaxContext        int           `envconfig:"CHAT_MAX_CONTEXT" default:"32768" desc:"largest num_ctx option a chat may ask for"`
+	ChatMaxPredict        int           `envconfig:"CHAT_MAX_PREDICT" default:"4096" desc:"largest num_predict option a chat may ask for"`
+	MaxStoredBytesPerUser int64         `envconfig:"MAX_STORED_BYTES_PER_USER" default:"268435456" desc:"message content one user may store; 0 for no cap"`
+	SSEHeartbeat          time.Duration `envconfig:"SSE_HEARTBEAT" default:"15s"`
 
 	// GeneratedJWTSecret is true when development generated a random JWT secret for this run.
 	GeneratedJWTSecret bool `ignored:"true"`
@@ -158,8 +167,12 @@ func (c *Config) finish() error {
 		"BODY_LIMIT": c.BodyLimit, "MAX_IN_FLIGHT": int64(c.MaxInFlight), "ARGON2_MEMORY": int64(c.Argon2Memory),
 		"ARGON2_TIME": int64(c.Argon2Time), "ARGON2_PARALLELISM": int64(c.Argon2Parallelism),
 		"HASH_CONCURRENCY": int64(c.HashConcurrency), "CHAT_HISTORY_MESSAGES": int64(c.ChatHistoryMessages),
+		"CHAT_HISTORY_BYTES": c.ChatHistoryBytes, "CHAT_MAX_CONTEXT": int64(c.ChatMaxContext),
+		"CHAT_MAX_PREDICT": int64(c.ChatMaxPredict),
 		"ACCESS_TOKEN_TTL": int64(c.AccessTokenTTL), "REFRESH_TOKEN_TTL": int64(c.RefreshTokenTTL),
 		"SSE_HEARTBEAT": int64(c.SSEHeartbeat), "MAX_STREAMS_PER_USER": int64(c.MaxStreamsPerUser),
+		"REFRESH_FAMILY_MAX_AGE": int64(c.RefreshFamilyMaxAge),
+		"OLLAMA_MAX_CONCURRENCY": int64(c.OllamaMaxConcurrency), "OLLAMA_QUEUE_WAIT": int64(c.OllamaQueueWait),
 	}
 	for name, v := range positive {
 		if v <= 0 {
@@ -168,6 +181,9 @@ func (c *Config) finish() error {
 	}
 	if c.Argon2Memory < 8*uint32(c.Argon2Parallelism) {
 		bad("ARGON2_MEMORY", "must be at least 8 KiB per lane")
+	}
+	if c.RateLimitIPv6Prefix < 1 || c.RateLimitIPv6Prefix > 128 {
+		bad("RATE_LIMIT_IPV6_PREFIX", "must be between 1 and 128")
 	}
 	return errors.Join(errs...)
 }
@@ -192,6 +208,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("jwt_previous_secrets", len(c.JWTPreviousSecrets)),
 		slog.Duration("access_token_ttl", c.AccessTokenTTL),
 		slog.Duration("refresh_token_ttl", c.RefreshTokenTTL),
+		slog.Duration("refresh_family_max_age", c.RefreshFamilyMaxAge),
 		slog.String("argon2", fmt.Sprintf("m=%d,t=%d,p=%d", c.Argon2Memory, c.Argon2Time, c.Argon2Parallelism)),
 		slog.Int("hash_concurrency", c.HashConcurrency),
 		slog.String("cors_origins", strings.Join(c.CORSOrigins, ",")),
@@ -199,6 +216,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("body_limit", c.BodyLimit),
 		slog.String("rate_limits", fmt.Sprintf("auth_ip=%s login_email=%s user=%s chat=%s streams=%d fail_closed=%t",
 			c.RateLimitAuthIP, c.RateLimitLoginEmail, c.RateLimitUser, c.RateLimitChat, c.MaxStreamsPerUser, c.RateLimitFailClosed)),
+		slog.String("login_limits", fmt.Sprintf("email_ceiling=%s ipv6_prefix=%d", c.RateLimitLoginEmailCeiling, c.RateLimitIPv6Prefix)),
+		slog.String("ollama_concurrency", fmt.Sprintf("%d queue_wait=%s", c.OllamaMaxConcurrency, c.OllamaQueueWait)),
 	)
 }
 

@@ -37,6 +37,8 @@ const (
 	RateLimited Code = "rate_limited"
 	// TooManyStreams: the caller holds as many model calls open as it may.
 	TooManyStreams Code = "too_many_streams"
+	// StorageFull: the caller stores as much as it may; waiting does not help, deleting does.
+	StorageFull Code = "storage_full"
 
 	// ModelNotFound: the model server does not have the model asked for.
 	ModelNotFound Code = "model_not_found"
@@ -126,4 +128,14 @@ func ErrorCode(err error) Code {
 		return e.Code
 	}
 	return Internal
+}
+
+// Upstream reports whether the code is a failure of the model server rather than of the request or the
+// gateway.
+func (c Code) Upstream() bool {
+	switch c {
+	case ModelNotFound, ModelRefused, UpstreamUnavailable, UpstreamTimeout, UpstreamFailed:
+		return true
+	}
+	return false
 }

@@ -1,6 +1,8 @@
 package deploy_test
 
 import (
+	"maps"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -18,10 +20,12 @@ import (
 type composeFile struct {
 	Services map[string]composeService `yaml:"services"`
 	Networks map[string]struct {
-		Internal bool `yaml:"internal"`
-		IPAM     struct {
+		Internal   bool `yaml:"internal"`
+		EnableIPv6 bool `yaml:"enable_ipv6"`
+		IPAM       struct {
 			Config []struct {
-				Subnet string `yaml:"subnet"`
+				Subnet  string `yaml:"subnet"`
+				IPRange string `yaml:"ip_range"`
 			} `yaml:"config"`
 		} `yaml:"ipam"`
 	} `yaml:"networks"`
@@ -30,13 +34,16 @@ type composeFile struct {
 type composeService struct {
 	Image       string            `yaml:"image"`
 	Build       string            `yaml:"build"`
+	User        string            `yaml:"user"`
+	Command     []string          `yaml:"command"`
 	Environment map[string]string `yaml:"environment"`
 	Ports       []string          `yaml:"ports"`
 	Volumes     []string          `yaml:"volumes"`
-	Networks    []string          `yaml:"networks"`
+	Networks    serviceNetworks   `yaml:"networks"`
 	ReadOnly    bool              `yaml:"read_only"`
 	Tmpfs       []string          `yaml:"tmpfs"`
 	CapDrop     []string          `yaml:"cap_drop"`
+	CapAdd      []string          `yaml:"cap_add"`
 	SecurityOpt []string          `yaml:"security_opt"`
 	Healthcheck *struct {
 		Test []string `yaml:"test"`
@@ -55,10 +62,43 @@ type composeService struct {
 	} `yaml:"deploy"`
 }
 
+// serviceNetworks are the networks of a service, which Compose takes as a list of names or as a map from
+// name to settings.
+type serviceNetworks map[string]networkSettings
+
+// networkSettings are a service's settings on one network.
+type networkSettings struct {
+	IPv4Address string `yaml:"ipv4_address"`
+}
+
+func (n *serviceNetworks) UnmarshalYAML(node *yaml.Node) error {
+	if node.Kind != yaml.SequenceNode {
+		type settings serviceNetworks // without this method
+		return node.Decode((*settings)(n))
+	}
+	var names []string
+	if err := node.Decode(&names); err != nil {
+		return err
+	}
+	*n = serviceNetworks{}
+	for _, name := range names {
+		(*n)[name] = networkSettings{}
+	}
+	return nil
+}
+
+// names returns the networks' names, sorted.
+func (n serviceNetworks) names() []string {
+	return slices.Sorted(maps.Keys(n))
+}
+
 // requiredVar matches a Compose interpolation that refuses to start when the variable is unset or empty.
 func requiredVar(name string) *regexp.Regexp {
 	return regexp.MustCompile(`\$\{` + name + `:\?[^}]+\}`)
 }
+
+// anyRequiredVar matches any interpolation that requiredVar matches.
+var anyRequiredVar = requiredVar(`[A-Z0-9_]+`)
 
 func loadCompose(tb testing.TB) composeFile {
 	tb.Helper()
@@ -84,7 +124,42 @@ func TestCompose(t *testing.T) {
 	if !backend.Internal || len(backend.IPAM.Config) != 1 {
 		t.Fatalf("the backend network must be internal with one fixed subnet: %+v", backend)
 	}
-	subnet := backend.IPAM.Config[0].Subnet
+	subnet, err := netip.ParsePrefix(backend.IPAM.Config[0].Subnet)
+	if err != nil {
+		t.Fatalf("backend subnet: %v", err)
+	}
+	dynamic, err := netip.ParsePrefix(backend.IPAM.Config[0].IPRange)
+	if err != nil {
+		t.Fatalf("backend ip_range, whence containers get their addresses: %v", err)
+	}
+
+	// None needs a capability: each runs as an unprivileged user, or as root over files of its own.
+	t.Run("every service is hardened", func(t *testing.T) {
+		memory := regexp.MustCompile(`^[0-9]+[KMG]$`)
+		for name, s := range c.Services {
+			if !s.ReadOnly || !slices.Equal(s.CapDrop, []string{"ALL"}) || len(s.CapAdd) > 0 || !slices.Contains(s.SecurityOpt, "no-new-privileges:true") {
+				t.Errorf("%s: read_only %v, cap_drop %v, cap_add %v, security_opt %v: want read-only, ALL dropped, none added, no-new-privileges",
+					name, s.ReadOnly, s.CapDrop, s.CapAdd, s.SecurityOpt)
+			}
+			if l := s.Deploy.Resources.Limits; !memory.MatchString(l.Memory) || l.Pids <= 0 {
+				t.Errorf("%s: limits %+v, want memory and pids", name, l)
+			}
+		}
+	})
+
+	t.Run("images are pinned", func(t *testing.T) {
+		for name, s := range c.Services {
+			if s.Build != "" {
+				continue // built from this repository
+			}
+			if _, tag, ok := strings.Cut(s.Image, ":"); !ok || tag == "latest" {
+				t.Errorf("%s: image %q, want a fixed tag", name, s.Image)
+			}
+		}
+		if got := c.Services["ollama"].Image; got != "ollama/ollama:0.17.4" {
+			t.Errorf("ollama: image %q, want ollama/ollama:0.17.4", got)
+		}
+	})
 
 	t.Run("only nginx publishes ports", func(t *testing.T) {
 		for name, s := range c.Services {
@@ -119,21 +194,32 @@ func TestCompose(t *testing.T) {
 		}
 	})
 
+	t.Run("redis requires a password", func(t *testing.T) {
+		s := c.Services["redis"]
+		i := slices.Index(s.Command, "--requirepass")
+		if i < 0 || i+1 == len(s.Command) || !requiredVar("REDIS_PASSWORD").MatchString(s.Command[i+1]) {
+			t.Errorf("command %q, want --requirepass ${REDIS_PASSWORD:?...}", s.Command)
+		}
+		// redis-cli, the health check, reads the password from REDISCLI_AUTH.
+		if v := s.Environment["REDISCLI_AUTH"]; !requiredVar("REDIS_PASSWORD").MatchString(v) {
+			t.Errorf("REDISCLI_AUTH = %q, want ${REDIS_PASSWORD:?...}", v)
+		}
+		if s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), "redis-cli ping") {
+			t.Errorf("healthcheck %+v, want redis-cli ping", s.Healthcheck)
+		}
+	})
+
 	for _, name := range []string{"api1", "api2"} {
 		t.Run(name, func(t *testing.T) {
 			s := c.Services[name]
 			if s.Build != "." || s.Image == "" || !reflect.DeepEqual(s, c.Services["api1"]) {
 				t.Errorf("build %q image %q: want both replicas built from . as the same image", s.Build, s.Image)
 			}
-			if !s.ReadOnly || !slices.Equal(s.CapDrop, []string{"ALL"}) || !slices.Contains(s.SecurityOpt, "no-new-privileges:true") {
-				t.Errorf("read_only %v, cap_drop %v, security_opt %v: want read-only, ALL dropped, no-new-privileges",
-					s.ReadOnly, s.CapDrop, s.SecurityOpt)
-			}
 			if !slices.Contains(s.Tmpfs, "/tmp") {
 				t.Errorf("tmpfs %v, want /tmp", s.Tmpfs)
 			}
-			if l := s.Deploy.Resources.Limits; l.CPUs == "" || l.Memory == "" || l.Pids <= 0 {
-				t.Errorf("limits %+v, want cpus, memory and pids", l)
+			if s.Deploy.Resources.Limits.CPUs == "" {
+				t.Errorf("no cpus limit")
 			}
 			if s.Healthcheck == nil || !slices.Equal(s.Healthcheck.Test, []string{"CMD", "/deepersensor", "healthcheck"}) {
 				t.Errorf("healthcheck %+v, want the binary's healthcheck subcommand", s.Healthcheck)
@@ -143,8 +229,8 @@ func TestCompose(t *testing.T) {
 					t.Errorf("does not wait for %s", dep)
 				}
 			}
-			if !slices.Equal(s.Networks, []string{"backend"}) {
-				t.Errorf("networks %v, want only backend", s.Networks)
+			if !slices.Equal(s.Networks.names(), []string{"backend"}) {
+				t.Errorf("networks %v, want only backend", s.Networks.names())
 			}
 			env := s.Environment
 			if !requiredVar("DS_JWT_SECRET").MatchString(env["DS_JWT_SECRET"]) || strings.Count(env["DS_JWT_SECRET"], "$") != 1 {
@@ -153,14 +239,21 @@ func TestCompose(t *testing.T) {
 			if !requiredVar("POSTGRES_PASSWORD").MatchString(env["DS_DATABASE_URL"]) {
 				t.Errorf("DS_DATABASE_URL = %q, want the password from ${POSTGRES_PASSWORD:?...}", env["DS_DATABASE_URL"])
 			}
+			if u, err := url.Parse(anyRequiredVar.ReplaceAllString(env["DS_REDIS_URL"], "x")); err != nil ||
+				!requiredVar("REDIS_PASSWORD").MatchString(env["DS_REDIS_URL"]) || u.User.Username() != "" {
+				t.Errorf("DS_REDIS_URL = %q, want the password alone, from ${REDIS_PASSWORD:?...}", env["DS_REDIS_URL"])
+			}
 			for key, host := range map[string]string{"DS_DATABASE_URL": "postgres", "DS_REDIS_URL": "redis", "DS_OLLAMA_URL": "ollama"} {
-				u, err := url.Parse(requiredVar("POSTGRES_PASSWORD").ReplaceAllString(env[key], "x"))
+				u, err := url.Parse(anyRequiredVar.ReplaceAllString(env[key], "x"))
 				if err != nil || u.Hostname() != host {
 					t.Errorf("%s = %q, want a URL of the %s service", key, env[key], host)
 				}
 			}
-			if env["DS_TRUSTED_PROXIES"] != subnet {
-				t.Errorf("DS_TRUSTED_PROXIES = %q, want the backend subnet %s", env["DS_TRUSTED_PROXIES"], subnet)
+			// nginx alone, not the rest of the backend network: Ollama, say, must not pass for a proxy.
+			nginx, err := netip.ParseAddr(c.Services["nginx"].Networks["backend"].IPv4Address)
+			if err != nil || !subnet.Contains(nginx) || dynamic.Contains(nginx) || env["DS_TRUSTED_PROXIES"] != nginx.String()+"/32" {
+				t.Errorf("DS_TRUSTED_PROXIES = %q, want nginx's fixed address %v/32, in %v but out of ip_range %v",
+					env["DS_TRUSTED_PROXIES"], nginx, subnet, dynamic)
 			}
 			if env["DS_METRICS_ADDR"] != "0.0.0.0:9090" {
 				t.Errorf("DS_METRICS_ADDR = %q, want 0.0.0.0:9090", env["DS_METRICS_ADDR"])
@@ -176,10 +269,6 @@ func TestCompose(t *testing.T) {
 
 	t.Run("nginx", func(t *testing.T) {
 		s := c.Services["nginx"]
-		if !s.ReadOnly || !slices.Equal(s.CapDrop, []string{"ALL"}) || !slices.Contains(s.SecurityOpt, "no-new-privileges:true") {
-			t.Errorf("read_only %v, cap_drop %v, security_opt %v: want read-only, ALL dropped, no-new-privileges",
-				s.ReadOnly, s.CapDrop, s.SecurityOpt)
-		}
 		if !slices.Contains(s.Volumes, "./deploy/nginx:/etc/nginx/deepersensor:ro") {
 			t.Errorf("volumes %v: want deploy/nginx mounted read-only at /etc/nginx/deepersensor", s.Volumes)
 		}
@@ -188,8 +277,11 @@ func TestCompose(t *testing.T) {
 				t.Errorf("volume %s is writable", v)
 			}
 		}
-		if !slices.Contains(s.Networks, "backend") || !slices.Contains(s.Networks, "frontend") {
-			t.Errorf("networks %v, want frontend and backend", s.Networks)
+		if !slices.Equal(s.Networks.names(), []string{"backend", "frontend"}) {
+			t.Errorf("networks %v, want frontend and backend", s.Networks.names())
+		}
+		if !c.Networks["frontend"].EnableIPv6 {
+			t.Errorf("the frontend network has no IPv6: nginx would not see IPv6 clients")
 		}
 	})
 
@@ -217,8 +309,15 @@ func TestCompose(t *testing.T) {
 				t.Errorf("upstream.conf does not name %s:8080", name)
 			}
 		}
-		if !strings.Contains(files["listen-http.conf"], "listen 8080;") || !strings.Contains(files["listen-https.conf"], "listen 8443 ssl") {
-			t.Errorf("the nginx listeners are not the ports compose.yaml publishes (8080, 8443)")
+		for name, listens := range map[string][]string{
+			"listen-http.conf":  {"listen 8080;", "listen [::]:8080;"},
+			"listen-https.conf": {"listen 8443 ssl", "listen [::]:8443 ssl"},
+		} {
+			for _, l := range listens {
+				if !strings.Contains(files[name], l) {
+					t.Errorf("%s lacks %q: nginx must listen on the ports compose.yaml publishes (8080, 8443), on IPv4 and IPv6", name, l)
+				}
+			}
 		}
 	})
 }
@@ -244,6 +343,20 @@ func TestDeployReadme(t *testing.T) {
 	for _, v := range configVars() {
 		if !strings.Contains(string(b), "`"+v+"`") {
 			t.Errorf("README.md does not document %s", v)
+		}
+	}
+	// So is every variable that compose.yaml reads.
+	compose, err := os.ReadFile("../compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\$\{([A-Z0-9_]+)`).FindAllStringSubmatch(string(compose), -1) {
+		vars[m[1]] = true
+	}
+	for v := range vars {
+		if !strings.Contains(string(b), "| `"+v+"` |") {
+			t.Errorf("README.md's table of the variables of compose.yaml lacks %s", v)
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/deepersensor/deepersensor/internal/testapp"
+	"github.com/deepersensor/deepersensor/internal/testenv"
 )
 
 // nginxBin is where the Debian package installs nginx.
@@ -31,13 +32,17 @@ const nginxSrc = "nginx"
 
 // nginxTarget is what the rendered configuration points at.
 type nginxTarget struct {
-	upstreams [2]string // host:port of the two API instances
-	httpAddr  string    // host:port of the redirecting listener
-	httpsAddr string    // host:port of the TLS listener
+	upstreams  [2]string // host:port of the two API instances
+	httpAddr   string    // host:port of the redirecting listener
+	httpsAddr  string    // host:port of the TLS listener
+	http6Addr  string    // [::1]:port of the IPv6 redirecting listener; empty leaves it out
+	https6Addr string    // [::1]:port of the IPv6 TLS listener; empty leaves it out
+	// edits are further replacements in the committed files, by file name, such as lower limits.
+	edits map[string][][2]string
 }
 
 // renderNginx copies the committed configuration into a fresh directory and rewrites its three
-// deployment-specific files for target, and writes a self-signed certificate for 127.0.0.1 and localhost
+// deployment-specific files for target, and writes a self-signed certificate for 127.0.0.1, ::1 and localhost
 // into DIR/certs. It returns the directory and the certificate, for the clients to trust.
 //
 // The directory is world-readable: when the test runs as root, nginx's workers run as nobody.
@@ -58,12 +63,19 @@ func renderNginx(tb testing.TB, target nginxTarget) (string, *x509.Certificate) 
 			{"server api1:8080 ", "server " + target.upstreams[0] + " "},
 			{"server api2:8080 ", "server " + target.upstreams[1] + " "},
 		},
-		"listen-http.conf": {{"listen 8080;", "listen " + target.httpAddr + ";"}},
+		"listen-http.conf": {
+			{"listen 8080;", "listen " + target.httpAddr + ";"},
+			{"listen [::]:8080;", listen(target.http6Addr, "")},
+		},
 		"listen-https.conf": {
 			{"listen 8443 ssl http2;", "listen " + target.httpsAddr + " ssl http2;"},
+			{"listen [::]:8443 ssl http2;", listen(target.https6Addr, " ssl http2")},
 			{"/etc/nginx/certs/fullchain.pem", filepath.Join(dir, "certs", "fullchain.pem")},
 			{"/etc/nginx/certs/privkey.pem", filepath.Join(dir, "certs", "privkey.pem")},
 		},
+	}
+	for name, more := range target.edits {
+		edits[name] = append(edits[name], more...)
 	}
 	for name, replacements := range edits {
 		b, err := os.ReadFile(filepath.Join(nginxSrc, name))
@@ -85,7 +97,15 @@ func renderNginx(tb testing.TB, target nginxTarget) (string, *x509.Certificate) 
 	return dir, cert
 }
 
-// writeTestCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1 and localhost, valid for an hour,
+// listen is the listen directive for addr with params, or nothing when addr is empty.
+func listen(addr, params string) string {
+	if addr == "" {
+		return ""
+	}
+	return "listen " + addr + params + ";"
+}
+
+// writeTestCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1, ::1 and localhost, valid for an hour,
 // as fullchain.pem and privkey.pem into dir.
 func writeTestCert(tb testing.TB, dir string) *x509.Certificate {
 	tb.Helper()
@@ -108,7 +128,7 @@ func writeTestCert(tb testing.TB, dir string) *x509.Certificate {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -145,12 +165,10 @@ func nginxArgs(dir string) []string {
 	}
 }
 
-// requireNginx fails the test when nginx is not installed.
+// requireNginx skips the test when nginx is not installed, or fails it in CI.
 func requireNginx(tb testing.TB) {
 	tb.Helper()
-	if _, err := os.Stat(nginxBin); err != nil {
-		tb.Fatalf("nginx is required for the deploy tests but %s is missing (install it: apt-get install -y nginx): %v", nginxBin, err)
-	}
+	testenv.RequireBinary(tb, nginxBin, "apt-get install -y nginx")
 }
 
 // checkNginxConfig runs `nginx -t` on the configuration in dir and fails tb unless it passes without warnings.
@@ -219,10 +237,35 @@ func startNginx(tb testing.TB, dir, httpsAddr string) *testapp.SyncBuffer {
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
 func freeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeAddrOn("127.0.0.1")
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return addr
+}
+
+// freeAddr6 returns a [::1] address with a port that was free a moment ago. Without IPv6 on the machine it
+// skips the test, or fails it in CI.
+func freeAddr6(tb testing.TB) string {
+	tb.Helper()
+	addr, err := freeAddrOn("::1")
+	switch {
+	case err == nil:
+		return addr
+	case testenv.InCI():
+		tb.Fatalf("IPv6 is required in CI, but [::1] is unusable: %v", err)
+	default:
+		tb.Skipf("this test needs IPv6, but [::1] is unusable: %v", err)
+	}
+	return ""
+}
+
+// freeAddrOn returns ip:port with a port that was free a moment ago.
+func freeAddrOn(ip string) (string, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return "", err
+	}
 	defer ln.Close()
-	return ln.Addr().String()
+	return ln.Addr().String(), nil
 }

@@ -1,11 +1,11 @@
 package deploy_test
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +18,7 @@ import (
 	"github.com/deepersensor/deepersensor/config"
 	"github.com/deepersensor/deepersensor/internal/dbtest"
 	"github.com/deepersensor/deepersensor/internal/ollamatest"
+	"github.com/deepersensor/deepersensor/internal/sse"
 	"github.com/deepersensor/deepersensor/internal/testapp"
 )
 
@@ -53,12 +54,13 @@ func TestNginxUpstreamDown(t *testing.T) {
 
 // stack is two API instances on one database behind nginx.
 type stack struct {
-	apps  [2]*testapp.App
-	https string // base URL of nginx's TLS listener
-	plain string // base URL of nginx's redirecting listener
-	cert  *x509.Certificate
-	c     *http.Client // HTTP/2, trusts cert, follows no redirects
-	c1    *http.Client // the same over HTTP/1.1
+	apps     [2]*testapp.App
+	https    string // base URL of nginx's TLS listener
+	plain    string // base URL of nginx's redirecting listener
+	cert     *x509.Certificate
+	c        *http.Client        // HTTP/2, trusts cert, follows no redirects
+	c1       *http.Client        // the same over HTTP/1.1
+	nginxLog *testapp.SyncBuffer // nginx's access and error log
 }
 
 // startStack boots two API instances sharing one database, and nginx in front of them.
@@ -89,7 +91,7 @@ func startStack(t *testing.T) *stack {
 		httpsAddr: freeAddr(t),
 	}
 	dir, cert := renderNginx(t, target)
-	startNginx(t, dir, target.httpsAddr)
+	s.nginxLog = startNginx(t, dir, target.httpsAddr)
 	s.https, s.plain, s.cert = "https://"+target.httpsAddr, "http://"+target.httpAddr, cert
 	s.c, s.c1 = newClient(cert, true, 0, 0), newClient(cert, false, 0, 0)
 	return &s
@@ -123,14 +125,20 @@ func (s *stack) do(t *testing.T, method, path string, body []byte, header http.H
 	if body != nil && req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := s.c.Do(req)
+	return send(t, s.c, req)
+}
+
+// send sends req with c and returns the response with its body read.
+func send(t *testing.T, c *http.Client, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
+		t.Fatalf("%s %s: read body: %v", req.Method, req.URL.Path, err)
 	}
 	return resp, b
 }
@@ -478,20 +486,15 @@ func (s *stack) stream(t *testing.T, c *http.Client, token string) ([]event, *ht
 		t.Fatalf("stream: %d %s", resp.StatusCode, b)
 	}
 	var events []event
-	var name string
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "event: "):
-			name = strings.TrimPrefix(line, "event: ")
-		case line == "" && name != "":
-			events = append(events, event{name: name, at: time.Now()})
-			name = ""
+	for r := sse.NewReader(resp.Body); ; {
+		ev, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
 		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("read stream: %v", err)
+		if err != nil {
+			t.Fatalf("read stream after %d events: %v", len(events), err)
+		}
+		events = append(events, event{name: ev.Type, at: time.Now()})
 	}
 	if len(events) == 0 {
 		t.Fatal("no events")

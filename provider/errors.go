@@ -1,50 +1,51 @@
 package provider
 
-import "errors"
+import (
+	"time"
 
-// Kinds of provider failure. The HTTP layer maps each to a status: ErrModelNotFound to 404, ErrBadRequest
-// to 400 or 422, ErrUnavailable to 502 or 503, ErrTimeout to 504; ErrStream ends a stream that has already
-// started with an error event.
-var (
-	// ErrModelNotFound means the model server does not have the requested model.
-	ErrModelNotFound = errors.New("model not found")
-	// ErrBadRequest means the model server rejected the request, e.g. an option of the wrong type.
-	ErrBadRequest = errors.New("bad request")
-	// ErrUnavailable means the model server could not be reached, failed, or was too busy to answer.
-	ErrUnavailable = errors.New("model server unavailable")
-	// ErrTimeout means the model server did not connect, start answering, or send the next chunk in time.
-	ErrTimeout = errors.New("model server timed out")
-	// ErrStream means a stream that had started failed: the server reported an error in it, or it ended
-	// without a final chunk.
-	ErrStream = errors.New("stream failed")
+	"github.com/deepersensor/deepersensor/core"
 )
 
-// Error is a provider failure of a known Kind; errors.Is matches both its Kind and its cause. Msg is the
-// model server's own message, or a short description of ours, and never holds network details, which stay
-// in Err for the logs. Msg is written for API users when Kind is ErrBadRequest or ErrModelNotFound.
-type Error struct {
-	Kind error  // one of the Err* sentinels
-	Op   string // what was being done, e.g. `ollama chat "llama3.2"`
-	Msg  string // e.g. `model 'x' not found`, `option "num_predict" must be of type integer`
-	Err  error  // the underlying cause, or nil
+// The constructors below build the errors of a failing model server with the messages clients see, so that
+// every provider, and the chat service, reports the same failure the same way. Their cause says what was
+// being done and what went wrong (the operation, the network error, the status, the body): it is for the
+// logs, never shown to clients, and may be nil.
+
+// unavailableRetryAfter is how long clients are told to wait when the model server is unavailable.
+const unavailableRetryAfter = 5 * time.Second
+
+// ModelNotFound returns a core.ModelNotFound error: the model server does not have the model asked for.
+func ModelNotFound(cause error) *core.Error {
+	return core.Wrap(core.ModelNotFound, cause, "model not found")
 }
 
-// Error returns "op: kind: msg: cause", leaving out empty parts.
-func (e *Error) Error() string {
-	s := e.Op + ": " + e.Kind.Error()
-	if e.Msg != "" {
-		s += ": " + e.Msg
+// ModelRefused returns a core.ModelRefused error: the model server refused the request, such as an option of
+// the wrong type. Its reason, such as `option "num_predict" must be of type integer`, is about the client's
+// request, so the client sees it; it may be empty.
+func ModelRefused(reason string, cause error) *core.Error {
+	msg := "the model provider refused the request"
+	if reason != "" {
+		msg += ": " + reason
 	}
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	}
-	return s
+	return core.Wrap(core.ModelRefused, cause, msg)
 }
 
-// Unwrap returns the Kind and, if any, the cause, so that errors.Is and errors.As see both.
-func (e *Error) Unwrap() []error {
-	if e.Err == nil {
-		return []error{e.Kind}
-	}
-	return []error{e.Kind, e.Err}
+// UpstreamTimeout returns a core.UpstreamTimeout error: the model server did not connect, start answering or
+// send the next chunk in time.
+func UpstreamTimeout(cause error) *core.Error {
+	return core.Wrap(core.UpstreamTimeout, cause, "the model provider did not answer in time")
+}
+
+// UpstreamUnavailable returns a core.UpstreamUnavailable error: the model server could not be reached, failed
+// before answering, or something other than the model server answered. Clients may retry after 5 seconds.
+func UpstreamUnavailable(cause error) *core.Error {
+	err := core.Wrap(core.UpstreamUnavailable, cause, "the model provider is unavailable")
+	err.RetryAfter = unavailableRetryAfter
+	return err
+}
+
+// UpstreamFailed returns a core.UpstreamFailed error: an answer that had started failed, because the model
+// server reported an error in its stream, sent a malformed chunk, or ended the stream before its final chunk.
+func UpstreamFailed(cause error) *core.Error {
+	return core.Wrap(core.UpstreamFailed, cause, "the model provider failed in the middle of the answer")
 }

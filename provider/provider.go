@@ -1,5 +1,6 @@
 // Package provider defines the model types and the Provider interface through which the gateway talks to a
-// model server, so that the chat service never depends on one server's wire format.
+// model server, and builds the errors every provider reports, so that the chat service never depends on one
+// server's wire format.
 package provider
 
 import (
@@ -79,18 +80,20 @@ type ModelDetails struct {
 	Capabilities  []string // e.g. "completion", "tools", "vision", "thinking"
 }
 
-// Provider is a model server. Its methods return errors that match (errors.Is) one of the Err* sentinels
-// when the failure is of a known kind, and wrap the context's error when ctx ended first.
+// Provider is a model server. Its methods report each failure of the server as a *core.Error built by this
+// package's constructors (ModelNotFound, ModelRefused, UpstreamTimeout, UpstreamUnavailable, UpstreamFailed),
+// and return an error wrapping the context's error when ctx ended first.
 type Provider interface {
 	// ListModels returns the models the server can run.
 	ListModels(ctx context.Context) ([]Model, error)
-	// ShowModel describes one model; ErrModelNotFound if the server does not have it.
+	// ShowModel describes one model; a ModelNotFound error if the server does not have it.
 	ShowModel(ctx context.Context, name string) (ModelDetails, error)
 	// Chat generates a whole answer before returning it.
 	Chat(ctx context.Context, req ChatRequest) (ChatResponse, error)
 	// ChatStream sends the request when iteration starts and yields content chunks as they arrive, then
-	// exactly one final chunk with Done set; or it stops after yielding a non-nil error. Breaking out of the
-	// loop or cancelling ctx aborts the upstream request at once.
+	// exactly one final chunk with Done set; or it stops after yielding a non-nil error, which is an
+	// UpstreamFailed or UpstreamTimeout error once the answer has started. Breaking out of the loop or
+	// cancelling ctx aborts the upstream request at once.
 	ChatStream(ctx context.Context, req ChatRequest) iter.Seq2[Chunk, error]
 }
 

@@ -35,6 +35,19 @@ SET updated_at = now()
 WHERE id = @id;
 
 -- name: DeleteConversation :execrows
-DELETE FROM conversations
-WHERE id = @id
-  AND user_id = @user_id;
+-- Deletes a conversation of the user with its messages and no longer counts their content as stored. It
+-- changes one row when the conversation was the user's, none otherwise.
+WITH gone AS (
+    DELETE FROM conversations AS c
+    WHERE c.id = @id
+      AND c.user_id = @user_id
+    RETURNING c.id
+), freed AS (
+    SELECT coalesce(sum(octet_length(m.content)), 0)::bigint AS bytes
+    FROM messages AS m
+    WHERE m.conversation_id IN (SELECT gone.id FROM gone)
+)
+UPDATE users
+SET stored_bytes = users.stored_bytes - freed.bytes
+FROM freed, gone
+WHERE users.id = @user_id;

@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"context"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -47,27 +46,6 @@ func newBreaker(cfg FallbackConfig, backend string, failOpen bool) *breaker {
 		mode = "fail-open"
 	}
 	return &breaker{cfg: cfg, backend: backend, mode: mode}
-}
-
-// call runs fn, a call to the primary, unless the primary is down and it is
-// not yet time to probe it again. It reports whether fn ran and succeeded.
-// A failure caused by ctx ending is the caller's, not an outage, and comes
-// back as ctx.Err().
-func (b *breaker) call(ctx context.Context, fn func() error) (bool, error) {
-	if !b.shouldTry() {
-		return false, nil
-	}
-	err := fn()
-	switch {
-	case err == nil:
-		b.succeeded()
-		return true, nil
-	case ctx.Err() != nil:
-		return false, ctx.Err()
-	default:
-		b.failed(err)
-		return false, nil
-	}
 }
 
 // fallback accounts for one call answered without the primary.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/ratelimit"
 )
 
@@ -55,6 +56,15 @@ func (o *outage) check(t *testing.T, when string, fallbacks int64, warnings, inf
 	}
 }
 
+// failModes are the two ways a fallback answers while Redis is down.
+var failModes = []struct {
+	name     string
+	failOpen bool
+}{
+	{"fail open to memory", true},
+	{"fail closed", false},
+}
+
 // countingLimiter counts the calls to the Limiter it wraps.
 type countingLimiter struct {
 	ratelimit.Limiter
@@ -73,16 +83,9 @@ func (o *outage) restart() {
 }
 
 func TestFallbackLimiter(t *testing.T) {
-	tests := []struct {
-		name     string
-		failOpen bool
-	}{
-		{"fail open to memory", true},
-		{"fail closed", false},
-	}
 	ctx := context.Background()
 	p := ratelimit.Policy{Name: "chat", Limit: 2, Period: time.Minute}
-	for _, tt := range tests {
+	for _, tt := range failModes {
 		t.Run(tt.name, func(t *testing.T) {
 			o := newOutage(t)
 			var secondary ratelimit.Limiter
@@ -111,8 +114,8 @@ func TestFallbackLimiter(t *testing.T) {
 				d, err := l.Allow(ctx, "u1", p)
 				switch {
 				case !tt.failOpen:
-					if !errors.Is(err, ratelimit.ErrUnavailable) {
-						t.Fatalf("without Redis, call %d: Allow = %+v, %v; want ErrUnavailable", i, d, err)
+					if !errors.Is(err, ratelimit.ErrUnavailable) || core.ErrorCode(err) != core.LimiterUnavailable {
+						t.Fatalf("without Redis, call %d: Allow = %+v, %v; want ErrUnavailable, a %s error", i, d, err, core.LimiterUnavailable)
 					}
 				case err != nil || d.Allowed != (i < p.Limit):
 					t.Fatalf("without Redis, call %d: Allow = %+v, %v; want allowed %v by memory", i, d, err, i < p.Limit)
@@ -137,15 +140,8 @@ func TestFallbackLimiter(t *testing.T) {
 }
 
 func TestFallbackConcurrency(t *testing.T) {
-	tests := []struct {
-		name     string
-		failOpen bool
-	}{
-		{"fail open to memory", true},
-		{"fail closed", false},
-	}
 	ctx := context.Background()
-	for _, tt := range tests {
+	for _, tt := range failModes {
 		t.Run(tt.name, func(t *testing.T) {
 			o := newOutage(t)
 			var secondary ratelimit.ConcurrencyLimiter

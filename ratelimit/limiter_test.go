@@ -70,6 +70,15 @@ var bucketCases = []struct {
 		},
 	},
 	{
+		// Float seconds since 2017, as in redis_rate, give 8 here.
+		name:   "ten per second leaves nine",
+		policy: ratelimit.Policy{Name: "ten", Limit: 10, Period: time.Second},
+		steps: []step{
+			{0, allowed(9, 100*ms)},
+			{0, allowed(8, 200*ms)},
+		},
+	},
+	{
 		name:   "interval not a whole number of nanoseconds",
 		policy: ratelimit.Policy{Name: "third", Limit: 3, Period: time.Second},
 		steps: []step{

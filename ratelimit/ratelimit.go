@@ -2,7 +2,8 @@
 // limiter (a token bucket expressed as one timestamp per key) and a limiter of
 // concurrent holders, each with an in-memory backend for a single instance, a
 // Redis backend shared by all instances, and a fallback wrapper that keeps the
-// service answering while Redis is down.
+// service answering while Redis is down; a Semaphore for the caps of one
+// process; and AddressKey, which counts an IPv6 client by its network.
 //
 // The package knows nothing about HTTP: the server turns a Decision into
 // RateLimit-* and Retry-After headers and ErrUnavailable into a 503.
@@ -10,15 +11,20 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
+
+	"github.com/deepersensor/deepersensor/core"
 )
 
 // ErrUnavailable is returned by a fail-closed fallback while its primary
-// backend is unreachable, so that the caller can answer 503 instead of
-// letting traffic through unlimited.
-var ErrUnavailable = errors.New("ratelimit: backend unavailable")
+// backend is unreachable, so that the caller answers 503 instead of letting
+// traffic through unlimited. Its message is what clients see.
+var ErrUnavailable = &core.Error{
+	Code:       core.LimiterUnavailable,
+	Message:    "rate limiting is unavailable, retry shortly",
+	RetryAfter: time.Second,
+}
 
 // Policy describes one bucket: Limit requests may be made at once (the burst),
 // and the bucket refills completely in Period, one token every Period/Limit.

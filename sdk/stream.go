@@ -11,6 +11,7 @@ import (
 	"net/http"
 
 	"github.com/deepersensor/deepersensor/gen/client"
+	"github.com/deepersensor/deepersensor/internal/sse"
 )
 
 // Event is one event of a chat stream: a Meta, then Deltas, then a Done. Switch on its type.
@@ -64,7 +65,7 @@ func (c *Client) ChatStream(ctx context.Context, req client.ChatRequest) iter.Se
 			yield(nil, fmt.Errorf("chat stream: the server answered %q, not an event stream", mt))
 			return
 		}
-		events := newSSEReader(resp.Body)
+		events := sse.NewReader(resp.Body)
 		for {
 			ev, err := events.Next()
 			if ctxErr := ctx.Err(); err != nil && ctxErr != nil {
@@ -105,7 +106,7 @@ func (c *Client) ChatStream(ctx context.Context, req client.ChatRequest) iter.Se
 
 // yieldDecoded decodes ev's data as an E and yields it, or yields the decoding error. It reports whether
 // the loop goes on.
-func yieldDecoded[E Event](yield func(Event, error) bool, ev sseEvent) bool {
+func yieldDecoded[E Event](yield func(Event, error) bool, ev sse.Event) bool {
 	var v E
 	if err := json.Unmarshal([]byte(ev.Data), &v); err != nil {
 		yield(nil, fmt.Errorf("chat stream: decode %s event %q: %w", ev.Type, ev.Data, err))

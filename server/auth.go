@@ -18,15 +18,16 @@ const (
 	clientKey
 )
 
-// authenticate verifies the bearer token of an operation that the contract secures, and puts the user id in
-// the request context. Any failure is a 401; the reason is not told.
+// authenticate verifies the bearer token of an operation that the contract secures, checks that its session
+// and account are not revoked (in memory, without I/O), and puts the user id in the request context. Any
+// failure is a 401; the reason is not told.
 func (s *Server) authenticate(ctx context.Context, _ *openapi3filter.AuthenticationInput) error {
 	c := echomw.GetEchoContext(ctx)
 	scheme, token, ok := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return echo.NewHTTPError(http.StatusUnauthorized)
 	}
-	claims, err := s.auth.Tokens().Verify(strings.TrimSpace(token))
+	claims, err := s.auth.Authenticate(strings.TrimSpace(token))
 	if err != nil {
 		return echo.NewHTTPError(http.StatusUnauthorized).SetInternal(err)
 	}

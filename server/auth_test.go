@@ -2,13 +2,18 @@ package server_test
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/deepersensor/deepersensor/config"
 	"github.com/deepersensor/deepersensor/gen/client"
@@ -41,7 +46,8 @@ func TestSignup(t *testing.T) {
 		{"email without a domain dot", `{"email":"ada@localhost","password":"password-2"}`, "", http.StatusUnprocessableEntity, "email"},
 		{"password too short", `{"email":"b@example.com","password":"1234567"}`, "", http.StatusBadRequest, "password"},
 		{"password too long", `{"email":"b@example.com","password":"` + strings.Repeat("x", 129) + `"}`, "", http.StatusBadRequest, "password"},
-		{"password of 8 multibyte characters is fine in length", `{"email":"c@example.com","password":"ééééééé"}`, "", http.StatusBadRequest, "password"},
+		{"password of 7 multibyte characters is too short", `{"email":"c@example.com","password":"ééééééé"}`, "", http.StatusBadRequest, "password"},
+		{"password of 8 multibyte characters is fine in length", `{"email":"c@example.com","password":"éééééééé"}`, "", http.StatusCreated, ""},
 		{"missing password", `{"email":"b@example.com"}`, "", http.StatusBadRequest, "password"},
 		{"missing email", `{"password":"password-2"}`, "", http.StatusBadRequest, "email"},
 		{"wrong type", `{"email":42,"password":"password-2"}`, "", http.StatusBadRequest, "email"},
@@ -152,7 +158,7 @@ func TestLoginTakesEqualTimeForUnknownEmail(t *testing.T) {
 			}
 			times = append(times, time.Since(start))
 		}
-		slicesSort(times)
+		slices.Sort(times)
 		return times[len(times)/2]
 	}
 	known := median(client.Credentials{Email: email, Password: "Not-The-Password-42"})
@@ -198,6 +204,9 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	if latest := refresh(third.JSON200.RefreshToken); latest.StatusCode() != http.StatusUnauthorized {
 		t.Fatalf("refresh with the newest token of a revoked family = %d, want 401", latest.StatusCode())
 	}
+	for _, access := range []string{first.AccessToken, second.JSON200.AccessToken, third.JSON200.AccessToken} {
+		wantStatus(t, a, "access token of a reused family", access, http.StatusUnauthorized)
+	}
 	if !strings.Contains(a.Logs.String(), "refresh token reused") {
 		t.Error("reuse was not logged")
 	}
@@ -230,6 +239,7 @@ func TestLogout(t *testing.T) {
 	if err != nil || after.StatusCode() != http.StatusUnauthorized {
 		t.Fatalf("refresh after logout = %v %d, want 401", err, after.StatusCode())
 	}
+	wantStatus(t, a, "access token after logout", rotated.JSON200.AccessToken, http.StatusUnauthorized)
 	again, err := c.LogoutWithResponse(ctx, client.RefreshRequest{RefreshToken: "unknown"})
 	if err != nil || again.StatusCode() != http.StatusNoContent {
 		t.Fatalf("logout with an unknown token = %v %d, want 204", err, again.StatusCode())
@@ -243,7 +253,7 @@ func TestBadAccessTokens(t *testing.T) {
 	userID := subject(t, tokens.AccessToken)
 	now := time.Now()
 	valid := jwt.MapClaims{
-		"iss": a.Config.JWTIssuer, "aud": a.Config.JWTAudience, "sub": userID,
+		"iss": a.Config.JWTIssuer, "aud": a.Config.JWTAudience, "sub": userID, "sid": uuid.NewString(),
 		"exp": now.Add(time.Minute).Unix(), "iat": now.Unix(), "jti": "x",
 	}
 	with := func(change func(jwt.MapClaims)) jwt.MapClaims {
@@ -256,7 +266,7 @@ func TestBadAccessTokens(t *testing.T) {
 	}
 	sign := func(method jwt.SigningMethod, claims jwt.MapClaims, secret string) string {
 		tok := jwt.NewWithClaims(method, claims)
-		tok.Header["kid"] = kid(secret)
+		tok.Header["kid"], tok.Header["typ"] = kid(secret), "at+jwt"
 		s, err := tok.SignedString([]byte(secret))
 		if err != nil {
 			t.Fatal(err)
@@ -265,8 +275,18 @@ func TestBadAccessTokens(t *testing.T) {
 	}
 	none := func() string {
 		tok := jwt.NewWithClaims(jwt.SigningMethodNone, valid)
-		tok.Header["kid"] = kid(testapp.TestJWTSecret)
+		tok.Header["kid"], tok.Header["typ"] = kid(testapp.TestJWTSecret), "at+jwt"
 		s, err := tok.SignedString(jwt.UnsafeAllowNoneSignatureType)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}()
+
+	typJWT := func() string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, valid)
+		tok.Header["kid"] = kid(testapp.TestJWTSecret) // and the library's default typ, JWT
+		s, err := tok.SignedString([]byte(testapp.TestJWTSecret))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -300,6 +320,10 @@ func TestBadAccessTokens(t *testing.T) {
 		{"HS512 instead of HS256", "Bearer " + sign(jwt.SigningMethodHS512, valid, testapp.TestJWTSecret), http.StatusUnauthorized},
 		{"alg none", "Bearer " + none, http.StatusUnauthorized},
 		{"tampered payload", "Bearer " + tamper(tokens.AccessToken), http.StatusUnauthorized},
+		{"typ JWT", "Bearer " + typJWT, http.StatusUnauthorized},
+		{"exp a string", "Bearer " + sign(jwt.SigningMethodHS256, with(func(c jwt.MapClaims) { c["exp"] = fmt.Sprint(now.Add(time.Minute).Unix()) }), testapp.TestJWTSecret), http.StatusUnauthorized},
+		{"lives longer than the TTL", "Bearer " + sign(jwt.SigningMethodHS256, with(func(c jwt.MapClaims) { c["exp"] = now.Add(a.Config.AccessTokenTTL + time.Second).Unix() }), testapp.TestJWTSecret), http.StatusUnauthorized},
+		{"without sid", "Bearer " + sign(jwt.SigningMethodHS256, with(func(c jwt.MapClaims) { delete(c, "sid") }), testapp.TestJWTSecret), http.StatusUnauthorized},
 	}
 	c := a.Client(t)
 	for _, tt := range tests {
@@ -325,4 +349,305 @@ func TestBadAccessTokens(t *testing.T) {
 			testapp.Problem(t, resp.HTTPResponse, resp.Body)
 		})
 	}
+}
+
+// wantStatus checks that an access token gets want on a secured operation of each kind.
+func wantStatus(t *testing.T, a *testapp.App, what, token string, want int) {
+	t.Helper()
+	for _, r := range []struct{ method, path, body string }{
+		{http.MethodGet, "/v1/me", ""},
+		{http.MethodGet, "/v1/me/audit", ""},
+		{http.MethodGet, "/v1/conversations", ""},
+		{http.MethodGet, "/v1/models", ""},
+		{http.MethodPost, "/v1/chat", `{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`},
+	} {
+		req, _ := http.NewRequest(r.method, a.URL+r.path, strings.NewReader(r.body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		if r.body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := a.HTTPClient(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %s %s = %d %s, want %d", what, r.method, r.path, resp.StatusCode, body, want)
+		} else if want == http.StatusUnauthorized && testapp.Problem(t, resp, body).Type != "urn:deepersensor:problem:unauthorized" {
+			t.Errorf("%s: %s %s: the problem is not unauthorized: %s", what, r.method, r.path, body)
+		}
+	}
+}
+
+// countRows counts the rows of a query on the service's database.
+func countRows(t *testing.T, a *testapp.App, query string, args ...any) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, a.Config.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func TestDeleteMe(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{})
+	email, first := a.NewUser(t)
+	_, other := a.NewUser(t)
+	ctx := context.Background()
+	c := a.Client(t, testapp.Bearer(first.AccessToken))
+	second, err := c.LoginWithResponse(ctx, client.Credentials{Email: email, Password: testapp.TestPassword})
+	if err != nil || second.JSON200 == nil {
+		t.Fatalf("second login: %v", err)
+	}
+	if chat, err := c.ChatWithResponse(ctx, client.ChatRequest{Model: "tiny", Messages: userMessage("hi")}); err != nil || chat.JSON200 == nil {
+		t.Fatalf("chat: %v", err)
+	}
+	user := subject(t, first.AccessToken)
+
+	wrong, err := c.DeleteMeWithResponse(ctx, client.DeleteAccountRequest{Password: "Not-The-Password-42"})
+	if err != nil || wrong.StatusCode() != http.StatusUnauthorized {
+		t.Fatalf("delete with a wrong password = %v %d, want 401", err, wrong.StatusCode())
+	}
+	if p := testapp.Problem(t, wrong.HTTPResponse, wrong.Body); p.Type != "urn:deepersensor:problem:invalid-credentials" {
+		t.Errorf("wrong password problem type = %q", p.Type)
+	}
+	if missing, _ := c.DeleteMeWithBodyWithResponse(ctx, "application/json", strings.NewReader(`{}`)); missing.StatusCode() != http.StatusBadRequest {
+		t.Errorf("delete without a password = %d, want 400", missing.StatusCode())
+	}
+	wantStatus(t, a, "after refused deletions", first.AccessToken, http.StatusOK)
+
+	deleted, err := c.DeleteMeWithResponse(ctx, client.DeleteAccountRequest{Password: testapp.TestPassword})
+	if err != nil || deleted.StatusCode() != http.StatusNoContent {
+		t.Fatalf("delete = %v %d %s, want 204", err, deleted.StatusCode(), deleted.Body)
+	}
+
+	for _, pair := range []client.TokenPair{first, *second.JSON200} {
+		wantStatus(t, a, "access token of a deleted account", pair.AccessToken, http.StatusUnauthorized)
+		again, _ := a.Client(t, testapp.Bearer(pair.AccessToken)).DeleteMeWithResponse(ctx, client.DeleteAccountRequest{Password: testapp.TestPassword})
+		if again.StatusCode() != http.StatusUnauthorized {
+			t.Errorf("deleting again = %d, want 401", again.StatusCode())
+		}
+		if r, _ := c.RefreshWithResponse(ctx, client.RefreshRequest{RefreshToken: pair.RefreshToken}); r.StatusCode() != http.StatusUnauthorized {
+			t.Errorf("refresh token of a deleted account = %d, want 401", r.StatusCode())
+		}
+	}
+	if l, _ := c.LoginWithResponse(ctx, client.Credentials{Email: email, Password: testapp.TestPassword}); l.StatusCode() != http.StatusUnauthorized {
+		t.Errorf("login to a deleted account = %d, want 401", l.StatusCode())
+	}
+	wantStatus(t, a, "another account", other.AccessToken, http.StatusOK)
+
+	for what, query := range map[string]string{
+		"account":        "SELECT count(*) FROM users WHERE id = $1",
+		"conversations":  "SELECT count(*) FROM conversations WHERE user_id = $1",
+		"refresh tokens": "SELECT count(*) FROM refresh_tokens WHERE user_id = $1",
+		"audit events":   "SELECT count(*) FROM audit_log WHERE user_id = $1",
+	} {
+		if n := countRows(t, a, query, user); n != 0 {
+			t.Errorf("%d %s of the deleted account remain", n, what)
+		}
+	}
+	if n := countRows(t, a, "SELECT count(*) FROM messages"); n != 2 {
+		t.Errorf("%d messages remain, want the other account's two", n)
+	}
+	// The signup, two logins and the refused deletion stay, without the user; the deletion is recorded.
+	if n := countRows(t, a, "SELECT count(*) FROM audit_log WHERE user_id IS NULL AND event IN ('signup', 'login_success', 'account_deletion_failure')"); n != 4 {
+		t.Errorf("%d of the deleted account's audit events were kept, want 4", n)
+	}
+	if n := countRows(t, a, "SELECT count(*) FROM audit_log WHERE user_id IS NULL AND event = 'account_deleted' AND request_id = $1", deleted.HTTPResponse.Header.Get("X-Request-ID")); n != 1 {
+		t.Errorf("%d account_deleted events, want 1", n)
+	}
+}
+
+func TestDeleteMeIsRateLimitedLikeLogin(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		configure func(*config.Config)
+	}{
+		// The signup and the login count too.
+		{"per client address", func(c *config.Config) { c.RateLimitAuthIP = config.Rate{Limit: 3, Period: time.Minute} }},
+		// The login counts too.
+		{"per account email", func(c *config.Config) { c.RateLimitLoginEmail = config.Rate{Limit: 2, Period: time.Minute} }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := testapp.Start(t, testapp.Options{Configure: tt.configure})
+			_, tokens := a.NewUser(t)
+			c := a.Client(t, testapp.Bearer(tokens.AccessToken))
+			for i, want := range []int{http.StatusUnauthorized, http.StatusTooManyRequests} {
+				resp, err := c.DeleteMeWithResponse(context.Background(), client.DeleteAccountRequest{Password: "guess-" + fmt.Sprint(i)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.StatusCode() != want {
+					t.Fatalf("guess %d = %d, want %d", i, resp.StatusCode(), want)
+				}
+				if want == http.StatusTooManyRequests {
+					check429(t, resp.HTTPResponse, resp.Body)
+				}
+			}
+		})
+	}
+}
+
+func TestMyAuditEvents(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{})
+	email, tokens := a.NewUser(t) // signup, login_success
+	a.NewUser(t)                  // someone else's events
+	ctx := context.Background()
+	hostile := "\xff\xfeagent/" + strings.Repeat("x", 60<<10)
+	failed, err := a.Client(t).LoginWithResponse(ctx, client.Credentials{Email: email, Password: "Not-The-Password-42"},
+		func(_ context.Context, req *http.Request) error {
+			req.Header.Set("User-Agent", hostile)
+			req.Header.Set("X-Request-ID", "audit-req-1")
+			return nil
+		})
+	if err != nil || failed.StatusCode() != http.StatusUnauthorized {
+		t.Fatalf("failed login = %v %d", err, failed.StatusCode())
+	}
+
+	c := a.Client(t, testapp.Bearer(tokens.AccessToken))
+	var got []client.AuditEvent
+	var cursor *string
+	for range 3 {
+		limit := 2
+		page, err := c.ListMyAuditEventsWithResponse(ctx, &client.ListMyAuditEventsParams{Limit: &limit, Cursor: cursor})
+		if err != nil || page.JSON200 == nil {
+			t.Fatalf("audit page = %v %s", err, page.Body)
+		}
+		got = append(got, page.JSON200.Items...)
+		if cursor = page.JSON200.NextCursor; cursor == nil {
+			break
+		}
+	}
+	var names []string
+	for _, e := range got {
+		names = append(names, e.Event)
+	}
+	if strings.Join(names, ",") != "login_failure,login_success,signup" {
+		t.Fatalf("events = %v, want the user's own three, newest first", names)
+	}
+	f := got[0]
+	want := "\uFFFDagent/" + strings.Repeat("x", 512-len("\uFFFDagent/"))
+	if f.UserAgent != want || f.RequestId != "audit-req-1" || f.Ip != "127.0.0.1" || f.CreatedAt.IsZero() {
+		t.Errorf("failed login event = %q from %s (request %s), want the User-Agent as valid UTF-8 of 512 bytes", f.UserAgent, f.Ip, f.RequestId)
+	}
+
+	garbage := "garbage!"
+	bad, err := c.ListMyAuditEventsWithResponse(ctx, &client.ListMyAuditEventsParams{Cursor: &garbage})
+	if err != nil || bad.StatusCode() != http.StatusBadRequest {
+		t.Errorf("a cursor the API never issued = %v %d, want 400", err, bad.StatusCode())
+	}
+}
+
+func TestEmailWithNUL(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{})
+	c := a.Client(t)
+	ctx := context.Background()
+	body := `{"email":"ada\u0000@example.com","password":"password-1"}`
+	signup, err := c.SignupWithBodyWithResponse(ctx, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	login, err := c.LoginWithBodyWithResponse(ctx, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct {
+		what string
+		resp *http.Response
+		body []byte
+	}{{"signup", signup.HTTPResponse, signup.Body}, {"login", login.HTTPResponse, login.Body}} {
+		if r.resp.StatusCode != http.StatusUnprocessableEntity {
+			t.Errorf("%s with a NUL in the email = %d %s, want 422", r.what, r.resp.StatusCode, r.body)
+			continue
+		}
+		if p := testapp.Problem(t, r.resp, r.body); p.Errors == nil || (*p.Errors)[0].Field != "email" {
+			t.Errorf("%s: problem %+v does not name the email", r.what, p)
+		}
+	}
+}
+
+func TestRefreshFamilyMaxAge(t *testing.T) {
+	const maxAge = time.Second
+	a := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) { c.RefreshFamilyMaxAge = maxAge }})
+	start := time.Now()
+	_, tokens := a.NewUser(t)
+	c := a.Client(t)
+	ctx := context.Background()
+	rotated, err := c.RefreshWithResponse(ctx, client.RefreshRequest{RefreshToken: tokens.RefreshToken})
+	if err != nil || rotated.JSON200 == nil {
+		t.Fatalf("refresh within the family's age = %v %d", err, rotated.StatusCode())
+	}
+	time.Sleep(time.Until(start.Add(maxAge + 100*time.Millisecond)))
+	late, err := c.RefreshWithResponse(ctx, client.RefreshRequest{RefreshToken: rotated.JSON200.RefreshToken})
+	if err != nil || late.StatusCode() != http.StatusUnauthorized {
+		t.Fatalf("refresh of a family past DS_REFRESH_FAMILY_MAX_AGE = %v %d, want 401", err, late.StatusCode())
+	}
+}
+
+// TestRevocationOnTwoInstances runs two instances on one database and one Redis: logging out, reusing a
+// refresh token and deleting the account on one end the access tokens on both, at once.
+func TestRevocationOnTwoInstances(t *testing.T) {
+	prefix := "test:" + strings.ToLower(rand.Text()) + ":"
+	one := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) { c.RedisURL, c.RedisKeyPrefix = redisURL(), prefix }})
+	two := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) {
+		c.RedisURL, c.RedisKeyPrefix, c.DatabaseURL = redisURL(), prefix, one.Config.DatabaseURL
+	}})
+	ctx := context.Background()
+	// ended checks that an access token is refused on the instance that ended it at once, and on the other
+	// within the time a pub/sub message takes.
+	ended := func(what, token string, here, there *testapp.App) {
+		t.Helper()
+		wantStatus(t, here, what+", on the instance that ended it", token, http.StatusUnauthorized)
+		start := time.Now()
+		for {
+			resp, err := there.Client(t).GetMeWithResponse(ctx, testapp.Bearer(token))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode() == http.StatusUnauthorized {
+				break
+			}
+			if time.Since(start) > time.Second {
+				t.Fatalf("%s: still accepted on the other instance after 1s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("%s: refused on the other instance after %v", what, time.Since(start))
+		wantStatus(t, there, what+", on the other instance", token, http.StatusUnauthorized)
+	}
+
+	email, logout := one.NewUser(t)
+	wantStatus(t, two, "a live token on the other instance", logout.AccessToken, http.StatusOK)
+	if r, err := one.Client(t).LogoutWithResponse(ctx, client.RefreshRequest{RefreshToken: logout.RefreshToken}); err != nil || r.StatusCode() != http.StatusNoContent {
+		t.Fatalf("logout = %v", err)
+	}
+	ended("logout", logout.AccessToken, one, two)
+
+	reused, err := two.Client(t).LoginWithResponse(ctx, client.Credentials{Email: email, Password: testapp.TestPassword})
+	if err != nil || reused.JSON200 == nil {
+		t.Fatalf("login: %v", err)
+	}
+	for range 2 { // the second refresh reuses the token
+		if _, err := two.Client(t).RefreshWithResponse(ctx, client.RefreshRequest{RefreshToken: reused.JSON200.RefreshToken}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ended("refresh-token reuse", reused.JSON200.AccessToken, two, one)
+
+	live, err := one.Client(t).LoginWithResponse(ctx, client.Credentials{Email: email, Password: testapp.TestPassword})
+	if err != nil || live.JSON200 == nil {
+		t.Fatalf("login: %v", err)
+	}
+	del, err := one.Client(t, testapp.Bearer(live.JSON200.AccessToken)).DeleteMeWithResponse(ctx, client.DeleteAccountRequest{Password: testapp.TestPassword})
+	if err != nil || del.StatusCode() != http.StatusNoContent {
+		t.Fatalf("delete = %v %d", err, del.StatusCode())
+	}
+	ended("account deletion", live.JSON200.AccessToken, one, two)
 }

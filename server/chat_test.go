@@ -22,8 +22,9 @@ func userMessage(content string) []client.ChatMessageInput {
 	return []client.ChatMessageInput{{Role: client.RoleUser, Content: content}}
 }
 
-// stream posts a chat stream request and returns the response and its events as they arrive.
-func stream(t *testing.T, ctx context.Context, a *testapp.App, c *client.ClientWithResponses, body client.ChatRequest) (*http.Response, <-chan testapp.Event, <-chan int) {
+// stream posts a chat stream request and returns the response, its events as they arrive and how the stream
+// ended.
+func stream(t *testing.T, ctx context.Context, a *testapp.App, c *client.ClientWithResponses, body client.ChatRequest) (*http.Response, <-chan testapp.Event, <-chan testapp.StreamEnd) {
 	t.Helper()
 	resp, err := c.StreamChat(ctx, body)
 	if err != nil {
@@ -33,19 +34,24 @@ func stream(t *testing.T, ctx context.Context, a *testapp.App, c *client.ClientW
 	if resp.StatusCode != http.StatusOK {
 		return resp, nil, nil
 	}
-	events, comments := testapp.ReadEvents(resp.Body)
-	return resp, events, comments
+	events, end := testapp.ReadEvents(resp.Body)
+	return resp, events, end
 }
 
-// collect reads every event until the stream ends, checking each against the contract.
-func collect(t *testing.T, events <-chan testapp.Event) []testapp.Event {
+// collect reads every event until the stream ends, checking each against the contract and that the stream
+// ended cleanly. It returns the events and the number of comment lines.
+func collect(t *testing.T, events <-chan testapp.Event, end <-chan testapp.StreamEnd) ([]testapp.Event, int) {
 	t.Helper()
 	var all []testapp.Event
 	for ev := range events {
-		testapp.CheckEvent(t, ev)
+		testapp.CheckEvent(t, ev.Event)
 		all = append(all, ev)
 	}
-	return all
+	e := <-end
+	if e.Err != nil {
+		t.Errorf("read the stream after %d events: %v", len(all), e.Err)
+	}
+	return all, e.Comments
 }
 
 func conversation(t *testing.T, c *client.ClientWithResponses, id uuid.UUID) client.ConversationDetail {
@@ -89,7 +95,7 @@ func TestChatStream(t *testing.T) {
 	a := testapp.Start(t, testapp.Options{Ollama: ollamatest.Options{ChunkDelay: 50 * time.Millisecond}})
 	c := a.UserClient(t)
 	start := time.Now()
-	resp, events, _ := stream(t, context.Background(), a, c, client.ChatRequest{Model: "tiny", Messages: userMessage("Tell me a story")})
+	resp, events, end := stream(t, context.Background(), a, c, client.ChatRequest{Model: "tiny", Messages: userMessage("Tell me a story")})
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("stream = %d", resp.StatusCode)
 	}
@@ -98,22 +104,22 @@ func TestChatStream(t *testing.T) {
 			t.Errorf("%s = %q, want %q", header, got, want)
 		}
 	}
-	all := collect(t, events)
-	end := time.Now()
-	if len(all) != 1+12+1 || all[0].Name != "meta" || all[len(all)-1].Name != "done" {
+	all, _ := collect(t, events, end)
+	ended := time.Now()
+	if len(all) != 1+12+1 || all[0].Type != "meta" || all[len(all)-1].Type != "done" {
 		t.Fatalf("events = %+v, want meta, 12 deltas, done", all)
 	}
 	var text strings.Builder
 	for _, ev := range all[1 : len(all)-1] {
 		var d client.StreamDelta
-		if ev.Name != "delta" || json.Unmarshal([]byte(ev.Data), &d) != nil {
+		if ev.Type != "delta" || json.Unmarshal([]byte(ev.Data), &d) != nil {
 			t.Fatalf("event %+v is not a delta", ev)
 		}
 		text.WriteString(d.Content)
 	}
 	// The deltas arrive as the model makes them, not all at the end: the first one comes long before the
 	// last, which the fake sends 11 chunk delays later.
-	if firstDelta, total := all[1].At.Sub(start), end.Sub(start); firstDelta > total/2 {
+	if firstDelta, total := all[1].At.Sub(start), ended.Sub(start); firstDelta > total/2 {
 		t.Errorf("first delta after %v of %v: the stream is buffered", firstDelta, total)
 	}
 	var meta client.StreamMeta
@@ -132,17 +138,20 @@ func TestChatStream(t *testing.T) {
 
 func TestChatStreamHeartbeat(t *testing.T) {
 	a := testapp.Start(t, testapp.Options{
-		Ollama:    ollamatest.Options{InitialDelay: 400 * time.Millisecond, Tokens: []string{"hi"}},
-		Configure: func(c *config.Config) { c.SSEHeartbeat = 100 * time.Millisecond },
+		Ollama: ollamatest.Options{InitialDelay: 700 * time.Millisecond, Tokens: []string{"hi"}},
+		Configure: func(c *config.Config) {
+			// The stream answers 200 after the slot wait and a grace (260ms here), then keeps the silence alive.
+			c.SSEHeartbeat, c.OllamaQueueWait = 100*time.Millisecond, 10*time.Millisecond
+		},
 	})
 	c := a.UserClient(t)
-	_, events, comments := stream(t, context.Background(), a, c, client.ChatRequest{Model: "tiny", Messages: userMessage("hi")})
-	all := collect(t, events)
-	if n := <-comments; n < 2 {
-		t.Errorf("%d heartbeat comments during a 400ms silence with a 100ms heartbeat, want at least 2", n)
+	_, events, end := stream(t, context.Background(), a, c, client.ChatRequest{Model: "tiny", Messages: userMessage("hi")})
+	all, n := collect(t, events, end)
+	if n < 2 {
+		t.Errorf("%d heartbeat comments during a 440ms silence with a 100ms heartbeat, want at least 2", n)
 	}
-	if all[len(all)-1].Name != "done" {
-		t.Errorf("last event = %s, want done", all[len(all)-1].Name)
+	if all[len(all)-1].Type != "done" {
+		t.Errorf("last event = %s, want done", all[len(all)-1].Type)
 	}
 }
 
@@ -152,10 +161,10 @@ func TestChatStreamClientDisconnect(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	_, events, _ := stream(t, ctx, a, c, client.ChatRequest{Model: "tiny", Messages: userMessage("Tell me a story")})
 	var meta client.StreamMeta
-	if ev := <-events; ev.Name != "meta" || json.Unmarshal([]byte(ev.Data), &meta) != nil {
+	if ev := <-events; ev.Type != "meta" || json.Unmarshal([]byte(ev.Data), &meta) != nil {
 		t.Fatalf("first event %+v", ev)
 	}
-	if ev := <-events; ev.Name != "delta" {
+	if ev := <-events; ev.Type != "delta" {
 		t.Fatalf("second event %+v", ev)
 	}
 	cancel()
@@ -182,11 +191,11 @@ func TestChatStreamClientDisconnect(t *testing.T) {
 func TestChatStreamUpstreamFailure(t *testing.T) {
 	a := testapp.Start(t, testapp.Options{Ollama: ollamatest.Options{Fault: &ollamatest.Fault{After: 3, Error: "an error was encountered while running the model"}}})
 	c := a.UserClient(t)
-	_, events, _ := stream(t, context.Background(), a, c, client.ChatRequest{Model: "tiny", Messages: userMessage("Tell me a story")})
-	all := collect(t, events)
+	_, events, end := stream(t, context.Background(), a, c, client.ChatRequest{Model: "tiny", Messages: userMessage("Tell me a story")})
+	all, _ := collect(t, events, end)
 	names := make([]string, len(all))
 	for i, ev := range all {
-		names[i] = ev.Name
+		names[i] = ev.Type
 	}
 	if got := strings.Join(names, ","); got != "meta,delta,delta,delta,error" {
 		t.Fatalf("events = %s, want meta, 3 deltas, one error and nothing after", got)
@@ -257,12 +266,17 @@ func TestProviderDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An unreachable model server is unavailable (503), not a failed answer (502).
 	for _, r := range append(answers, answer{models.HTTPResponse, models.Body}) {
-		if r.resp.StatusCode != http.StatusServiceUnavailable && r.resp.StatusCode != http.StatusBadGateway {
-			t.Errorf("%s with the provider down = %d, want 502 or 503", r.resp.Request.URL.Path, r.resp.StatusCode)
+		if r.resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("%s with the provider down = %d, want 503", r.resp.Request.URL.Path, r.resp.StatusCode)
 			continue
 		}
-		if p := testapp.Problem(t, r.resp, r.body); !strings.Contains(p.Detail, "provider") {
+		p := testapp.Problem(t, r.resp, r.body)
+		if p.Type != "urn:deepersensor:problem:provider-unavailable" {
+			t.Errorf("%s with the provider down: problem type %q, want urn:deepersensor:problem:provider-unavailable", r.resp.Request.URL.Path, p.Type)
+		}
+		if !strings.Contains(p.Detail, "provider") {
 			t.Errorf("problem %+v does not say the provider is down", p)
 		}
 	}

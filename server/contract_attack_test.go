@@ -22,6 +22,7 @@ import (
 	contract "github.com/deepersensor/deepersensor/api"
 	"github.com/deepersensor/deepersensor/config"
 	"github.com/deepersensor/deepersensor/internal/ollamatest"
+	"github.com/deepersensor/deepersensor/internal/sse"
 	"github.com/deepersensor/deepersensor/internal/testapp"
 )
 
@@ -189,8 +190,14 @@ func sendExamples(t *testing.T, a *testapp.App, ops []operation) int {
 		if !slices.Contains(op.Successes, resp.StatusCode) {
 			t.Fatalf("%s example %s: %d %s, want one of %v", op.ID, req, resp.StatusCode, raw, op.Successes)
 		}
-		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") && !bytes.Contains(raw, []byte("event: done")) {
-			t.Errorf("%s example: the stream did not end with a done event: %s", op.ID, raw)
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			events, err := sse.ReadAll(bytes.NewReader(raw))
+			if err != nil || len(events) == 0 || events[len(events)-1].Type != "done" {
+				t.Errorf("%s example: the stream did not end with a done event (%v): %s", op.ID, err, raw)
+			}
+			for _, ev := range events {
+				testapp.CheckEvent(t, ev)
+			}
 		}
 		switch op.ID {
 		case "login":

@@ -18,18 +18,9 @@ import (
 const docsPath = "/docs/"
 
 // docsSpecURL is the contract the UI shows: the one GET /openapi.yaml serves, so the page never drifts from
-// what the server validates against.
+// what the server validates against. The contract's only server is relative ("/"), so "Try it out" calls the
+// origin that served the page, behind any host name or proxy.
 const docsSpecURL = "/openapi.yaml"
-
-// docsRequestInterceptor sends "Try it out" requests to the server that serves the page, whatever the
-// contract's servers say, so the UI works behind any host name or proxy. The contract itself is left alone.
-const docsRequestInterceptor = `function (req) {
-				if (!req.loadSpec) {
-					var u = new URL(req.url, window.location.href);
-					req.url = window.location.origin + u.pathname + u.search;
-				}
-				return req;
-			}`
 
 // inlineBlock finds the bodies of the inline <script> and <style> elements of the Swagger UI page, whose
 // hashes the page's Content-Security-Policy allows.
@@ -44,7 +35,6 @@ func registerDocs(e *echo.Echo) {
 		Title:       "DeeperSensor API",
 		SwaggerJSON: docsSpecURL,
 		BasePath:    docsPath,
-		SettingsUI:  map[string]string{"requestInterceptor": docsRequestInterceptor},
 	})
 	page := renderPage(ui)
 	csp := docsPolicy(page)

@@ -2,12 +2,9 @@ package server
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/deepersensor/deepersensor/auth"
 	"github.com/deepersensor/deepersensor/gen/apiserver"
-	"github.com/deepersensor/deepersensor/store"
 )
 
 // Signup implements POST /v1/auth/signup.
@@ -48,19 +45,50 @@ func (s *Server) Logout(ctx context.Context, req apiserver.LogoutRequestObject) 
 	return apiserver.Logout204Response{}, nil
 }
 
-// GetMe implements GET /v1/me. A valid token of a deleted account is treated as invalid.
+// GetMe implements GET /v1/me.
 func (s *Server) GetMe(ctx context.Context, _ apiserver.GetMeRequestObject) (apiserver.GetMeResponseObject, error) {
 	user, err := s.auth.User(ctx, userID(ctx))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("user of token: %w", auth.ErrInvalidToken)
-	}
 	if err != nil {
 		return nil, err
 	}
 	return apiserver.GetMe200JSONResponse(toAPIUser(user)), nil
 }
 
-func toAPIUser(u store.User) apiserver.User {
+// DeleteMe implements DELETE /v1/me. The password is a guess like a login's, so it is limited by the same
+// per-email policy (the per-address one applies to the operation as a whole).
+func (s *Server) DeleteMe(ctx context.Context, req apiserver.DeleteMeRequestObject) (apiserver.DeleteMeResponseObject, error) {
+	id := userID(ctx)
+	user, err := s.auth.User(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.limitLoginEmail(ctx, user.Email); err != nil {
+		return nil, err
+	}
+	if err := s.auth.DeleteAccount(ctx, id, req.Body.Password, clientFrom(ctx)); err != nil {
+		return nil, err
+	}
+	return apiserver.DeleteMe204Response{}, nil
+}
+
+// ListMyAuditEvents implements GET /v1/me/audit with keyset pagination.
+func (s *Server) ListMyAuditEvents(ctx context.Context, req apiserver.ListMyAuditEventsRequestObject) (apiserver.ListMyAuditEventsResponseObject, error) {
+	limit, cursor := pageParams(req.Params.Limit, req.Params.Cursor)
+	page, err := s.auth.AuditEvents(ctx, userID(ctx), cursor, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := apiserver.ListMyAuditEvents200JSONResponse{Items: make([]apiserver.AuditEvent, len(page.Events))}
+	for i, e := range page.Events {
+		out.Items[i] = apiserver.AuditEvent{
+			Event: e.Event, Ip: e.IP, UserAgent: e.UserAgent, RequestId: e.RequestID, CreatedAt: e.CreatedAt,
+		}
+	}
+	out.NextCursor = cursorOrNil(page.Next)
+	return out, nil
+}
+
+func toAPIUser(u auth.User) apiserver.User {
 	return apiserver.User{Id: u.ID, Email: u.Email, CreatedAt: u.CreatedAt}
 }
 

@@ -3,31 +3,40 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/deepersensor/deepersensor/chat"
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/provider"
-	"github.com/deepersensor/deepersensor/store"
 )
 
 // Chat implements POST /v1/chat.
 func (s *Server) Chat(ctx context.Context, req apiserver.ChatRequestObject) (apiserver.ChatResponseObject, error) {
+	release, err := s.acquireModelCall(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	turn, err := s.beginTurn(ctx, *req.Body)
 	if err != nil {
 		return nil, err
 	}
-	answer, err := turn.Complete(ctx)
+	callCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.drained, cancel)()
+	answer, err := turn.Complete(callCtx)
 	if err != nil {
+		if s.drained.Err() != nil {
+			return nil, errShuttingDown
+		}
 		return nil, err
 	}
 	usage := apiserver.Usage{}
 	if answer.Usage != nil {
-		s.metrics.CountTokens(turn.Model(), int(answer.Usage.PromptTokens), int(answer.Usage.CompletionTokens))
-		usage = apiserver.Usage{PromptTokens: int(answer.Usage.PromptTokens), CompletionTokens: int(answer.Usage.CompletionTokens)}
+		s.metrics.CountTokens(turn.ListedModel(), answer.Usage.PromptTokens, answer.Usage.CompletionTokens)
+		usage = apiserver.Usage{PromptTokens: answer.Usage.PromptTokens, CompletionTokens: answer.Usage.CompletionTokens}
 	}
 	return apiserver.Chat200JSONResponse{
 		ConversationId: turn.Conversation.ID,
@@ -39,10 +48,15 @@ func (s *Server) Chat(ctx context.Context, req apiserver.ChatRequestObject) (api
 	}, nil
 }
 
-// StreamChat implements POST /v1/chat/stream. Failures before the stream starts are ordinary problems;
-// after that they are error events.
+// firstChunkGrace is how much longer than the wait for a model-server slot (DS_OLLAMA_QUEUE_WAIT) a stream
+// waits for its model's first chunk before it answers 200: a model server that is full, or refuses at once,
+// is then answered with its own status.
+const firstChunkGrace = 250 * time.Millisecond
+
+// StreamChat implements POST /v1/chat/stream. Failures before the model's first chunk, when it comes within
+// firstWait, are ordinary problems with their own status; after that they are error events.
 func (s *Server) StreamChat(ctx context.Context, req apiserver.StreamChatRequestObject) (apiserver.StreamChatResponseObject, error) {
-	release, err := s.acquireStream(ctx)
+	release, err := s.acquireModelCall(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -55,19 +69,16 @@ func (s *Server) StreamChat(ctx context.Context, req apiserver.StreamChatRequest
 		ctx:          ctx,
 		release:      release,
 		meta:         apiserver.StreamMeta{ConversationId: turn.Conversation.ID, MessageId: turn.AnswerID, Model: turn.Model()},
+		model:        turn.ListedModel(),
 		chunks:       turn.Stream,
+		draining:     s.drained.Done(),
 		heartbeat:    s.cfg.SSEHeartbeat,
 		writeTimeout: s.cfg.WriteTimeout,
 		metrics:      s.metrics,
 		start:        time.Now(),
-		problem: func(err error) apiserver.Problem {
-			s.countProviderError(err)
-			p := s.toProblem(err)
-			if p.cause != nil {
-				s.logger.ErrorContext(ctx, "stream failed", "request_id", requestIDFrom(ctx), "error", p.cause)
-			}
-			return problemBody(p, requestIDFrom(ctx))
-		},
+		firstWait:    s.cfg.OllamaQueueWait + firstChunkGrace,
+		failure:      func(err error) *core.Error { return s.failure(ctx, err) },
+		requestID:    requestIDFrom(ctx),
 	}, nil
 }
 
@@ -99,38 +110,4 @@ func optionsMap(o *apiserver.ChatOptions) (map[string]any, error) {
 		return nil, fmt.Errorf("decode options: %w", err)
 	}
 	return m, nil
-}
-
-// domainProblem explains the errors of the chat service, the store and the model provider.
-func (s *Server) domainProblem(err error) *problemError {
-	var perr *provider.Error
-	msg := ""
-	if errors.As(err, &perr) {
-		msg = perr.Msg
-	}
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return newProblem(http.StatusNotFound, "not-found", "conversation not found")
-	case errors.Is(err, provider.ErrModelNotFound):
-		return newProblem(http.StatusNotFound, "model-not-found", "model not found")
-	case errors.Is(err, provider.ErrBadRequest):
-		detail := "the model provider refused the request"
-		if msg != "" {
-			detail += ": " + msg
-		}
-		return &problemError{status: http.StatusUnprocessableEntity, slug: "provider-refused", detail: detail, cause: err}
-	case errors.Is(err, provider.ErrTimeout):
-		return &problemError{status: http.StatusGatewayTimeout, slug: "provider-timeout",
-			detail: "the model provider did not answer in time", cause: err}
-	case errors.Is(err, provider.ErrUnavailable):
-		return &problemError{status: http.StatusServiceUnavailable, slug: "provider-unavailable",
-			detail: "the model provider is unavailable", retryAfter: 5 * time.Second, cause: err}
-	case errors.Is(err, provider.ErrStream):
-		return &problemError{status: http.StatusBadGateway, slug: "provider-failed",
-			detail: "the model provider failed in the middle of the answer", cause: err}
-	case errors.Is(err, chat.ErrAnswerNotStored):
-		return &problemError{status: http.StatusServiceUnavailable, slug: "not-stored",
-			detail: "the answer could not be stored", retryAfter: 5 * time.Second, cause: err}
-	}
-	return nil
 }

@@ -3,10 +3,10 @@ package server
 import (
 	"bytes"
 	"context"
-	"net/http"
 	"time"
 
 	spec "github.com/deepersensor/deepersensor/api"
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/apiserver"
 )
 
@@ -22,10 +22,11 @@ func (s *Server) GetHealth(context.Context, apiserver.GetHealthRequestObject) (a
 func (s *Server) GetReadiness(ctx context.Context, _ apiserver.GetReadinessRequestObject) (apiserver.GetReadinessResponseObject, error) {
 	ctx, cancel := context.WithTimeout(ctx, readinessTimeout)
 	defer cancel()
-	if err := s.store.Ping(ctx); err != nil {
+	if err := s.database.Ping(ctx); err != nil {
 		s.logger.WarnContext(ctx, "not ready", "component", "database", "error", err)
-		return nil, &problemError{status: http.StatusServiceUnavailable, slug: "not-ready",
-			detail: "not ready: database", checks: map[string]string{"database": "unavailable"}}
+		body := problemBody(core.Errorf(core.NotReady, "not ready: database"), requestIDFrom(ctx))
+		body.Checks = &map[string]string{"database": "unavailable"}
+		return apiserver.GetReadiness503ApplicationProblemPlusJSONResponse(body), nil
 	}
 	checks := map[string]string{"database": "ok"}
 	return apiserver.GetReadiness200JSONResponse{Status: apiserver.Ok, Checks: &checks}, nil

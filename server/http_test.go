@@ -14,7 +14,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/deepersensor/deepersensor/config"
+	"github.com/deepersensor/deepersensor/gen/client"
 	"github.com/deepersensor/deepersensor/internal/dbtest"
+	"github.com/deepersensor/deepersensor/internal/ollamatest"
 	"github.com/deepersensor/deepersensor/internal/testapp"
 )
 
@@ -32,7 +34,7 @@ func TestErrorsAreProblems(t *testing.T) {
 	}{
 		{"unknown route", "GET", "/v1/nope", "", "", http.StatusNotFound, ""},
 		{"unknown top-level route", "GET", "/nope", "", "", http.StatusNotFound, ""},
-		{"method not allowed", "DELETE", "/v1/me", "", bearer, http.StatusMethodNotAllowed, ""},
+		{"method not allowed", "PUT", "/v1/me", "", bearer, http.StatusMethodNotAllowed, ""},
 		{"body over the limit", "POST", "/v1/auth/signup", big, "", http.StatusRequestEntityTooLarge, ""},
 		{"no token", "GET", "/v1/conversations", "", "", http.StatusUnauthorized, "WWW-Authenticate"},
 		{"bad uuid in path", "GET", "/v1/conversations/not-a-uuid", "", bearer, http.StatusBadRequest, ""},
@@ -177,9 +179,8 @@ func TestLoginFloodIsShed(t *testing.T) {
 	email, _ := a.NewUser(t)
 	body := []byte(`{"email":"` + email + `","password":"` + testapp.TestPassword + `"}`)
 	var (
-		mu     sync.Mutex
-		counts = map[int]int{}
-		wg     sync.WaitGroup
+		answers tally
+		wg      sync.WaitGroup
 	)
 	hc := a.HTTPClient(t)
 	for range 40 {
@@ -191,19 +192,107 @@ func TestLoginFloodIsShed(t *testing.T) {
 			}
 			data, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusServiceUnavailable {
-				if resp.Header.Get("Retry-After") == "" {
-					t.Error("503 without Retry-After")
-				}
-				testapp.Problem(t, resp, data)
-			}
-			mu.Lock()
-			counts[resp.StatusCode]++
-			mu.Unlock()
+			answers.add(resp, data)
 		})
 	}
 	wg.Wait()
+	counts := answers.check(t, "busy")
 	if counts[http.StatusOK] == 0 || counts[http.StatusServiceUnavailable] == 0 || counts[http.StatusOK]+counts[http.StatusServiceUnavailable] != 40 {
 		t.Errorf("statuses = %v, want some 200 and the rest 503", counts)
 	}
+}
+
+// TestModelCallsLeaveRoomForAccounts opens 18 streams (6 users, 3 each, all stalling after a chunk) on an
+// instance that serves 12 requests at once: model calls get three quarters of the slots, 9, and the other 9
+// streams are refused with 503, while login, /v1/me, signup and the probes still answer.
+func TestModelCallsLeaveRoomForAccounts(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{
+		Ollama:    ollamatest.Options{Fault: &ollamatest.Fault{After: 1}},
+		Configure: sharedRedis(func(c *config.Config) { c.MaxInFlight = 12 }),
+	})
+	email, tokens := a.NewUser(t)
+	users := []*client.ClientWithResponses{a.Client(t, testapp.Bearer(tokens.AccessToken))}
+	for range 5 {
+		users = append(users, a.UserClient(t))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	body := client.ChatRequest{Model: "tiny", Messages: userMessage("hi")}
+	var (
+		answers tally
+		wg      sync.WaitGroup
+	)
+	for i := range 18 {
+		c := users[i%len(users)]
+		wg.Go(func() {
+			resp, err := c.StreamChat(ctx, body)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			t.Cleanup(func() { resp.Body.Close() })
+			var data []byte
+			if resp.StatusCode == http.StatusOK {
+				events, _ := testapp.ReadEvents(resp.Body)
+				<-events // meta: the stream is open
+				go func() {
+					for range events {
+					}
+				}()
+			} else {
+				data, _ = io.ReadAll(resp.Body)
+			}
+			answers.add(resp, data)
+		})
+	}
+	wg.Wait()
+	if counts := answers.check(t, "overloaded"); counts[http.StatusOK] != 9 || counts[http.StatusServiceUnavailable] != 9 {
+		t.Fatalf("18 streams = %v, want 9 open and 9 refused with 503", counts)
+	}
+
+	if code := loginAs(t, a.HTTPClient(t), a.URL, email, testapp.TestPassword, nil).StatusCode; code != http.StatusOK {
+		t.Errorf("login while the streams are open = %d, want 200", code)
+	}
+	if me, err := users[0].GetMeWithResponse(ctx); err != nil || me.JSON200 == nil {
+		t.Errorf("/v1/me while the streams are open = %v %v, want 200", err, me)
+	}
+	a.NewUser(t) // signup and login
+	if health, err := a.Client(t).GetHealthWithResponse(ctx); err != nil || health.StatusCode() != http.StatusOK {
+		t.Errorf("healthz while the streams are open = %v %v, want 200", err, health)
+	}
+}
+
+// tally collects the answers to concurrent requests, for checks once the workers end: testapp.Problem may
+// call Fatalf.
+type tally struct {
+	mu     sync.Mutex
+	counts map[int]int
+	shed   []answer // the 503 answers
+}
+
+func (tl *tally) add(resp *http.Response, body []byte) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	if tl.counts == nil {
+		tl.counts = map[int]int{}
+	}
+	tl.counts[resp.StatusCode]++
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		tl.shed = append(tl.shed, answer{resp, body})
+	}
+}
+
+// check fails t unless every 503 is a problem of type urn:deepersensor:problem:slug with Retry-After, and
+// returns the count of each status.
+func (tl *tally) check(t *testing.T, slug string) map[int]int {
+	t.Helper()
+	for _, r := range tl.shed {
+		if r.resp.Header.Get("Retry-After") == "" {
+			t.Error("503 without Retry-After")
+		}
+		if p := testapp.Problem(t, r.resp, r.body); p.Type != "urn:deepersensor:problem:"+slug {
+			t.Errorf("503 problem type %q, want %s", p.Type, slug)
+		}
+	}
+	return tl.counts
 }

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"strconv"
 	"time"
 
@@ -9,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/deepersensor/deepersensor/metrics"
-	"github.com/deepersensor/deepersensor/provider"
 )
 
 // httpMetrics counts requests by method, route template (never the raw path, which would let clients
@@ -39,27 +37,4 @@ func httpMetrics(m *metrics.Metrics) echo.MiddlewareFunc {
 // metricsHandler serves the registry in the Prometheus text format.
 func metricsHandler(m *metrics.Metrics) echo.HandlerFunc {
 	return echo.WrapHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
-}
-
-// providerErrorKind names a provider failure for the provider_errors_total metric, or "" when err is not one.
-func providerErrorKind(err error) string {
-	for _, k := range []struct {
-		err  error
-		name string
-	}{
-		{provider.ErrModelNotFound, "model_not_found"}, {provider.ErrBadRequest, "bad_request"},
-		{provider.ErrTimeout, "timeout"}, {provider.ErrUnavailable, "unavailable"}, {provider.ErrStream, "stream"},
-	} {
-		if errors.Is(err, k.err) {
-			return k.name
-		}
-	}
-	return ""
-}
-
-// countProviderError counts err when it is a provider failure.
-func (s *Server) countProviderError(err error) {
-	if kind := providerErrorKind(err); kind != "" {
-		s.metrics.ProviderErrors.WithLabelValues(kind).Inc()
-	}
 }

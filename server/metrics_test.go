@@ -40,8 +40,9 @@ func TestMetrics(t *testing.T) {
 	if _, err := c.GetConversationWithResponse(ctx, chat.JSON200.ConversationId); err != nil {
 		t.Fatal(err)
 	}
-	_, events, _ := stream(t, ctx, a, c, client.ChatRequest{Model: "tiny", Messages: userMessage("hi")})
-	collect(t, events)
+	// The same model spelled another way is counted under one label: its name as the model server lists it.
+	_, events, end := stream(t, ctx, a, c, client.ChatRequest{Model: "tiny:latest", Messages: userMessage("hi")})
+	collect(t, events, end)
 	if r, _ := c.ChatWithResponse(ctx, client.ChatRequest{Model: "missing", Messages: userMessage("hi")}); r.StatusCode() != http.StatusNotFound {
 		t.Fatalf("unknown model = %d", r.StatusCode())
 	}
@@ -51,9 +52,9 @@ func TestMetrics(t *testing.T) {
 		`deepersensor_http_requests_total{method="POST",route="/v1/auth/login",status="200"} 1`,
 		`deepersensor_http_requests_total{method="GET",route="/v1/conversations/:id",status="200"} 1`,
 		`deepersensor_http_requests_in_flight 1`, // the scrape itself
-		`deepersensor_chat_time_to_first_token_seconds_count{model="tiny"} 1`,
-		`deepersensor_chat_stream_duration_seconds_count{model="tiny"} 1`,
-		`deepersensor_chat_tokens_total{direction="out",model="tiny"} 24`,
+		`deepersensor_chat_time_to_first_token_seconds_count{model="tiny:latest"} 1`,
+		`deepersensor_chat_stream_duration_seconds_count{model="tiny:latest"} 1`,
+		`deepersensor_chat_tokens_total{direction="out",model="tiny:latest"} 24`,
 		`deepersensor_chat_open_streams 0`,
 		`deepersensor_provider_errors_total{kind="model_not_found"} 1`,
 		`deepersensor_auth_logins_total{outcome="success"} 1`,

@@ -17,7 +17,8 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/deepersensor/deepersensor/gen/apiserver"
+	"github.com/deepersensor/deepersensor/core"
+	"github.com/deepersensor/deepersensor/ratelimit"
 )
 
 // saneRequestID is what an incoming X-Request-ID must look like to be kept; anything else is replaced.
@@ -85,27 +86,39 @@ func accessLog(logger *slog.Logger) echo.MiddlewareFunc {
 	})
 }
 
-// probeRoutes answer health probes; they skip the in-flight limit, so that an overloaded instance still
-// says whether it is alive.
-var probeRoutes = map[string]bool{"/healthz": true, "/readyz": true}
+// errOverloaded refuses a request for which the instance has no in-flight slot.
+var errOverloaded = &core.Error{Code: core.Overloaded, Message: "the server is busy, retry shortly", RetryAfter: time.Second}
 
-// inFlightLimit serves at most max requests at once and refuses the rest at once with 503, so that a flood
-// queues in nobody's memory.
+// modelShare is the share of the in-flight slots that model operations may hold, at least one: a model call
+// holds its slot for as long as the model takes, so without a share a few users' streams would starve
+// every other route. The rest, at least a quarter, stays for the account routes and everything else.
+func modelShare(inFlight int) int {
+	return max(1, inFlight*3/4)
+}
+
+// inFlightLimit serves at most max requests at once, of which at most modelShare(max) model operations, and
+// refuses the rest at once with 503, so that a flood queues in nobody's memory. Probes are not limited.
 func inFlightLimit(max int) echo.MiddlewareFunc {
-	slots := make(chan struct{}, max)
+	all, model := ratelimit.NewSemaphore(max, 0), ratelimit.NewSemaphore(modelShare(max), 0)
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			if probeRoutes[c.Path()] {
+			op := operationID(c)
+			if probeOperations[op] {
 				return next(c)
 			}
-			select {
-			case slots <- struct{}{}:
-				defer func() { <-slots }()
-				return next(c)
-			default:
-				return &problemError{status: http.StatusServiceUnavailable, slug: "overloaded",
-					detail: "the server is busy, retry shortly", retryAfter: time.Second}
+			if modelOperations[op] {
+				release, ok, _ := model.Acquire(c.Request().Context()) // no wait, so no error
+				if !ok {
+					return errOverloaded
+				}
+				defer release()
 			}
+			release, ok, _ := all.Acquire(c.Request().Context())
+			if !ok {
+				return errOverloaded
+			}
+			defer release()
+			return next(c)
 		}
 	}
 }
@@ -116,7 +129,7 @@ func inFlightLimit(max int) echo.MiddlewareFunc {
 func longWriteDeadline(d time.Duration) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			if chatRoutes[c.Path()] {
+			if modelOperations[operationID(c)] {
 				if err := http.NewResponseController(c.Response()).SetWriteDeadline(time.Now().Add(d)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 					return err
 				}
@@ -139,8 +152,7 @@ func strictJSON(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		if len(body) > 0 && !json.Valid(body) {
-			return &problemError{status: http.StatusBadRequest, slug: "invalid-request", detail: "body: is not one valid JSON value",
-				fields: []apiserver.FieldError{{Field: "body", Message: "is not one valid JSON value"}}}
+			return &core.Error{Code: core.Malformed, Field: "body", Message: "is not one valid JSON value"}
 		}
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		return next(c)

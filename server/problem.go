@@ -13,130 +13,119 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/labstack/echo/v4"
 
-	"github.com/deepersensor/deepersensor/auth"
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/apiserver"
-	"github.com/deepersensor/deepersensor/validation"
 )
 
 // problemContentType is the media type of every error answer (RFC 9457).
 const problemContentType = "application/problem+json"
 
-// problemError is an error that knows its problem details; handlers and middleware return it for expected
-// failures, and the one error handler renders it.
-type problemError struct {
-	status     int
-	slug       string // the last part of the problem type URI
-	detail     string
-	fields     []apiserver.FieldError
-	retryAfter time.Duration // sets Retry-After when positive
-	checks     map[string]string
-	headers    map[string]string // extra response headers, such as RateLimit-*
-	cause      error             // logged, never shown
+// problemKind is how the native API answers one core code: its status and the last part of its problem type
+// URI. The title is the status text.
+type problemKind struct {
+	status int
+	slug   string
 }
 
-func (p *problemError) Error() string { return p.detail }
-func (p *problemError) Unwrap() error { return p.cause }
-
-func newProblem(status int, slug, detail string) *problemError {
-	return &problemError{status: status, slug: slug, detail: detail}
+// problemKinds is the one table from core codes to problems.
+var problemKinds = map[core.Code]problemKind{
+	core.Malformed:            {http.StatusBadRequest, "invalid-request"},
+	core.Unauthorized:         {http.StatusUnauthorized, "unauthorized"},
+	core.InvalidCredentials:   {http.StatusUnauthorized, "invalid-credentials"},
+	core.NotFound:             {http.StatusNotFound, "not-found"},
+	core.ModelNotFound:        {http.StatusNotFound, "model-not-found"},
+	core.StorageFull:          {http.StatusForbidden, "storage-full"},
+	core.MethodNotAllowed:     {http.StatusMethodNotAllowed, "method-not-allowed"},
+	core.Conflict:             {http.StatusConflict, "conflict"},
+	core.TooLarge:             {http.StatusRequestEntityTooLarge, "payload-too-large"},
+	core.UnsupportedMediaType: {http.StatusUnsupportedMediaType, "unsupported-media-type"},
+	core.Invalid:              {http.StatusUnprocessableEntity, "unprocessable"},
+	core.ModelRefused:         {http.StatusUnprocessableEntity, "provider-refused"},
+	core.RateLimited:          {http.StatusTooManyRequests, "rate-limited"},
+	core.TooManyStreams:       {http.StatusTooManyRequests, "too-many-streams"},
+	core.Internal:             {http.StatusInternalServerError, "internal"},
+	core.UpstreamFailed:       {http.StatusBadGateway, "provider-failed"},
+	core.UpstreamUnavailable:  {http.StatusServiceUnavailable, "provider-unavailable"},
+	core.Busy:                 {http.StatusServiceUnavailable, "busy"},
+	core.Overloaded:           {http.StatusServiceUnavailable, "overloaded"},
+	core.LimiterUnavailable:   {http.StatusServiceUnavailable, "limiter-unavailable"},
+	core.NotStored:            {http.StatusServiceUnavailable, "not-stored"},
+	core.NotReady:             {http.StatusServiceUnavailable, "not-ready"},
+	core.Unavailable:          {http.StatusServiceUnavailable, "unavailable"},
+	core.UpstreamTimeout:      {http.StatusGatewayTimeout, "provider-timeout"},
 }
 
-// problemType turns a slug into the problem type URI.
-func problemType(slug string) string { return "urn:deepersensor:problem:" + slug }
-
-// toProblem finds the problem an error stands for. Errors it does not know are internal.
-func (s *Server) toProblem(err error) *problemError {
-	var (
-		p       *problemError
-		invalid *validation.Error
-		reqErr  *openapi3filter.RequestError
-		httpErr *echo.HTTPError
-	)
-	switch {
-	case errors.As(err, &p):
-		return p
-	case errors.Is(err, echo.ErrStatusRequestEntityTooLarge):
-		return newProblem(http.StatusRequestEntityTooLarge, "payload-too-large",
-			"the request body is larger than "+strconv.FormatInt(s.cfg.BodyLimit, 10)+" bytes")
-	case errors.As(err, &invalid):
-		return &problemError{status: http.StatusUnprocessableEntity, slug: "unprocessable", detail: invalid.Error(),
-			fields: []apiserver.FieldError{{Field: invalid.Field, Message: invalid.Message}}}
-	case errors.As(err, &reqErr):
-		return requestProblem(reqErr)
-	case errors.Is(err, auth.ErrInvalidCredentials):
-		return newProblem(http.StatusUnauthorized, "invalid-credentials", "invalid email or password")
-	case errors.Is(err, auth.ErrInvalidToken):
-		return newProblem(http.StatusUnauthorized, "unauthorized", "the token is invalid, expired or revoked")
-	case errors.Is(err, auth.ErrEmailTaken):
-		return newProblem(http.StatusConflict, "conflict", "an account with this email exists")
-	case errors.Is(err, auth.ErrBusy):
-		return &problemError{status: http.StatusServiceUnavailable, slug: "busy",
-			detail: "too many logins at once, retry shortly", retryAfter: time.Second}
-	case errors.As(err, &httpErr):
-		return s.httpProblem(httpErr)
+// kindOf returns the problem kind of code; a code missing from the table is internal.
+func kindOf(code core.Code) problemKind {
+	if k, ok := problemKinds[code]; ok {
+		return k
 	}
-	if p := s.domainProblem(err); p != nil {
-		return p
-	}
-	return &problemError{status: http.StatusInternalServerError, slug: "internal",
-		detail: "an unexpected error occurred", cause: err}
+	return problemKinds[core.Internal]
 }
 
-// httpProblem renders Echo's own errors: the router's 404 and 405, binding failures and the like.
-func (s *Server) httpProblem(he *echo.HTTPError) *problemError {
-	if he.Internal != nil {
-		var reqErr *openapi3filter.RequestError
-		if errors.As(he.Internal, &reqErr) {
-			return requestProblem(reqErr)
-		}
+// internalError is what clients see of an error the service did not expect.
+func internalError(err error) *core.Error {
+	return core.Wrap(core.Internal, err, "an unexpected error occurred")
+}
+
+// toCoreError finds the core error that err stands for: the one in its chain, or a translation of the errors
+// of Echo and of the request validator. Errors it does not know are internal.
+func (s *Server) toCoreError(err error) *core.Error {
+	if e, ok := errors.AsType[*core.Error](err); ok {
+		return e
 	}
-	slug := map[int]string{
-		http.StatusBadRequest:           "invalid-request",
-		http.StatusUnauthorized:         "unauthorized",
-		http.StatusNotFound:             "not-found",
-		http.StatusMethodNotAllowed:     "method-not-allowed",
-		http.StatusUnsupportedMediaType: "unsupported-media-type",
-		http.StatusServiceUnavailable:   "unavailable",
-	}[he.Code]
-	if slug == "" {
-		slug = strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "-"))
+	if errors.Is(err, echo.ErrStatusRequestEntityTooLarge) {
+		return core.Errorf(core.TooLarge, "the request body is larger than %d bytes", s.cfg.BodyLimit)
 	}
-	detail := http.StatusText(he.Code)
+	if reqErr, ok := errors.AsType[*openapi3filter.RequestError](err); ok {
+		return requestError(reqErr)
+	}
+	if httpErr, ok := errors.AsType[*echo.HTTPError](err); ok {
+		return echoError(httpErr)
+	}
+	return internalError(err)
+}
+
+// echoError translates Echo's own errors: the router's 404 and 405, binding failures and the like.
+func echoError(he *echo.HTTPError) *core.Error {
 	switch he.Code {
-	case http.StatusNotFound:
-		detail = "no such route"
-	case http.StatusMethodNotAllowed:
-		detail = "the route does not allow this method"
-	case http.StatusUnauthorized:
-		detail = "a valid bearer token is required"
 	case http.StatusBadRequest:
-		detail = "the request is malformed"
-		if msg, ok := he.Message.(string); ok && msg != "" {
-			detail = msg
+		msg, _ := he.Message.(string)
+		if msg == "" {
+			msg = "the request is malformed"
 		}
+		return core.Errorf(core.Malformed, "%s", msg)
+	case http.StatusUnauthorized:
+		return core.Errorf(core.Unauthorized, "a valid bearer token is required")
+	case http.StatusNotFound:
+		return core.Errorf(core.NotFound, "no such route")
+	case http.StatusMethodNotAllowed:
+		return core.Errorf(core.MethodNotAllowed, "the route does not allow this method")
+	case http.StatusUnsupportedMediaType:
+		return core.Errorf(core.UnsupportedMediaType, "%s", http.StatusText(he.Code))
+	case http.StatusServiceUnavailable:
+		return core.Wrap(core.Unavailable, he, http.StatusText(he.Code))
 	}
-	p := newProblem(he.Code, slug, detail)
-	if he.Code >= 500 {
-		p.cause = he
+	if he.Code < http.StatusInternalServerError {
+		return core.Errorf(core.Malformed, "%s", http.StatusText(he.Code))
 	}
-	return p
+	return internalError(he)
 }
 
-// requestProblem explains a contract violation found by the request validator, naming the field.
-func requestProblem(e *openapi3filter.RequestError) *problemError {
+// requestError explains a contract violation found by the request validator, naming the field.
+func requestError(e *openapi3filter.RequestError) *core.Error {
 	if errors.Is(e.Err, echo.ErrStatusRequestEntityTooLarge) {
-		return newProblem(http.StatusRequestEntityTooLarge, "payload-too-large", "the request body is too large")
+		return core.Errorf(core.TooLarge, "the request body is too large")
 	}
 	if e.RequestBody != nil && strings.HasPrefix(e.Reason, "header Content-Type has unexpected value") {
-		return newProblem(http.StatusUnsupportedMediaType, "unsupported-media-type", "the body must be application/json")
+		return core.Errorf(core.UnsupportedMediaType, "the body must be application/json")
 	}
 	field, message := "body", e.Reason
 	if e.Parameter != nil {
 		field = e.Parameter.Name
 	}
-	var schemaErr *openapi3.SchemaError
-	switch {
-	case errors.As(e.Err, &schemaErr):
+	switch schemaErr, isSchemaErr := errors.AsType[*openapi3.SchemaError](e.Err); {
+	case isSchemaErr:
 		if path := fieldPath(schemaErr.JSONPointer()); path != "" {
 			if e.Parameter == nil {
 				field = path
@@ -152,8 +141,7 @@ func requestProblem(e *openapi3filter.RequestError) *problemError {
 	case e.Err != nil && message == "":
 		message = e.Err.Error()
 	}
-	return &problemError{status: http.StatusBadRequest, slug: "invalid-request", detail: field + ": " + message,
-		fields: []apiserver.FieldError{{Field: field, Message: message}}}
+	return &core.Error{Code: core.Malformed, Field: field, Message: message}
 }
 
 // fieldPath turns a JSON pointer such as [messages 0 content] into messages[0].content.
@@ -182,46 +170,77 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return // the client went away; there is nobody to answer
 	}
-	s.countProviderError(err)
-	p := s.toProblem(err)
-	if p.status >= 500 && p.cause != nil {
-		s.logger.ErrorContext(ctx, "request failed", "request_id", requestID(c), "error", p.cause)
-	}
-	if err := s.writeProblem(c, p); err != nil {
+	e := s.failure(ctx, err)
+	if err := writeProblem(c, e); err != nil {
 		s.logger.DebugContext(ctx, "write problem", "error", err)
 	}
 }
 
-// problemBody builds the contract's Problem for p.
-func problemBody(p *problemError, requestID string) apiserver.Problem {
+// failure turns err into the core error the client is told about, counting model server failures and
+// logging the cause of server-side ones.
+func (s *Server) failure(ctx context.Context, err error) *core.Error {
+	e := s.toCoreError(err)
+	if e.Code.Upstream() {
+		s.metrics.ProviderErrors.WithLabelValues(string(e.Code)).Inc()
+	}
+	if kindOf(e.Code).status >= http.StatusInternalServerError && e.Err != nil {
+		s.logger.ErrorContext(ctx, "request failed", "request_id", requestIDFrom(ctx), "code", e.Code, "error", e.Err)
+	}
+	return e
+}
+
+// problemBody builds the contract's Problem for e.
+func problemBody(e *core.Error, requestID string) apiserver.Problem {
+	k := kindOf(e.Code)
 	body := apiserver.Problem{
-		Type: problemType(p.slug), Title: http.StatusText(p.status), Status: p.status, Detail: p.detail,
+		Type: problemType(k.slug), Title: http.StatusText(k.status), Status: k.status, Detail: e.Message,
 		RequestId: requestID,
 	}
-	if len(p.fields) > 0 {
-		body.Errors = &p.fields
+	if e.Field != "" {
+		body.Detail = e.Field + ": " + e.Message
+		body.Errors = &[]apiserver.FieldError{{Field: e.Field, Message: e.Message}}
 	}
-	if len(p.checks) > 0 {
-		body.Checks = &p.checks
+	if e.Code == core.Internal {
+		body.Detail = "an unexpected error occurred"
 	}
 	return body
 }
 
-func (s *Server) writeProblem(c echo.Context, p *problemError) error {
-	h := c.Response().Header()
-	if p.status == http.StatusUnauthorized {
+// problemType turns a slug into the problem type URI.
+func problemType(slug string) string { return "urn:deepersensor:problem:" + slug }
+
+// writeProblem answers with e as a problem, with the headers its code calls for.
+func writeProblem(c echo.Context, e *core.Error) error {
+	return writeProblemTo(c.Response(), e, requestID(c), c.Request().Method == http.MethodHead)
+}
+
+// writeProblemTo writes e as a problem to w; headOnly leaves out the body, as HEAD wants.
+func writeProblemTo(w http.ResponseWriter, e *core.Error, requestID string, headOnly bool) error {
+	h := w.Header()
+	status := kindOf(e.Code).status
+	if status == http.StatusUnauthorized {
 		h.Set(echo.HeaderWWWAuthenticate, "Bearer")
 	}
-	if p.retryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(int((p.retryAfter+time.Second-1)/time.Second)))
-	}
-	for k, v := range p.headers {
-		h.Set(k, v)
-	}
+	setRetryHeaders(h, e)
 	h.Set(echo.HeaderContentType, problemContentType)
-	c.Response().WriteHeader(p.status)
-	if c.Request().Method == http.MethodHead {
+	w.WriteHeader(status)
+	if headOnly {
 		return nil
 	}
-	return json.NewEncoder(c.Response()).Encode(problemBody(p, requestID(c)))
+	return json.NewEncoder(w).Encode(problemBody(e, requestID))
+}
+
+// setRetryHeaders sets Retry-After and, for a refusal by a rate limit, the RateLimit headers.
+func setRetryHeaders(h http.Header, e *core.Error) {
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(ceilSeconds(e.RetryAfter)))
+	}
+	if e.Limit != nil {
+		setRateLimitHeaders(h, *e.Limit)
+	}
+}
+
+// ceilSeconds returns d in whole seconds, rounded up.
+func ceilSeconds(d time.Duration) int {
+	return int((d + time.Second - 1) / time.Second)
 }

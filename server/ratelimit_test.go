@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,7 +26,13 @@ func redisURL() string {
 // login posts a login that fails (401) but counts against the per-IP auth policy.
 func login(t *testing.T, hc *http.Client, url string, header map[string]string) *http.Response {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url+"/v1/auth/login", strings.NewReader(`{"email":"`+strings.ToLower(rand.Text())+`@example.com","password":"wrong-password"}`))
+	return loginAs(t, hc, url, strings.ToLower(rand.Text())+"@example.com", "wrong-password", header)
+}
+
+// loginAs posts a login with email and password, checking a 429 against the contract's promises.
+func loginAs(t *testing.T, hc *http.Client, url, email, password string, header map[string]string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url+"/v1/auth/login", strings.NewReader(`{"email":"`+email+`","password":"`+password+`"}`))
 	req.Header.Set("Content-Type", "application/json")
 	for k, v := range header {
 		req.Header.Set(k, v)
@@ -76,8 +83,8 @@ func TestRateLimitHeadersAndRefusal(t *testing.T) {
 	if retry, _ := strconv.Atoi(refused.Header.Get("Retry-After")); retry < 19 || retry > 21 {
 		t.Errorf("Retry-After = %d, want about 20s (one token every 60s/3)", retry)
 	}
-	if !strings.Contains(a.Logs.String(), `"msg":"rate limit refused a request","policy":"auth_ip","ip":"127.0.0.1","route":"/v1/auth/login"`) {
-		t.Error("the refusal was not logged as a warning with policy, IP and route")
+	if !strings.Contains(a.Logs.String(), `"msg":"rate limit refused a request","policy":"auth_ip","ip":"127.0.0.1","operation":"login"`) {
+		t.Error("the refusal was not logged as a warning with policy, IP and operation")
 	}
 	// Other routes are not limited by the auth policy.
 	if resp, err := hc.Get(a.URL + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
@@ -85,26 +92,100 @@ func TestRateLimitHeadersAndRefusal(t *testing.T) {
 	}
 }
 
-func TestRateLimitPerLoginEmail(t *testing.T) {
-	a := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) {
+// TestLoginLimitPerEmailAndAddress guesses an account's password on two instances sharing Redis and one
+// database: the guessing address, whichever address of its /64 it uses, is refused with Retry-After, while
+// the owner logs in from elsewhere; guesses spread over many addresses meet the per-email ceiling.
+func TestLoginLimitPerEmailAndAddress(t *testing.T) {
+	shared := sharedRedis(func(c *config.Config) {
 		c.RateLimitLoginEmail = config.Rate{Limit: 2, Period: time.Minute}
-		c.TrustedProxies = []string{"127.0.0.0/8"}
+		c.RateLimitLoginEmailCeiling = config.Rate{Limit: 5, Period: time.Hour}
+		c.TrustedProxies = []string{"127.0.0.1/32"}
+	})
+	one := testapp.Start(t, testapp.Options{Configure: shared})
+	two := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) {
+		shared(c)
+		c.DatabaseURL = one.Config.DatabaseURL
 	}})
-	email, _ := a.NewUser(t) // one login
+	email, _ := one.NewUser(t) // one login from 127.0.0.1: the ceiling has 4 left
+	from := func(ip string) map[string]string { return map[string]string{"X-Forwarded-For": ip} }
+	guess := func(a *testapp.App, ip string) int {
+		return loginAs(t, a.HTTPClient(t), a.URL, " "+strings.ToUpper(email), "wrong-password", from(ip)).StatusCode // the same email
+	}
+
+	var codes []int
+	for i, a := range []*testapp.App{one, two, one, two} {
+		codes = append(codes, guess(a, "2001:db8:a:b::"+strconv.Itoa(i+1)))
+	}
+	if want := []int{401, 401, 429, 429}; !slices.Equal(codes, want) {
+		t.Fatalf("guesses from one /64 on two instances = %v, want %v", codes, want)
+	}
+	owner := loginAs(t, two.HTTPClient(t), two.URL, email, testapp.TestPassword, from("198.51.100.7"))
+	if owner.StatusCode != http.StatusOK {
+		t.Fatalf("the owner's login from another address = %d, want 200", owner.StatusCode)
+	}
+	if code := guess(one, "2001:db8:a:b::99"); code != http.StatusTooManyRequests {
+		t.Errorf("the guessing address after the owner's login = %d, want 429", code)
+	}
+	// 4 of the ceiling's 5 are spent (the refused guesses did not count); a new address gets one guess.
+	if code := guess(two, "203.0.113.1"); code != http.StatusUnauthorized {
+		t.Errorf("a guess from a third address = %d, want 401", code)
+	}
+	if code := guess(one, "203.0.113.2"); code != http.StatusTooManyRequests {
+		t.Errorf("a guess from a fourth address past the ceiling = %d, want 429", code)
+	}
+	if !strings.Contains(one.Logs.String(), `"policy":"login_email_ceiling"`) {
+		t.Error("the ceiling's refusal was not logged with its policy")
+	}
+}
+
+// TestRateLimitIPv6Network sends logins from 30 addresses of one /64 through a trusted proxy: they are one
+// client to the per-address limit, while another /64 and an IPv4 client are not limited.
+func TestRateLimitIPv6Network(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{Configure: sharedRedis(func(c *config.Config) {
+		c.RateLimitAuthIP = config.Rate{Limit: 20, Period: time.Minute}
+		c.TrustedProxies = []string{"127.0.0.1/32"}
+	})})
+	hc := a.HTTPClient(t)
+	counts := map[int]int{}
+	for i := range 30 {
+		resp := login(t, hc, a.URL, map[string]string{"X-Forwarded-For": "2001:db8:1:2:" + strconv.Itoa(i+1) + "::" + strconv.Itoa(i+1)})
+		counts[resp.StatusCode]++
+	}
+	if counts[http.StatusUnauthorized] != 20 || counts[http.StatusTooManyRequests] != 10 {
+		t.Errorf("30 logins from one /64 = %v, want 20 answered and 10 refused", counts)
+	}
+	for _, ip := range []string{"2001:db8:1:3::1", "198.51.100.1"} {
+		if code := login(t, hc, a.URL, map[string]string{"X-Forwarded-For": ip}).StatusCode; code != http.StatusUnauthorized {
+			t.Errorf("login from %s = %d, want 401", ip, code)
+		}
+	}
+}
+
+// TestLogoutIsRateLimited: logout is limited per client address like the other account routes.
+func TestLogoutIsRateLimited(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) { c.RateLimitAuthIP = config.Rate{Limit: 2, Period: time.Minute} }})
 	c := a.Client(t)
-	for i, want := range []int{http.StatusUnauthorized, http.StatusTooManyRequests} {
-		// A different forwarded IP each time: the email policy holds regardless.
-		resp, err := c.LoginWithResponse(context.Background(), client.Credentials{Email: " " + strings.ToUpper(email), Password: "guess-number-" + strconv.Itoa(i)},
-			func(_ context.Context, req *http.Request) error {
-				req.Header.Set("X-Forwarded-For", "198.51.100."+strconv.Itoa(i+1))
-				return nil
-			})
+	for i, want := range []int{http.StatusNoContent, http.StatusNoContent, http.StatusTooManyRequests} {
+		resp, err := c.LogoutWithResponse(context.Background(), client.RefreshRequest{RefreshToken: "unknown-token-" + strconv.Itoa(i)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if resp.StatusCode() != want {
-			t.Fatalf("guess %d = %d, want %d", i, resp.StatusCode(), want)
+			t.Fatalf("logout %d = %d, want %d", i, resp.StatusCode(), want)
 		}
+		if want == http.StatusTooManyRequests {
+			check429(t, resp.HTTPResponse, resp.Body)
+		}
+	}
+}
+
+// sharedRedis returns a configuration that puts the limits in the tests' Redis under a prefix of their own,
+// after configure.
+func sharedRedis(configure func(*config.Config)) func(*config.Config) {
+	prefix := "test:" + strings.ToLower(rand.Text()) + ":"
+	return func(c *config.Config) {
+		c.RedisURL, c.RedisKeyPrefix = redisURL(), prefix
+		configure(c)
 	}
 }
 
@@ -144,12 +225,7 @@ func TestRateLimitForwardedHeaders(t *testing.T) {
 
 // TestRateLimitSharedAcrossInstances runs two instances on one Redis: together they allow the limit once.
 func TestRateLimitSharedAcrossInstances(t *testing.T) {
-	prefix := strings.ToLower(rand.Text())
-	shared := func(c *config.Config) {
-		c.RedisURL = redisURL()
-		c.RateLimitAuthIP = config.Rate{Limit: 5, Period: time.Minute}
-		c.RedisKeyPrefix = "test:" + prefix + ":"
-	}
+	shared := sharedRedis(func(c *config.Config) { c.RateLimitAuthIP = config.Rate{Limit: 5, Period: time.Minute} })
 	one := testapp.Start(t, testapp.Options{Configure: shared})
 	two := testapp.Start(t, testapp.Options{Configure: shared})
 	allowed, refused := 0, 0
@@ -206,28 +282,120 @@ func TestRateLimitWithoutRedis(t *testing.T) {
 	}
 }
 
-func TestStreamsPerUserCap(t *testing.T) {
-	a := testapp.Start(t, testapp.Options{
-		Ollama:    ollamatest.Options{ChunkDelay: 100 * time.Millisecond},
-		Configure: func(c *config.Config) { c.MaxStreamsPerUser = 1 },
-	})
-	c := a.UserClient(t)
+// TestModelCallsPerUserCap runs two instances on one Redis and one database: a user's model calls, streamed
+// or not, on any instance, count against one DS_MAX_STREAMS_PER_USER.
+func TestModelCallsPerUserCap(t *testing.T) {
+	shared := sharedRedis(func(c *config.Config) { c.MaxStreamsPerUser = 1 })
+	slow := ollamatest.Options{ChunkDelay: 100 * time.Millisecond}
+	one := testapp.Start(t, testapp.Options{Ollama: slow, Configure: shared})
+	two := testapp.Start(t, testapp.Options{Ollama: slow, Configure: func(c *config.Config) {
+		shared(c)
+		c.DatabaseURL = one.Config.DatabaseURL
+	}})
+	_, tokens := one.NewUser(t)
+	c1, c2 := one.Client(t, testapp.Bearer(tokens.AccessToken)), two.Client(t, testapp.Bearer(tokens.AccessToken))
+	ctx := context.Background()
 	body := client.ChatRequest{Model: "tiny", Messages: userMessage("hi")}
-	_, events, _ := stream(t, context.Background(), a, c, body)
-	<-events // meta: the first stream is open
+	refused := func(what string, resp *http.Response, body []byte) {
+		t.Helper()
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("%s = %d, want 429", what, resp.StatusCode)
+		}
+		check429(t, resp, body)
+	}
 
-	second, err := c.StreamChatWithResponse(context.Background(), body)
+	_, events, end := stream(t, ctx, one, c1, body)
+	<-events // meta: the stream holds the user's slot
+	chat, err := c2.ChatWithResponse(ctx, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if second.StatusCode() != http.StatusTooManyRequests {
-		t.Fatalf("second stream = %d, want 429", second.StatusCode())
+	refused("a chat while a stream is open", chat.HTTPResponse, chat.Body)
+	second, err := c2.StreamChatWithResponse(ctx, body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	check429(t, second.HTTPResponse, second.Body)
-	collect(t, events) // the first stream ends
-	resp, events, _ := stream(t, context.Background(), a, c, body)
+	refused("a second stream", second.HTTPResponse, second.Body)
+	collect(t, events, end)
+
+	// A chat holds the slot for as long as the model takes: a stream meanwhile is refused.
+	status := make(chan int, 1)
+	go func() {
+		resp, err := c1.ChatWithResponse(ctx, body)
+		if err != nil {
+			t.Error(err)
+			status <- 0
+			return
+		}
+		status <- resp.StatusCode()
+	}()
+	for deadline := time.Now().Add(10 * time.Second); len(one.Ollama.ChatRequests()) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the chat did not reach the model server")
+		}
+	}
+	third, err := c2.StreamChatWithResponse(ctx, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused("a stream while a chat runs", third.HTTPResponse, third.Body)
+	if code := <-status; code != http.StatusOK {
+		t.Fatalf("the chat = %d, want 200", code)
+	}
+	resp, events, end := stream(t, ctx, two, c2, body)
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("stream after the first ended = %d, want 200", resp.StatusCode)
+		t.Fatalf("stream after the chat ended = %d, want 200", resp.StatusCode)
 	}
-	collect(t, events)
+	collect(t, events, end)
+}
+
+// TestModelServerCap fills the instance's one slot for calls to the model server with a stream: another
+// user's chat waits DS_OLLAMA_QUEUE_WAIT, then gets 503 with Retry-After; a stream, which has answered 200
+// already, gets the same problem as its error event.
+func TestModelServerCap(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{
+		Ollama: ollamatest.Options{ChunkDelay: 100 * time.Millisecond},
+		Configure: func(c *config.Config) {
+			c.OllamaMaxConcurrency, c.OllamaQueueWait = 1, 100*time.Millisecond
+		},
+	})
+	ctx := context.Background()
+	body := client.ChatRequest{Model: "tiny", Messages: userMessage("hi")}
+	first, other := a.UserClient(t), a.UserClient(t)
+	_, events, end := stream(t, ctx, a, first, body)
+	<-events // meta
+	<-events // the first delta: the stream holds the slot
+
+	chat, err := other.ChatWithResponse(ctx, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chat.StatusCode() != http.StatusServiceUnavailable {
+		t.Fatalf("chat while the model server slot is taken = %d %s, want 503", chat.StatusCode(), chat.Body)
+	}
+	if p := testapp.Problem(t, chat.HTTPResponse, chat.Body); p.Type != "urn:deepersensor:problem:overloaded" {
+		t.Errorf("problem type %q, want overloaded", p.Type)
+	}
+	if n, err := strconv.Atoi(chat.HTTPResponse.Header.Get("Retry-After")); err != nil || n < 1 {
+		t.Errorf("Retry-After = %q, want whole seconds >= 1", chat.HTTPResponse.Header.Get("Retry-After"))
+	}
+	// A stream is answered the same, before it starts: the slot is asked for before the stream's headers.
+	resp, _, _ := stream(t, ctx, a, other, body)
+	streamBody, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("stream while the model server slot is taken = %d (Retry-After %q) %s, want 503 with Retry-After",
+			resp.StatusCode, resp.Header.Get("Retry-After"), streamBody)
+	}
+	if p := testapp.Problem(t, resp, streamBody); p.Type != "urn:deepersensor:problem:overloaded" {
+		t.Errorf("stream problem type %q, want overloaded", p.Type)
+	}
+
+	collect(t, events, end) // the first stream ends and frees the slot
+	chat, err = other.ChatWithResponse(ctx, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chat.StatusCode() != http.StatusOK {
+		t.Errorf("chat after the stream ended = %d %s, want 200", chat.StatusCode(), chat.Body)
+	}
 }

@@ -4,12 +4,14 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/labstack/echo/v4"
@@ -20,10 +22,10 @@ import (
 	"github.com/deepersensor/deepersensor/auth"
 	"github.com/deepersensor/deepersensor/chat"
 	"github.com/deepersensor/deepersensor/config"
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
-	"github.com/deepersensor/deepersensor/store"
 )
 
 // Deps are what the server needs from the rest of the program.
@@ -33,11 +35,17 @@ type Deps struct {
 	Auth     *auth.Service
 	Chat     *chat.Service
 	Provider provider.Provider
-	Store    *store.Store
+	// Database is pinged by the readiness probe.
+	Database Pinger
 	Limits   Limits
 	Metrics  *metrics.Metrics
 	// Tracing makes a span of every request, child of the client's W3C traceparent when it sends one.
 	Tracing bool
+}
+
+// Pinger is a dependency that can say whether it answers.
+type Pinger interface {
+	Ping(ctx context.Context) error
 }
 
 // Server implements the contract's operations.
@@ -47,17 +55,33 @@ type Server struct {
 	auth     *auth.Service
 	chat     *chat.Service
 	provider provider.Provider
-	store    *store.Store
+	database Pinger
 	limits   Limits
 	metrics  *metrics.Metrics
 	echo     *echo.Echo
+	// drained ends when Drain is called: the model calls in flight must end for a shutdown.
+	drained context.Context
+	drain   context.CancelFunc
 }
+
+// errShuttingDown ends the model calls still in flight when the server shuts down; another instance, or this
+// one after its restart, can take the retry.
+var errShuttingDown = &core.Error{Code: core.Unavailable, Message: "the server is shutting down; retry", RetryAfter: time.Second}
+
+// Drain ends every model call in flight at once, streams with an error event, each with its partial answer
+// stored, so that a shutdown does not cut them off without a word. It is called shortly before the shutdown
+// grace runs out.
+func (s *Server) Drain() { s.drain() }
 
 var _ apiserver.StrictServerInterface = (*Server)(nil)
 
 // New wires the Echo app: middleware in order, request validation against the contract, and the routes.
 func New(d Deps) (*Server, error) {
-	s := &Server{cfg: d.Config, logger: d.Logger, auth: d.Auth, chat: d.Chat, provider: d.Provider, store: d.Store, limits: d.Limits, metrics: d.Metrics}
+	s := &Server{
+		cfg: d.Config, logger: d.Logger, auth: d.Auth, chat: d.Chat, provider: d.Provider, database: d.Database,
+		limits: d.Limits, metrics: d.Metrics,
+	}
+	s.drained, s.drain = context.WithCancel(context.Background())
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -72,8 +96,12 @@ func New(d Deps) (*Server, error) {
 		return nil, fmt.Errorf("load embedded contract: %w", err)
 	}
 	spec.Servers = nil // validate paths, not the Host header
+	operations, err := operationIndex()
+	if err != nil {
+		return nil, err
+	}
 
-	e.Use(requestIDMiddleware)
+	e.Use(requestIDMiddleware, operationMiddleware(operations))
 	if d.Tracing {
 		e.Use(otelecho.Middleware("deepersensor"))
 	}
@@ -108,7 +136,8 @@ func New(d Deps) (*Server, error) {
 		s.limitByUser,
 	)
 	registerDocs(e)
-	if d.Config.MetricsAddr == "" {
+	// In production /metrics is served only on its own listener, never on the API port.
+	if d.Config.MetricsAddr == "" && d.Config.Env != config.Production {
 		e.GET("/metrics", metricsHandler(d.Metrics))
 	}
 	apiserver.RegisterHandlers(e, apiserver.NewStrictHandler(s, nil))

@@ -1,14 +1,17 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"iter"
 	"net/http"
+	"runtime/debug"
 	"time"
-	"unicode/utf8"
 
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
@@ -21,11 +24,15 @@ type sseWriter struct {
 	w            http.ResponseWriter
 	rc           *http.ResponseController
 	writeTimeout time.Duration
-	buf          []byte // reused for every event
+	buf          bytes.Buffer  // reused for every event
+	enc          *json.Encoder // writes to buf
 }
 
 func newSSEWriter(w http.ResponseWriter, writeTimeout time.Duration) *sseWriter {
-	return &sseWriter{w: w, rc: http.NewResponseController(w), writeTimeout: writeTimeout, buf: make([]byte, 0, 512)}
+	s := &sseWriter{w: w, rc: http.NewResponseController(w), writeTimeout: writeTimeout}
+	s.enc = json.NewEncoder(&s.buf)
+	s.enc.SetEscapeHTML(false) // the data is JSON, never HTML
+	return s
 }
 
 // start sends the status and headers of an event stream.
@@ -37,36 +44,25 @@ func (s *sseWriter) start() {
 	s.w.WriteHeader(http.StatusOK)
 }
 
-// event writes one event whose data is JSON already.
-func (s *sseWriter) event(name string, data []byte) error {
-	s.buf = append(s.buf[:0], "event: "...)
-	s.buf = append(s.buf, name...)
-	s.buf = append(s.buf, "\ndata: "...)
-	s.buf = append(s.buf, data...)
-	s.buf = append(s.buf, "\n\n"...)
-	return s.send()
-}
-
-// jsonEvent writes one event whose data is v encoded as JSON. It is for the rare events; deltas use delta.
-func (s *sseWriter) jsonEvent(name string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
+// event writes one event whose data is v encoded as JSON, on one line.
+func (s *sseWriter) event(name string, v any) error {
+	s.buf.Reset()
+	s.buf.WriteString("event: ")
+	s.buf.WriteString(name)
+	s.buf.WriteString("\ndata: ")
+	if err := s.enc.Encode(v); err != nil { // ends the line
 		return err
 	}
-	return s.event(name, data)
-}
-
-// delta writes a delta event, {"content": ...}, without reflection: it runs once per token.
-func (s *sseWriter) delta(content string) error {
-	s.buf = append(s.buf[:0], "event: delta\ndata: {\"content\":"...)
-	s.buf = appendJSONString(s.buf, content)
-	s.buf = append(s.buf, "}\n\n"...)
+	s.buf.WriteByte('\n')
 	return s.send()
 }
 
 // comment writes a comment line, which clients ignore: it keeps idle connections alive through proxies.
 func (s *sseWriter) comment(text string) error {
-	s.buf = append(append(append(s.buf[:0], ": "...), text...), "\n\n"...)
+	s.buf.Reset()
+	s.buf.WriteString(": ")
+	s.buf.WriteString(text)
+	s.buf.WriteString("\n\n")
 	return s.send()
 }
 
@@ -76,62 +72,10 @@ func (s *sseWriter) send() error {
 			return err
 		}
 	}
-	if _, err := s.w.Write(s.buf); err != nil {
+	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 		return err
 	}
 	return s.rc.Flush()
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s to dst as a JSON string literal, as encoding/json would but without its HTML
-// escaping: invalid UTF-8 becomes U+FFFD, and U+2028 and U+2029 are escaped for JavaScript's sake.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		b := s[i]
-		if b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '"', '\\':
-				dst = append(dst, '\\', b)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // chatStream is the 200 answer of POST /v1/chat/stream. It implements the generated response interface, so
@@ -142,12 +86,19 @@ type chatStream struct {
 	release      func() // gives back the user's stream slot when the stream ends
 	meta         apiserver.StreamMeta
 	chunks       func(context.Context) iter.Seq2[provider.Chunk, error]
+	draining     <-chan struct{} // closed when the server ends its streams to shut down
 	heartbeat    time.Duration
 	writeTimeout time.Duration
-	// problem renders a mid-stream failure as the data of the error event.
-	problem func(error) apiserver.Problem
-	metrics *metrics.Metrics
-	start   time.Time // when the request arrived, for the time to first token
+	// firstWait bounds how long the stream waits for the model's first chunk before it sends its headers: a
+	// failure within it, such as the model server being full, answers with its own status and headers, as
+	// the non-streamed route does; a slower model gets the meta event and heartbeats meanwhile.
+	firstWait time.Duration
+	// failure turns a failure into the core error the client is told, and requestID names the request.
+	failure   func(error) *core.Error
+	requestID string
+	metrics   *metrics.Metrics
+	model     string    // the metrics label of the model: its name as the model server lists it
+	start     time.Time // when the request arrived, for the time to first token
 }
 
 type streamItem struct {
@@ -165,6 +116,17 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 	go func() {
 		defer close(producerDone)
 		defer close(items)
+		defer func() {
+			// A panic in the model's stream ends this stream, not the process; the chat service has stored
+			// the partial answer while the panic unwound.
+			if r := recover(); r != nil {
+				err := internalError(fmt.Errorf("model stream panicked: %v\n%s", r, debug.Stack()))
+				select {
+				case items <- streamItem{err: err}:
+				case <-ctx.Done():
+				}
+			}
+		}()
 		for chunk, err := range cs.chunks(ctx) {
 			select {
 			case items <- streamItem{chunk, err}:
@@ -179,9 +141,13 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 	// The answer is stored when the producer ends; wait for it so that the request ends after the store.
 	defer func() { cancel(); <-producerDone }()
 
+	first, early := cs.awaitFirst(ctx, items)
+	if early && first.err != nil {
+		return writeProblemTo(w, cs.failure(first.err), cs.requestID, false)
+	}
 	sse := newSSEWriter(w, cs.writeTimeout)
 	sse.start()
-	model := cs.meta.Model
+	model := cs.model
 	cs.metrics.OpenStreams.Inc()
 	cancelled := true // until the stream reaches its done or error event
 	firstToken := true
@@ -197,10 +163,41 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 			firstToken = false
 			cs.metrics.TimeToFirstToken.WithLabelValues(model).Observe(time.Since(cs.start).Seconds())
 		}
-		return sse.delta(content)
+		return sse.event("delta", apiserver.StreamDelta{Content: content})
 	}
-	if err := sse.jsonEvent("meta", cs.meta); err != nil {
+	fail := func(err error) {
+		cancelled = false
+		_ = sse.event("error", problemBody(cs.failure(err), cs.requestID))
+	}
+	// handle relays one item and reports whether the stream is over.
+	handle := func(item streamItem) bool {
+		switch {
+		case item.err != nil:
+			fail(item.err)
+			return true
+		case item.chunk.Done:
+			if item.chunk.Content != "" {
+				if err := delta(item.chunk.Content); err != nil {
+					return true
+				}
+			}
+			cancelled = false
+			usage := item.chunk.Usage
+			cs.metrics.CountTokens(model, usage.PromptTokens, usage.CompletionTokens)
+			_ = sse.event("done", apiserver.StreamDone{
+				MessageId: cs.meta.MessageId, DoneReason: item.chunk.DoneReason, Usage: toAPIUsage(usage),
+			})
+			return true
+		case item.chunk.Content != "":
+			return delta(item.chunk.Content) != nil
+		}
+		return false
+	}
+	if err := sse.event("meta", cs.meta); err != nil {
 		return nil // the client is gone; nothing more to say
+	}
+	if early && handle(first) {
+		return nil
 	}
 	ticker := time.NewTicker(cs.heartbeat)
 	defer ticker.Stop()
@@ -208,41 +205,46 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-cs.draining:
+			// The server is shutting down: end the stream now, with the partial answer stored (the producer
+			// stores it as it stops), rather than be cut off without a word when the grace runs out.
+			fail(errShuttingDown)
+			return nil
 		case <-ticker.C:
 			if err := sse.comment("ping"); err != nil {
 				return nil
 			}
 		case item, ok := <-items:
-			switch {
-			case !ok:
-				// The model's stream ended without a final chunk or an error; never pretend it succeeded.
-				cancelled = false
-				_ = sse.jsonEvent("error", cs.problem(provider.ErrStream))
+			if !ok {
+				item = streamItem{err: errStreamEnded}
+			}
+			if handle(item) {
 				return nil
-			case item.err != nil:
-				cancelled = false
-				_ = sse.jsonEvent("error", cs.problem(item.err))
-				return nil
-			case item.chunk.Done:
-				if item.chunk.Content != "" {
-					if err := delta(item.chunk.Content); err != nil {
-						return nil
-					}
-				}
-				cancelled = false
-				usage := item.chunk.Usage
-				cs.metrics.CountTokens(model, usage.PromptTokens, usage.CompletionTokens)
-				_ = sse.jsonEvent("done", apiserver.StreamDone{
-					MessageId: cs.meta.MessageId, DoneReason: item.chunk.DoneReason, Usage: toAPIUsage(usage),
-				})
-				return nil
-			case item.chunk.Content != "":
-				if err := delta(item.chunk.Content); err != nil {
-					return nil
-				}
 			}
 		}
 	}
+}
+
+// errStreamEnded is a model stream that ended without a final chunk or an error: never pretend it succeeded.
+var errStreamEnded = provider.UpstreamFailed(errors.New("the stream ended without a final chunk"))
+
+// awaitFirst waits up to firstWait for the first item of the model's stream, and reports whether it came.
+func (cs chatStream) awaitFirst(ctx context.Context, items <-chan streamItem) (streamItem, bool) {
+	timer := time.NewTimer(cs.firstWait)
+	defer timer.Stop()
+	select {
+	case item, ok := <-items:
+		if !ok {
+			if ctx.Err() != nil {
+				return streamItem{}, false // the client left; the loop sees it
+			}
+			item = streamItem{err: errStreamEnded}
+		}
+		return item, true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return streamItem{}, false
 }
 
 func toAPIUsage(u provider.Usage) apiserver.Usage {

@@ -2,20 +2,18 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"iter"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
-	"github.com/deepersensor/deepersensor/store"
 )
 
 // discardWriter is a flushable ResponseWriter with write deadlines, like the server's, that throws the body
@@ -27,46 +25,6 @@ func (d *discardWriter) Header() http.Header              { return d.h }
 func (d *discardWriter) Write(p []byte) (int, error)      { return len(p), nil }
 func (d *discardWriter) WriteHeader(int)                  {}
 func (d *discardWriter) Flush()                           {}
-
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range []string{"", "plain", `quote " and \ backslash`, "new\nline\ttab\r", "\x00\x1f\x7f", "é ünïcödé 😀",
-		"\u2028\u2029", "bad \xff utf8 \xc3", "<html>&"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		got := appendJSONString(nil, s)
-		var back string
-		if err := json.Unmarshal(got, &back); err != nil {
-			t.Fatalf("appendJSONString(%q) = %s, not a JSON string: %v", s, got, err)
-		}
-		want := strings.ToValidUTF8(s, "\uFFFD")
-		if !utf8.ValidString(s) {
-			// encoding/json replaces each invalid byte; ToValidUTF8 replaces runs. Compare with the oracle.
-			var oracle string
-			data, _ := json.Marshal(s)
-			_ = json.Unmarshal(data, &oracle)
-			want = oracle
-		}
-		if back != want {
-			t.Fatalf("round trip of %q = %q, want %q", s, back, want)
-		}
-	})
-}
-
-func FuzzDecodeCursor(f *testing.F) {
-	f.Add(encodeCursor(storeCursor(time.Date(2026, 11, 25, 10, 0, 0, 123456000, time.UTC), uuid.MustParse("6a1f0c55-3f5e-4f8e-bb5c-0d7c8d0f2a10"))))
-	f.Add("")
-	f.Add("!!")
-	f.Fuzz(func(t *testing.T, s string) {
-		c, ok := decodeCursor(s)
-		if !ok {
-			return
-		}
-		if again, ok := decodeCursor(encodeCursor(c)); !ok || !again.UpdatedAt.Equal(c.UpdatedAt) || again.ID != c.ID {
-			t.Fatalf("cursor %q does not round-trip: %+v", s, c)
-		}
-	})
-}
 
 func chunks(n int, content string) func(context.Context) iter.Seq2[provider.Chunk, error] {
 	return func(context.Context) iter.Seq2[provider.Chunk, error] {
@@ -89,7 +47,7 @@ func BenchmarkRelay(b *testing.B) {
 	cs := chatStream{
 		ctx: context.Background(), release: func() {}, meta: apiserver.StreamMeta{ConversationId: uuid.New(), MessageId: uuid.New(), Model: "tiny"},
 		chunks: chunks(b.N, " token"), heartbeat: time.Hour, writeTimeout: time.Minute, metrics: m, start: time.Now(),
-		problem: func(error) apiserver.Problem { return apiserver.Problem{} },
+		failure: func(err error) *core.Error { return core.Wrap(core.Internal, err, "x") },
 	}
 	b.ResetTimer()
 	if err := cs.VisitStreamChatResponse(&discardWriter{h: http.Header{}}); err != nil {
@@ -102,7 +60,7 @@ func BenchmarkSSEDelta(b *testing.B) {
 	w := newSSEWriter(&discardWriter{h: http.Header{}}, 0)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := w.delta(` a "quoted" token with é`); err != nil {
+		if err := w.event("delta", apiserver.StreamDelta{Content: ` a "quoted" token with é`}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -112,12 +70,19 @@ func TestRelayEndsWithExactlyOneTerminalEvent(t *testing.T) {
 	failing := func(context.Context) iter.Seq2[provider.Chunk, error] {
 		return func(yield func(provider.Chunk, error) bool) {
 			if yield(provider.Chunk{Content: "a"}, nil) {
-				yield(provider.Chunk{}, provider.ErrStream)
+				yield(provider.Chunk{}, provider.UpstreamFailed(nil))
 			}
 		}
 	}
 	truncated := func(context.Context) iter.Seq2[provider.Chunk, error] {
 		return func(yield func(provider.Chunk, error) bool) { yield(provider.Chunk{Content: "a"}, nil) }
+	}
+	panicking := func(context.Context) iter.Seq2[provider.Chunk, error] {
+		return func(yield func(provider.Chunk, error) bool) {
+			if yield(provider.Chunk{Content: "a"}, nil) {
+				panic("bug in the model client")
+			}
+		}
 	}
 	tests := []struct {
 		name   string
@@ -127,6 +92,7 @@ func TestRelayEndsWithExactlyOneTerminalEvent(t *testing.T) {
 		{"done", chunks(2, "x"), "meta,delta,delta,done"},
 		{"upstream error", failing, "meta,delta,error"},
 		{"stream ends without a final chunk", truncated, "meta,delta,error"},
+		{"the model's stream panics", panicking, "meta,delta,error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,7 +100,7 @@ func TestRelayEndsWithExactlyOneTerminalEvent(t *testing.T) {
 			cs := chatStream{
 				ctx: context.Background(), release: func() {}, meta: apiserver.StreamMeta{Model: "tiny"}, chunks: tt.chunks,
 				heartbeat: time.Hour, metrics: metrics.New(), start: time.Now(),
-				problem: func(error) apiserver.Problem { return apiserver.Problem{Status: 502} },
+				failure: func(err error) *core.Error { return core.Wrap(core.UpstreamFailed, err, "x") },
 			}
 			if err := cs.VisitStreamChatResponse(rec); err != nil {
 				t.Fatal(err)
@@ -161,7 +127,3 @@ func (r *recordingWriter) Header() http.Header         { return r.h }
 func (r *recordingWriter) Write(p []byte) (int, error) { return r.body.Write(p) }
 func (r *recordingWriter) WriteHeader(int)             {}
 func (r *recordingWriter) Flush()                      {}
-
-func storeCursor(t time.Time, id uuid.UUID) store.ConversationCursor {
-	return store.ConversationCursor{UpdatedAt: t, ID: id}
-}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -36,7 +37,7 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, rs := range req.ResourceSpans {
 		for _, ss := range rs.ScopeSpans {
 			for _, sp := range ss.Spans {
-				id := hexString(sp.TraceId)
+				id := hex.EncodeToString(sp.TraceId)
 				c.spans[id] = append(c.spans[id], sp.Name)
 			}
 		}
@@ -49,15 +50,6 @@ func (c *collector) names(traceID string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]string(nil), c.spans[traceID]...)
-}
-
-func hexString(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, 2*len(b))
-	for _, x := range b {
-		out = append(out, digits[x>>4], digits[x&0xF])
-	}
-	return string(out)
 }
 
 func TestTracing(t *testing.T) {

@@ -3,73 +3,55 @@ package store
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/deepersensor/deepersensor/chat"
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/db"
 )
 
-// Message statuses: an answer cut short by the client or the model is stored as incomplete.
-const (
-	StatusComplete   = "complete"
-	StatusIncomplete = "incomplete"
-)
-
-// Usage counts the tokens of one model answer.
-type Usage struct {
-	PromptTokens     int32
-	CompletionTokens int32
-}
-
-// NewMessage is a message to store. A zero ID lets the database choose one.
-type NewMessage struct {
-	ID         uuid.UUID
-	Role       string
-	Content    string
-	Status     string
-	Model      string
-	DoneReason string
-	Usage      *Usage
-}
-
-// Message is a stored message of a conversation.
-type Message struct {
-	ID             uuid.UUID
-	ConversationID uuid.UUID
-	Role           string
-	Content        string
-	Status         string
-	Model          string
-	DoneReason     string
-	Usage          *Usage
-	CreatedAt      time.Time
-}
-
-func messageFromDB(m db.Message) Message {
-	msg := Message{
-		ID: m.ID, ConversationID: m.ConversationID, Role: m.Role, Content: m.Content, Status: m.Status,
+func messageFromDB(m db.Message) chat.Message {
+	msg := chat.Message{
+		ID: m.ID, ConversationID: m.ConversationID, Seq: m.Seq, Role: m.Role, Content: m.Content, Status: m.Status,
 		Model: m.Model, DoneReason: m.DoneReason, CreatedAt: m.CreatedAt,
 	}
 	if m.PromptTokens != nil && m.CompletionTokens != nil {
-		msg.Usage = &Usage{PromptTokens: *m.PromptTokens, CompletionTokens: *m.CompletionTokens}
+		msg.Usage = &chat.Usage{PromptTokens: int(*m.PromptTokens), CompletionTokens: int(*m.CompletionTokens)}
 	}
 	return msg
 }
 
-func messagesFromDB(rows []db.Message) []Message {
-	msgs := make([]Message, len(rows))
-	for i, r := range rows {
-		msgs[i] = messageFromDB(r)
+// countStored counts the content of msgs as stored by userID: with maxStoredBytes above zero only if that
+// keeps the user within it, else the error is a core.StorageFull.
+func countStored(ctx context.Context, q *db.Queries, userID uuid.UUID, msgs []chat.NewMessage, maxStoredBytes int64) error {
+	var n int64
+	for _, m := range msgs {
+		n += int64(len(m.Content))
 	}
-	return msgs
+	if maxStoredBytes <= 0 {
+		return q.AddStoredBytes(ctx, db.AddStoredBytesParams{UserID: userID, Bytes: n})
+	}
+	counted, err := q.ReserveStoredBytes(ctx, db.ReserveStoredBytesParams{UserID: userID, Bytes: n, MaxBytes: maxStoredBytes})
+	if err != nil {
+		return err
+	}
+	if counted == 0 {
+		return core.Errorf(core.StorageFull,
+			"these messages would take your stored content past the %d bytes you may store; delete conversations to make room", maxStoredBytes)
+	}
+	return nil
 }
 
-// AppendMessages stores messages at the end of a conversation and marks it active, in one transaction. The
+// AppendMessages stores messages at the end of a conversation of userID and marks it active, in one
+// transaction, unless their content would take the user past maxStoredBytes (when it is above zero). The
 // caller must have checked that the conversation is the user's.
-func (s *Store) AppendMessages(ctx context.Context, conversationID uuid.UUID, msgs []NewMessage) ([]Message, error) {
-	var stored []Message
+func (s *Store) AppendMessages(ctx context.Context, userID, conversationID uuid.UUID, msgs []chat.NewMessage, maxStoredBytes int64) ([]chat.Message, error) {
+	var stored []chat.Message
 	err := s.inTx(ctx, func(q *db.Queries) error {
+		if err := countStored(ctx, q, userID, msgs, maxStoredBytes); err != nil {
+			return err
+		}
 		var err error
 		if stored, err = insertMessages(ctx, q, conversationID, msgs); err != nil {
 			return err
@@ -77,13 +59,13 @@ func (s *Store) AppendMessages(ctx context.Context, conversationID uuid.UUID, ms
 		return q.TouchConversation(ctx, conversationID)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("append messages to conversation %s: %w", conversationID, interpretError(err))
+		return nil, fmt.Errorf("append messages to conversation %s: %w", conversationID, interpretError(err, "message"))
 	}
 	return stored, nil
 }
 
-func insertMessages(ctx context.Context, q *db.Queries, conversationID uuid.UUID, msgs []NewMessage) ([]Message, error) {
-	stored := make([]Message, 0, len(msgs))
+func insertMessages(ctx context.Context, q *db.Queries, conversationID uuid.UUID, msgs []chat.NewMessage) ([]chat.Message, error) {
+	stored := make([]chat.Message, 0, len(msgs))
 	for _, m := range msgs {
 		id := m.ID
 		if id == uuid.Nil {
@@ -94,7 +76,8 @@ func insertMessages(ctx context.Context, q *db.Queries, conversationID uuid.UUID
 			Model: m.Model, DoneReason: m.DoneReason,
 		}
 		if m.Usage != nil {
-			params.PromptTokens, params.CompletionTokens = &m.Usage.PromptTokens, &m.Usage.CompletionTokens
+			prompt, completion := int32(m.Usage.PromptTokens), int32(m.Usage.CompletionTokens)
+			params.PromptTokens, params.CompletionTokens = &prompt, &completion
 		}
 		row, err := q.CreateMessage(ctx, params)
 		if err != nil {
@@ -105,20 +88,26 @@ func insertMessages(ctx context.Context, q *db.Queries, conversationID uuid.UUID
 	return stored, nil
 }
 
-// Messages lists all messages of a conversation in the order they were stored.
-func (s *Store) Messages(ctx context.Context, conversationID uuid.UUID) ([]Message, error) {
-	rows, err := s.q.ListMessages(ctx, conversationID)
-	if err != nil {
-		return nil, fmt.Errorf("list messages of conversation %s: %w", conversationID, interpretError(err))
+// MessagePage returns the messages of a conversation before seq before (the newest when it is zero), newest
+// first: at most limit of them and no more than maxBytes of content, though always one; and whether older
+// messages exist. PostgreSQL stops reading at the page's end, so a long conversation costs one page.
+func (s *Store) MessagePage(ctx context.Context, conversationID uuid.UUID, before int64, limit int, maxBytes int64) ([]chat.Message, bool, error) {
+	params := db.ListMessagePageParams{ConversationID: conversationID, PageSize: int32(limit), MaxBytes: maxBytes}
+	if before > 0 {
+		params.BeforeSeq = &before
 	}
-	return messagesFromDB(rows), nil
-}
-
-// RecentMessages lists the newest max messages of a conversation, oldest first.
-func (s *Store) RecentMessages(ctx context.Context, conversationID uuid.UUID, max int32) ([]Message, error) {
-	rows, err := s.q.ListRecentMessages(ctx, db.ListRecentMessagesParams{ConversationID: conversationID, MaxMessages: max})
+	rows, err := s.q.ListMessagePage(ctx, params)
 	if err != nil {
-		return nil, fmt.Errorf("list recent messages of conversation %s: %w", conversationID, interpretError(err))
+		return nil, false, fmt.Errorf("list messages of conversation %s: %w", conversationID, interpretError(err, "message"))
 	}
-	return messagesFromDB(rows), nil
+	msgs := make([]chat.Message, len(rows))
+	for i, r := range rows {
+		msgs[i] = messageFromDB(db.Message{
+			ID: r.ID, Seq: r.Seq, ConversationID: r.ConversationID, Role: r.Role, Content: r.Content, Status: r.Status,
+			Model: r.Model, DoneReason: r.DoneReason, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens,
+			CreatedAt: r.CreatedAt,
+		})
+	}
+	older := len(rows) > 0 && rows[len(rows)-1].HasOlder
+	return msgs, older, nil
 }

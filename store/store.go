@@ -1,58 +1,64 @@
 // Package store is the only package that talks to PostgreSQL. It wraps the sqlc-generated queries in gen/db,
-// maps driver errors to the sentinels below and converts rows to the plain types of this package, so that no
-// pgx or pgtype value leaks to its callers.
+// implements the store interfaces that the auth and chat services declare beside themselves, converts rows
+// into those services' types and maps driver errors to core codes, so that no pgx or pgtype value leaks.
 package store
 
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/deepersensor/deepersensor/auth"
+	"github.com/deepersensor/deepersensor/chat"
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/db"
 )
 
+// DB is what a Store runs its queries on: a connection pool, or a transaction (as in tests, which roll it
+// back), in which the Store's own transactions become savepoints.
+type DB interface {
+	db.DBTX
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Store runs the application's queries.
+type Store struct {
+	db DB
+	q  *db.Queries
+}
+
 var (
-	// ErrNotFound means no row matched: the object does not exist or belongs to someone else.
-	ErrNotFound = errors.New("not found")
-	// ErrConflict means a unique constraint refused the row.
-	ErrConflict = errors.New("conflict")
+	_ auth.Store = (*Store)(nil)
+	_ chat.Store = (*Store)(nil)
 )
 
-// Store runs the application's queries on a connection pool.
-type Store struct {
-	pool *pgxpool.Pool
-	q    *db.Queries
-}
-
-// New returns a Store that uses pool.
-func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, q: db.New(pool)}
-}
-
-// Ping checks that the database answers.
-func (s *Store) Ping(ctx context.Context) error {
-	return s.pool.Ping(ctx)
+// New returns a Store that runs its queries on d.
+func New(d DB) *Store {
+	return &Store{db: d, q: db.New(d)}
 }
 
 // inTx runs fn in a transaction, committing when it returns nil.
 func (s *Store) inTx(ctx context.Context, fn func(q *db.Queries) error) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		return fn(s.q.WithTx(tx))
 	})
 }
 
-// interpretError maps driver errors to this package's sentinels and leaves the rest as they are.
-func interpretError(err error) error {
+// interpretError maps driver errors to core errors about object, such as "conversation", and leaves the
+// rest as they are.
+func interpretError(err error, object string) error {
 	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrNotFound
+		return core.Wrap(core.NotFound, err, object+" not found")
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
-		return fmt.Errorf("%w: %s", ErrConflict, pgErr.ConstraintName)
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	switch {
+	case !ok:
+	case pgErr.Code == "23505": // unique_violation
+		return core.Wrap(core.Conflict, err, object+" exists already")
+	case pgErr.Code == "23503": // foreign_key_violation: what it belongs to was deleted meanwhile
+		return core.Wrap(core.NotFound, err, object+" not found")
 	}
 	return err
 }

@@ -36,7 +36,7 @@ func main() {
 		os.Exit(2)
 	}
 	logger := newLogger(cfg)
-	if err := app.Run(ctx, cfg, logger, nil); err != nil {
+	if err := app.Run(ctx, cfg, logger); err != nil {
 		logger.Error("server stopped", "error", err)
 		os.Exit(1)
 	}
@@ -51,15 +51,15 @@ func newLogger(cfg config.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stdout, opts))
 }
 
-// healthcheck asks the server at DS_HTTP_ADDR (or the default) for /healthz.
+// healthcheck asks the server at DS_HTTP_ADDR for /healthz.
 func healthcheck(ctx context.Context) error {
-	addr := os.Getenv("DS_HTTP_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:8080"
-	}
-	host, port, err := net.SplitHostPort(addr)
+	cfg, err := config.Load()
 	if err != nil {
-		return fmt.Errorf("DS_HTTP_ADDR %q: %w", addr, err)
+		return err
+	}
+	host, port, err := net.SplitHostPort(cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("DS_HTTP_ADDR %q: %w", cfg.HTTPAddr, err)
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"

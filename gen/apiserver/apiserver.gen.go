@@ -118,6 +118,39 @@ type AssistantMessage struct {
 // AssistantMessageRole defines model for AssistantMessage.Role.
 type AssistantMessageRole string
 
+// AuditEvent defines model for AuditEvent.
+type AuditEvent struct {
+	CreatedAt time.Time `json:"created_at"`
+
+	// Event What happened: `signup`, `login_success`, `login_failure`, `refresh_reuse`, `logout` or `account_deletion_failure`; other names may be added.
+	//
+	// Example: login_success
+	Event string `json:"event"`
+
+	// Ip The client address the request came from.
+	//
+	// Example: 203.0.113.7
+	Ip string `json:"ip"`
+
+	// RequestId The request id, as in the logs.
+	//
+	// Example: 01JD6Q4Y2M3N4P5Q6R7S8T9V0W
+	RequestId string `json:"request_id"`
+
+	// UserAgent The request's User-Agent, as valid UTF-8 of at most 512 bytes.
+	//
+	// Example: dsctl/0.1
+	UserAgent string `json:"user_agent"`
+}
+
+// AuditEventPage defines model for AuditEventPage.
+type AuditEventPage struct {
+	Items []AuditEvent `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *string `json:"next_cursor"`
+}
+
 // ChatMessageInput defines model for ChatMessageInput.
 type ChatMessageInput struct {
 	// Content Example: Why is the sky blue?
@@ -128,9 +161,11 @@ type ChatMessageInput struct {
 // ChatOptions Sampling options passed to the model.
 type ChatOptions struct {
 	FrequencyPenalty *float32 `json:"frequency_penalty,omitempty"`
-	NumCtx           *int     `json:"num_ctx,omitempty"`
 
-	// NumPredict The most tokens to generate; -1 for no limit.
+	// NumCtx The context window in tokens, at most `DS_CHAT_MAX_CONTEXT` (default 32768); a larger one is a 422.
+	NumCtx *int `json:"num_ctx,omitempty"`
+
+	// NumPredict The most tokens to generate, 1 to `DS_CHAT_MAX_PREDICT` (default 4096); a value outside is a 422.
 	NumPredict      *int      `json:"num_predict,omitempty"`
 	PresencePenalty *float32  `json:"presence_penalty,omitempty"`
 	RepeatPenalty   *float32  `json:"repeat_penalty,omitempty"`
@@ -183,10 +218,15 @@ type Conversation struct {
 type ConversationDetail struct {
 	CreatedAt time.Time          `json:"created_at"`
 	Id        openapi_types.UUID `json:"id"`
-	Messages  []Message          `json:"messages"`
-	Model     string             `json:"model"`
-	Title     string             `json:"title"`
-	UpdatedAt time.Time          `json:"updated_at"`
+
+	// Messages The newest messages, oldest first.
+	Messages []Message `json:"messages"`
+	Model    string    `json:"model"`
+
+	// OlderCursor Pass as `before` to `GET /v1/conversations/{id}/messages` for older messages; null when there are none.
+	OlderCursor *string   `json:"older_cursor"`
+	Title       string    `json:"title"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // ConversationPage defines model for ConversationPage.
@@ -211,6 +251,14 @@ type Credentials struct {
 	Email string `json:"email"`
 
 	// Password Example: correct horse battery staple
+	Password string `json:"password"`
+}
+
+// DeleteAccountRequest defines model for DeleteAccountRequest.
+type DeleteAccountRequest struct {
+	// Password The account's password, to confirm the deletion.
+	//
+	// Example: correct horse battery staple
 	Password string `json:"password"`
 }
 
@@ -242,6 +290,15 @@ type Message struct {
 	// Status `incomplete` when the stream was cut by the client or the model failed midway.
 	Status MessageStatus `json:"status"`
 	Usage  *Usage        `json:"usage,omitempty"`
+}
+
+// MessagePage defines model for MessagePage.
+type MessagePage struct {
+	// Items Oldest first.
+	Items []Message `json:"items"`
+
+	// OlderCursor Pass as `before` for the page of older messages; null when there are none.
+	OlderCursor *string `json:"older_cursor"`
 }
 
 // MessageStatus `incomplete` when the stream was cut by the client or the model failed midway.
@@ -440,6 +497,9 @@ type PayloadTooLarge = Problem
 // ServiceUnavailable An RFC 9457 problem details object.
 type ServiceUnavailable = Problem
 
+// StorageFull An RFC 9457 problem details object.
+type StorageFull = Problem
+
 // Tokens defines model for Tokens.
 type Tokens = TokenPair
 
@@ -457,6 +517,24 @@ type UnsupportedMediaType = Problem
 
 // ListConversationsParams defines parameters for ListConversations.
 type ListConversationsParams struct {
+	// Limit Page size.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ListMessagesParams defines parameters for ListMessages.
+type ListMessagesParams struct {
+	// Limit The most messages in the page.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Before The `older_cursor` of a later page.
+	Before *string `form:"before,omitempty" json:"before,omitempty"`
+}
+
+// ListMyAuditEventsParams defines parameters for ListMyAuditEvents.
+type ListMyAuditEventsParams struct {
 	// Limit Page size.
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
 
@@ -485,6 +563,9 @@ type StreamChatJSONRequestBody = ChatRequest
 // UpdateConversationJSONRequestBody defines body for UpdateConversation for application/json ContentType.
 type UpdateConversationJSONRequestBody = ConversationUpdate
 
+// DeleteMeJSONRequestBody defines body for DeleteMe for application/json ContentType.
+type DeleteMeJSONRequestBody = DeleteAccountRequest
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// GetHealth Liveness: the process is up
@@ -499,7 +580,7 @@ type ServerInterface interface {
 	// Login Log in with email and password
 	// (POST /v1/auth/login)
 	Login(ctx echo.Context) error
-	// Logout Revoke a refresh token and its family
+	// Logout End the session of a refresh token
 	// (POST /v1/auth/logout)
 	Logout(ctx echo.Context) error
 	// Refresh Exchange a refresh token for a new token pair
@@ -520,15 +601,24 @@ type ServerInterface interface {
 	// DeleteConversation Delete a conversation and its messages
 	// (DELETE /v1/conversations/{id})
 	DeleteConversation(ctx echo.Context, id ConversationID) error
-	// GetConversation One conversation with its messages
+	// GetConversation One conversation with its newest messages
 	// (GET /v1/conversations/{id})
 	GetConversation(ctx echo.Context, id ConversationID) error
 	// UpdateConversation Rename a conversation
 	// (PATCH /v1/conversations/{id})
 	UpdateConversation(ctx echo.Context, id ConversationID) error
+	// ListMessages Page back through a conversation's messages
+	// (GET /v1/conversations/{id}/messages)
+	ListMessages(ctx echo.Context, id ConversationID, params ListMessagesParams) error
+	// DeleteMe Delete your account
+	// (DELETE /v1/me)
+	DeleteMe(ctx echo.Context) error
 	// GetMe The account of the access token
 	// (GET /v1/me)
 	GetMe(ctx echo.Context) error
+	// ListMyAuditEvents Your security events, newest first
+	// (GET /v1/me/audit)
+	ListMyAuditEvents(ctx echo.Context, params ListMyAuditEventsParams) error
 	// ListModels List the models the provider serves
 	// (GET /v1/models)
 	ListModels(ctx echo.Context) error
@@ -696,12 +786,78 @@ func (w *ServerInterfaceWrapper) UpdateConversation(ctx echo.Context) error {
 	return err
 }
 
+// ListMessages converts echo context to params.
+func (w *ServerInterfaceWrapper) ListMessages(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ConversationID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListMessagesParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "before" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "before", ctx.QueryParams(), &params.Before, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter before: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListMessages(ctx, id, params)
+	return err
+}
+
+// DeleteMe converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteMe(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteMe(ctx)
+	return err
+}
+
 // GetMe converts echo context to params.
 func (w *ServerInterfaceWrapper) GetMe(ctx echo.Context) error {
 	var err error
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetMe(ctx)
+	return err
+}
+
+// ListMyAuditEvents converts echo context to params.
+func (w *ServerInterfaceWrapper) ListMyAuditEvents(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListMyAuditEventsParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListMyAuditEvents(ctx, params)
 	return err
 }
 
@@ -781,7 +937,9 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/v1/auth/login", wrapper.Login, options.OperationMiddlewares["login"]...)
 	router.POST(options.BaseURL+"/v1/auth/refresh", wrapper.Refresh, options.OperationMiddlewares["refresh"]...)
 	router.POST(options.BaseURL+"/v1/auth/logout", wrapper.Logout, options.OperationMiddlewares["logout"]...)
+	router.DELETE(options.BaseURL+"/v1/me", wrapper.DeleteMe, options.OperationMiddlewares["deleteMe"]...)
 	router.GET(options.BaseURL+"/v1/me", wrapper.GetMe, options.OperationMiddlewares["getMe"]...)
+	router.GET(options.BaseURL+"/v1/me/audit", wrapper.ListMyAuditEvents, options.OperationMiddlewares["listMyAuditEvents"]...)
 	router.GET(options.BaseURL+"/v1/models", wrapper.ListModels, options.OperationMiddlewares["listModels"]...)
 	router.GET(options.BaseURL+"/v1/models/:name", wrapper.GetModel, options.OperationMiddlewares["getModel"]...)
 	router.POST(options.BaseURL+"/v1/chat", wrapper.Chat, options.OperationMiddlewares["chat"]...)
@@ -790,6 +948,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.DELETE(options.BaseURL+"/v1/conversations/:id", wrapper.DeleteConversation, options.OperationMiddlewares["deleteConversation"]...)
 	router.GET(options.BaseURL+"/v1/conversations/:id", wrapper.GetConversation, options.OperationMiddlewares["getConversation"]...)
 	router.PATCH(options.BaseURL+"/v1/conversations/:id", wrapper.UpdateConversation, options.OperationMiddlewares["updateConversation"]...)
+	router.GET(options.BaseURL+"/v1/conversations/:id/messages", wrapper.ListMessages, options.OperationMiddlewares["listMessages"]...)
 	router.GET(options.BaseURL+"/healthz", wrapper.GetHealth, options.OperationMiddlewares["getHealth"]...)
 	router.GET(options.BaseURL+"/readyz", wrapper.GetReadiness, options.OperationMiddlewares["getReadiness"]...)
 	router.GET(options.BaseURL+"/openapi.yaml", wrapper.GetOpenAPI, options.OperationMiddlewares["getOpenAPI"]...)
@@ -818,6 +977,8 @@ type ServiceUnavailableApplicationProblemPlusJSONResponse struct {
 
 	Headers ServiceUnavailableResponseHeaders
 }
+
+type StorageFullApplicationProblemPlusJSONResponse Problem
 
 type TokensJSONResponse TokenPair
 
@@ -1014,6 +1175,22 @@ func (response Login415ApplicationProblemPlusJSONResponse) VisitLoginResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type Login422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response Login422ApplicationProblemPlusJSONResponse) VisitLoginResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -1582,6 +1759,22 @@ func (response Chat401ApplicationProblemPlusJSONResponse) VisitChatResponse(w ht
 	return err
 }
 
+type Chat403ApplicationProblemPlusJSONResponse struct {
+	StorageFullApplicationProblemPlusJSONResponse
+}
+
+func (response Chat403ApplicationProblemPlusJSONResponse) VisitChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type Chat404ApplicationProblemPlusJSONResponse struct {
 	NotFoundApplicationProblemPlusJSONResponse
 }
@@ -1835,6 +2028,22 @@ func (response StreamChat401ApplicationProblemPlusJSONResponse) VisitStreamChatR
 		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
 	}
 	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type StreamChat403ApplicationProblemPlusJSONResponse struct {
+	StorageFullApplicationProblemPlusJSONResponse
+}
+
+func (response StreamChat403ApplicationProblemPlusJSONResponse) VisitStreamChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -2569,6 +2778,294 @@ func (response UpdateConversation503ApplicationProblemPlusJSONResponse) VisitUpd
 	return err
 }
 
+type ListMessagesRequestObject struct {
+	Id     ConversationID `json:"id"`
+	Params ListMessagesParams
+}
+
+type ListMessagesResponseObject interface {
+	VisitListMessagesResponse(w http.ResponseWriter) error
+}
+
+type ListMessages200JSONResponse MessagePage
+
+func (response ListMessages200JSONResponse) VisitListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMessages400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListMessages400ApplicationProblemPlusJSONResponse) VisitListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMessages401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListMessages401ApplicationProblemPlusJSONResponse) VisitListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMessages404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListMessages404ApplicationProblemPlusJSONResponse) VisitListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMessages429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListMessages429ApplicationProblemPlusJSONResponse) VisitListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMessages500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response ListMessages500ApplicationProblemPlusJSONResponse) VisitListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMessages503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListMessages503ApplicationProblemPlusJSONResponse) VisitListMessagesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteMeRequestObject struct {
+	Body *DeleteMeJSONRequestBody
+}
+
+type DeleteMeResponseObject interface {
+	VisitDeleteMeResponse(w http.ResponseWriter) error
+}
+
+type DeleteMe204Response struct {
+}
+
+func (response DeleteMe204Response) VisitDeleteMeResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteMe400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteMe400ApplicationProblemPlusJSONResponse) VisitDeleteMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteMe401ResponseHeaders struct {
+	WWWAuthenticate *string
+}
+
+type DeleteMe401ApplicationProblemPlusJSONResponse struct {
+	Body    Problem
+	Headers DeleteMe401ResponseHeaders
+}
+
+func (response DeleteMe401ApplicationProblemPlusJSONResponse) VisitDeleteMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteMe413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteMe413ApplicationProblemPlusJSONResponse) VisitDeleteMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteMe415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteMe415ApplicationProblemPlusJSONResponse) VisitDeleteMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteMe429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteMe429ApplicationProblemPlusJSONResponse) VisitDeleteMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteMe500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteMe500ApplicationProblemPlusJSONResponse) VisitDeleteMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteMe503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteMe503ApplicationProblemPlusJSONResponse) VisitDeleteMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetMeRequestObject struct {
 }
 
@@ -2658,6 +3155,126 @@ type GetMe503ApplicationProblemPlusJSONResponse struct {
 }
 
 func (response GetMe503ApplicationProblemPlusJSONResponse) VisitGetMeResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMyAuditEventsRequestObject struct {
+	Params ListMyAuditEventsParams
+}
+
+type ListMyAuditEventsResponseObject interface {
+	VisitListMyAuditEventsResponse(w http.ResponseWriter) error
+}
+
+type ListMyAuditEvents200JSONResponse AuditEventPage
+
+func (response ListMyAuditEvents200JSONResponse) VisitListMyAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMyAuditEvents400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListMyAuditEvents400ApplicationProblemPlusJSONResponse) VisitListMyAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMyAuditEvents401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListMyAuditEvents401ApplicationProblemPlusJSONResponse) VisitListMyAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMyAuditEvents429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListMyAuditEvents429ApplicationProblemPlusJSONResponse) VisitListMyAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMyAuditEvents500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response ListMyAuditEvents500ApplicationProblemPlusJSONResponse) VisitListMyAuditEventsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListMyAuditEvents503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListMyAuditEvents503ApplicationProblemPlusJSONResponse) VisitListMyAuditEventsResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
@@ -2989,7 +3606,7 @@ type StrictServerInterface interface {
 	// Login Log in with email and password
 	// (POST /v1/auth/login)
 	Login(ctx context.Context, request LoginRequestObject) (LoginResponseObject, error)
-	// Logout Revoke a refresh token and its family
+	// Logout End the session of a refresh token
 	// (POST /v1/auth/logout)
 	Logout(ctx context.Context, request LogoutRequestObject) (LogoutResponseObject, error)
 	// Refresh Exchange a refresh token for a new token pair
@@ -3010,15 +3627,24 @@ type StrictServerInterface interface {
 	// DeleteConversation Delete a conversation and its messages
 	// (DELETE /v1/conversations/{id})
 	DeleteConversation(ctx context.Context, request DeleteConversationRequestObject) (DeleteConversationResponseObject, error)
-	// GetConversation One conversation with its messages
+	// GetConversation One conversation with its newest messages
 	// (GET /v1/conversations/{id})
 	GetConversation(ctx context.Context, request GetConversationRequestObject) (GetConversationResponseObject, error)
 	// UpdateConversation Rename a conversation
 	// (PATCH /v1/conversations/{id})
 	UpdateConversation(ctx context.Context, request UpdateConversationRequestObject) (UpdateConversationResponseObject, error)
+	// ListMessages Page back through a conversation's messages
+	// (GET /v1/conversations/{id}/messages)
+	ListMessages(ctx context.Context, request ListMessagesRequestObject) (ListMessagesResponseObject, error)
+	// DeleteMe Delete your account
+	// (DELETE /v1/me)
+	DeleteMe(ctx context.Context, request DeleteMeRequestObject) (DeleteMeResponseObject, error)
 	// GetMe The account of the access token
 	// (GET /v1/me)
 	GetMe(ctx context.Context, request GetMeRequestObject) (GetMeResponseObject, error)
+	// ListMyAuditEvents Your security events, newest first
+	// (GET /v1/me/audit)
+	ListMyAuditEvents(ctx context.Context, request ListMyAuditEventsRequestObject) (ListMyAuditEventsResponseObject, error)
 	// ListModels List the models the provider serves
 	// (GET /v1/models)
 	ListModels(ctx context.Context, request ListModelsRequestObject) (ListModelsResponseObject, error)
@@ -3507,6 +4133,78 @@ func (sh *strictHandler) UpdateConversation(ctx echo.Context, id ConversationID)
 	return nil
 }
 
+// ListMessages operation middleware
+func (sh *strictHandler) ListMessages(ctx echo.Context, id ConversationID, params ListMessagesParams) error {
+	var request ListMessagesRequestObject
+
+	request.Id = id
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListMessages(ctx.Request().Context(), request.(ListMessagesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListMessages")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListMessagesResponseObject); ok {
+		return validResponse.VisitListMessagesResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteMe operation middleware
+func (sh *strictHandler) DeleteMe(ctx echo.Context) error {
+	var request DeleteMeRequestObject
+
+	var body DeleteMeJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteMe(ctx.Request().Context(), request.(DeleteMeRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteMe")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteMeResponseObject); ok {
+		return validResponse.VisitDeleteMeResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // GetMe operation middleware
 func (sh *strictHandler) GetMe(ctx echo.Context) error {
 	var request GetMeRequestObject
@@ -3524,6 +4222,31 @@ func (sh *strictHandler) GetMe(ctx echo.Context) error {
 		return err
 	} else if validResponse, ok := response.(GetMeResponseObject); ok {
 		return validResponse.VisitGetMeResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListMyAuditEvents operation middleware
+func (sh *strictHandler) ListMyAuditEvents(ctx echo.Context, params ListMyAuditEventsParams) error {
+	var request ListMyAuditEventsRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListMyAuditEvents(ctx.Request().Context(), request.(ListMyAuditEventsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListMyAuditEvents")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListMyAuditEventsResponseObject); ok {
+		return validResponse.VisitListMyAuditEventsResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -3583,109 +4306,140 @@ func (sh *strictHandler) GetModel(ctx echo.Context, name ModelNamePath) error {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7D1pc9s4ln8FxZ2qSXZJmZJv5cOu4yQzzuRw286kpy2vCZFPEsYUwAZAy0rG/30LB2/qsOz0dHrT1dVt",
-	"WTgeHt59wF+dkE0TRoFK4fS/OhPAEXD94xmW8I5MidT/Ub+JQIScJJIw6vSdiwkgmk6HwBEbIQ6/piCk",
-	"QHICKGExCecIxzGbCUQowmiYciE7juuIcAJTrJaT8wScvkOohDFw5/7eLfY8gykmlNBx+775bjGMpNpA",
-	"7RqmnAOVD99KQMvxziFkNBIopZLEev1RGsdmcUQEwreYxHgYA8JjTOjq/UDy+dFIAl+8l2RoholEQxgx",
-	"rk4p+ZzQ8Yq1710nwRxPQdqbO2b0FrjAavWTV+0YDEtj/iwQidQmRH2bYDlxXIfiqd4mclxHoZtwiJy+",
-	"5CmUgRkxPsXS6Ttpqkda4ITk6u4UaO9ZBPEHPIVTtW4rLFM15M8CqS1dJNJwgrBAQRzjKd7u9PoxliBk",
-	"gJ59OnvnAQ1ZBAijYCt4vgBo/b9lYP+Jw8jpO/+xVVD/lvlWbOUAG9RyEAmjAjRmX+LoL1jCDM/Vp5BR",
-	"CVTTDk6SmIQam1sJZ8MYpv/1T6FO+NWBOzxNYjBnl5jETt+R2bFRwtktiYCjESYxZNgGIa9J5PQdv/v2",
-	"1d5PO//ovd/+sHO6+9Pe2f75wcXh3/3Piigklqlw+rt+z3UkkWoTBSPKgMwvJOW0HwEkwAVQwXjfAtnP",
-	"tvfs9vfrounULGCQtOBO64frqOVf4ujMnPCROFQiIu6jaSoUxyCMbnFMIqR/jXAUcRDCcR3gnCm+uPzq",
-	"jAjEUTbTcZ0pCIHHCj/LF7m/2uRWdny/eivZsVffCqEaDM9u+mS3YtdT8muKY8W8ECHG0ZADvjGyW10I",
-	"x6F8gQKD6QBhGqHAoDHQTGrEoUKmvtFjRkcxCR97n5giHIYspRLNiJwgOSHCXgTcESGFs9ktHBa3kEO6",
-	"+grCbOhT4Z4N/wmhtEdBOOaAo7nGn+XWCzIFlsqnlywRiRBlEmEqZsC1uiS5gHyopNkpsGnhRhngD5A2",
-	"0k75RuKm/cQa2SdUAqc4fq3o+fEUm1K4SyCUECHNIYiF2g7ZVJCXREYGKToHfgscGYjXER5m3pMg96hy",
-	"RCXGUw6IUcRSjgSJ4IUWBrlgidAE4kSgEaERIrltFrOx0Oj/wOQbltLokZgvmy/6pkd60c0ERImkPzCJ",
-	"3tilVuGZMumZbZ8C0R+YsXyMmHCVVCZaUKvTzVnKDf5O8TxmOLpg7B3mY3gCYZFd3ZBFc7VfrNblSE4w",
-	"RT3/cL+720PDuYQNxW93u8CuVYDoNZVEztEFY8icYg3JYc7tScY8DeGTiY62c1tFOCLjlEOEYuUnaPQr",
-	"ViQhfKK5+f/04poop6NYfzM5UsK6hRl9qiy6CuFlEJ4K1cJCwjhqPze7Ba6u2VglEZvRF8YLQsoH4Mrc",
-	"L3uo6hsv96naALOjt0rel4btgt0AFUvuruXOcBiCENdSTVVG5PztZPiXkHwkb08+fTnpfiAn4mQqk1+O",
-	"T/ZOpm/IP3o/kXfHb334+UiN+dvfuz+R0U8d2PY7YS+mw+kbP/r5rTJD4S4hHMS18mQOlQbgMOIgJvlW",
-	"27/2vP3Z66M1/lE3q2Zd2/t9CZirQ697gxoxp5jwVmWAKMyQXh8lmHDNEheMvcd0bnlbPJIfOJZg+A3B",
-	"XQgQQeRaEiAUbSNhXOXNZFGvZAoq4aPgRjngq3lCAedp4J7IUzpCpfMqa9ceuU7oWazCy2MxS4m9Grkp",
-	"Bzu8SmBlrUWKGbWFbNhkzUXU6CwMshnPfqI4lRPGyRd4rPmQuXlDzR2WoolAecRgM0OiW5BXBdi1pG0x",
-	"/Cko6z0RgtCxNiOMM4lCDhFQSXAsavT1+fNn7yiVE/VtiCU0wzSBkSMBCic4joGOoTUolcd9zH0lnCmR",
-	"qXSIUfmPvDbrr4tL/6pjl7H+vzKShoCGMaY37T5/y9xmBKCyzIZef69XpoISCqzZsxY1lKZ9C+d/BnHs",
-	"Wfd/mEoT9kghMzeVpkuk2vxF1fEXNc//ExVpkjAuIXoPEcEX+mCPNoi0SZaHZOpaeTMzdLd8KznUSION",
-	"NNzr3Es+0ZuqiZ6e8dSWqLqCoH7soKPDqXYptdOREERITOX7jIi/OglnCXBJoK6HawzqOiEHLCG6xrIS",
-	"x42UirPhgcYcEq0R83UdzsydAk2nTv/SwRmgzlVbhLgI017acDPTFmrBpSVYixWMo6TjTxOc4eCEJiaC",
-	"shAROc05nyca24rgxM0cDeMU/luJBHz3DuhYTpz+3u7u9p7rTAnNftNdctxlN3+mxtQPWzvnoqN91DSi",
-	"z4GjiKgPOD4tnW+EYwF1gjpXx9QawExHCRYCIiRZYXsrGV5F1EizFg3n1wlQHBuJPcV3ZKqusqdxYX72",
-	"ejm4JgukwKXp9DqUd5VJXX/nYHd/rzS1QGKexDBTEw6RjSO2hXiENJpaJ0rGQEEZTy+Q10UjxhFlmZ/m",
-	"ljbf7vr7FbBbN084CKAhbHZqDglg2Tq365cm+y1zBRhjpgmTkCxR3xAJU2EXzcnQ91eS5RTfnZipB/m3",
-	"mHM8V19KmCYKfSmHhWdtA1ey5PqmdkLfX3W3alZSnbV0n/sFnFDKGzT4Ow8HXRspVSWgY0YloSmYoHJ5",
-	"+AvElPEtGRISc6UKlY/DqDZwVoq6zKpYkB6FGcpGIDYym8uUUxM0E5JxiNCEqB+0LBI6f2myf3ICU53f",
-	"yu5/mXxpiMAKAeztaHTbT90mOWhp8IDEmOuwQiitgiuTX3XxZzYt4fBq4bWLNF7v1ldeWMQoXHPA1gKp",
-	"3pnSCEVgQjFgotzPPCOpfhMokzqINeMFHe29ZwpFc+xiIlmFq4Y+v3eddJ2Jn8zoGnrr2CngyJatYqMV",
-	"+6U1WvD/7UyInCAb31gjruWbNIkeCE6b8WHWd3PqLB2yssUqdL2yBu1XB8fxx5H2RZZyShnV924d12VB",
-	"s5ZEKBFRldvrXLiY+65qRzptNTJzaNYTVNVjNiQRhTt5HaZcsJY6iVMshGZEMyAwdoDUPKsmogSP4QWi",
-	"aRwjZhMPWJhfK1ZVX5iYrSkIWEEO+jxVkFbd+idNIE0k5VRbSIvzmzkKWcxSLqpWZ2+lcq8BahZvBa1w",
-	"+ZswmSx4U3FxMlV+IaYRUheIlY4KsQCPUOUPEUluIZ5XRR+O8P/YT52QTasH2u75LSyu7NEZ41EVKyHj",
-	"HEKJJowLQEMsJfC5Us2J4cqSDdQ7qKDpYBWasqx/vnEbxt4o3zbPDdaMYxNKKIObrblM5hejV5UqLIff",
-	"bF8s3Qb+XwHHpsymJqonEN4scSHaBG197cyXLhw7drPao7Oz2oD9vfqtqx25MjLWEMLnZvDj9Hm7a2zh",
-	"WOkjVyFpxvcIVYDEICFAswlQa6BywFM0wwKFqURDYx2FMVFmaiWJY+p70JREM2xEgyWRbFVdqJV/uGrB",
-	"vjYvjdYU66tNPeuEjliLzgxxgockJrnAyxgxB4sYuyfXXIuYIFdPGvF38jq2QmdBaZ0ag2aERmymM+Da",
-	"a3ULxBqkcUgYlwIZnzWHLvNZm37UCE9JXFe7K2HO6L4sicbjdOS0CuVyIeHiUr0IRjiNlWbNxrvKZ0IJ",
-	"cBQT4zytkGbZWXIAK7u71dtrN06Ky2/KarX8vHpoXVC4wNokI/JAoWJqDRvrFwWLS/F7LciX2vTtTu9l",
-	"25xfU0wl+WIM+RhujWFczPtp5/pv1+/bZmZ7VO/x5Vwqd5SiiIibipdLqNzbcdy28tXy1dnySr16FXlu",
-	"hvfGSVuP0Sqo1J2+I21evia+B1jAJdGwwgY2Cy8E54O96nryzrCxKVs1DjGO47mpXsMmYJ7gELQphZHE",
-	"46rR1KSX5VZgoq0htfX/Xh55v2Dvi+8dXhU/dq77W97Vf/6pjRSy0HPzFBSdvTlGhzu7+8jGuZEJxgtb",
-	"i9KMEm5gTbQUA0gsAbERAhxOUAQJ0AhoOHd1NI8DjggFITKgREmkFNcT5V5W3ZPHEs2UmppxRsdmTazE",
-	"k2C0egtrlpE2TpTlmNrEpDbVBMISaTFpttfrmoql8pnWouWSWdoi4cv5kK/LMj+Ri3AsmIkzKUfqZ8/G",
-	"1LyTV7VoxtK8SlPULDAs1PZ/vbg4RWYAClkElX1MlWwzZJg5TMuXU4q2CnZroW1dOTZZ+dPZiWJYQsda",
-	"Qd8QGinatBdV3WLtst2VjptNO9mQQ27LWaquXGybcDozdSILw6K1OpKKsnlQSckSt2uld1oFovUYtXyR",
-	"mAsJUx2mAu64S/NHrnOujdRXEEvcTi8RljiXM0GkBgYIboG2SbaFnkczurYwaWMhYhSWA2RyqRTHKIgY",
-	"hYVA1WKWi3zNdUOgj/BBSjtVg4fZqovR8R5W3Y9BBxcSBVNYfkcPDvs+EEWLwo/rhljtB71KG0qKKqsG",
-	"z1arzJqC6u3nC52sAGVTCBQc2boRDUQfmToN1Ol0gk6r1irVmq1ueTLA2PoYO7UiCw/bpXdD8DRsDpbg",
-	"X1NwkSB0HIOXCrC7KE0ZnH48v0Bbt90tnMrJll2t/UDlardChNiyt5XRiQq263BXFq+gru1OPy2KZWSe",
-	"plm16oketGcj2TSRbcN7eyuN8+pkt2X/duCBP02AP48qLgsObhahaQuIZAG4peEPnWcNU07k/FzJN3M6",
-	"U/yl+Kf49CaD4O3nC6fNag3KFBOgEWfTOrnGbEyoSRMtpmMtZxWMZt/isBMpE1MgQqxjWwXilTY8zrXh",
-	"ofsQkYB45E2YkBChsW3JIFSBRqWSq7qwGcWYjlM8ti686Ge9NsJFAoQgjAoXhdpsJnIyoCb2Q5TtXCm2",
-	"z7KVyqcpihcFGsJE20zUGmhHpyedAR1QbbQKhDlUa1rKtUABepb5IM+NsxTP8FygEHM+r/UXdNDrW+Bz",
-	"lPXl6UEExIBWjdkXRkTOWcoRm1H0rKvEZrd3oA7JcSiB65xsUHafvOC5GqWD0LE+HBsLfYyzUukn4ixV",
-	"LrTtLgl2eoeBcfqCUnmjjaPhZnXnC5QvlDUXGrNcn3dA1YGDWs1n4JZ/lddk2uasWllmgGxxH3p28vri",
-	"DVI0hROCIo5H8nlnoERbTEKgQgss2zV5lOBwAl6v4yt1zmNLjKK/tTWbzTpYf91hfLxl54qtdyfHrz+c",
-	"v9ZzCqO9SqNHpyeO6ygCMgTsd7pmNEuA4oToyIff2dYxAznRrLk10XHsL+rnsSkzZbpegTB6Ejl95y8g",
-	"bai71qHZ8/2HVXVnjovDbtYv5LJ7L6jjssV7upA/6VTEj9O/vHIdkU6nmM+dvvOO3ILycvumb7o8UYkE",
-	"PBY6zp6dXThXarUti7rOHE/jZTj6mAA1+H8AkrJFCwFut+uj7KKWFH62IcSCgSIWplNt0y3DyYUt0dBt",
-	"iMuwoDvoltLIWRZFeDSZFCEPZa4OsYCCZJ6WghTMc2Pi8VvTs7brb29WVdkKda2zI6+8pEzqsMu8j/LR",
-	"/6bmE8qkp0F5oir7IrqEIgai1Bv4AgUGSVmBK1lBnTlJGZbNMGWXE8votWIgaGuLiZZitzOQKadas08Y",
-	"l15MbiGqmuImoFiyna1pYb7uoCMT9kJZqtNMoCilN5TN6ICa6NaY3JpeXoGn2QmMdqhy0jsNcE4LL1k0",
-	"fxj3WKOwxRIsssDLU79r00E55X1fNRklT+G+XRC0rZiP27LdQveus7PO8FKHu57SXT3lU63+f6e7vXpS",
-	"vRdQz9tdZ7OWqm01uXe4Di6q7T5aPK2BlGrfbSHUls9q6bdbqk7ZWJm+2hazAVwa5VxQ4k2F7SZX2u7r",
-	"jC0bTGCanDfmgse0da1N/7WY4FossNMemLEOuc7omO6YW3YDEXqmjdU8mWmGzbDIxItyfWx/ezbneWdT",
-	"7vnBCJswwplGO8JVxaC5QTlreZZuCT/Ymcv0VGlpgTiTWELfhFmVG6isWNP4wmgIHXSqi6wloeMGXFL7",
-	"nTh/FgGlAqIBNcQjEGiPzwxlo9IJ2pSVBesPyag/dNUfh0Vf34UTTMdNJjWpymqn7XJWFWRM02Sx6jo3",
-	"3/9BDbjuAz25UlDT6fm9Pa/b9Xq7F12/76t/f8mjim3HNW7Q8BD2wx3w9kY+9nbCQ+wd4p1tbzfqjnqj",
-	"/eFB2O2uf2Ade13gOecP4mCBLOAba1J/DY45Lr1682/i6946k5udpX8ImXCsrxgVLyEt5PtwguVi1fyZ",
-	"yAlLJQpqGarACpZKRJfkpPXCWM5Eusv6U0wH2YCa6peiW6XS7tJBjQYYzPMlS5PMKgoGHMcQtWn04wl+",
-	"lN1d1M5flqYt6v8zVaAm93x/lecCG9U66wu0UufS+lr+AQKtng919nB35Ie7u972aBe8ndEBeMPhbuj5",
-	"0X54EPmjHu76tQRu3r1SKlwuUPUSQpwKXa1zhucxkPEEiVALePs+4Qqp2vslk52HUW+4O+yC54cKtmh3",
-	"3zvAPni94WHUi7bDHdgdFbdQpP7LieuWnNpBI23W27t/4BXpLqNlD0z9OYv5d35T+8r4Z8sn5e8q/RDc",
-	"qwV3b617yx5RfIysV1PXuL3aC3CacAulkCXlELbSUrlx+qHQkS3Cnk1YnAXwSipDK4mKytgyab3FmqPc",
-	"h15EBkUtLa+WCoyIz55YEyiQcCe3dNGGZ7YJ+ragA1MU6C/6SJd2DOizoCgLCZ5rfUO115iNs3U62Thd",
-	"3xM81wXG4SSlNyb1mmsQVyNFV9PEcwR3OJTxXC04oPmKusYmX1B9eq6ztPZ7XdCnBthQcvC8g47ZdKp0",
-	"XkwoCPQs6KOE0HHwHN0AJIhEcVYkLwYUx+QWOsgmPPXLYGVFZ4vphzAm1ChDxiNCMZ+jcgS/yAm2qUID",
-	"+zdSiBcQx0hdt1bTuoz/96cMG0RWa8gpqGxAIyxxH30d1FXkwOkP1lKSA8cdlGp69Lx1FJiZp3Clp9Sw",
-	"NXDuB3RAy4RehVWdVU/8SEOojdYknQ/eFLaS6tcTlfLXX2gdO3D6XwdVfTpw+t2eO2iqXvXFvYbw4XlB",
-	"fSbLGLUnaY51LvqYUclZS33vkSkQCCjzQjUyWP4cjev87B2FIcTey3Q00kbLsjUDFwlmglJ0TOhdkTQa",
-	"6uklfl79DM4PM+GHmfBvMhMEwvbxUO9ccdprxW/CUu5iO6EkLMXC7Po7IuRxZWS1e+iy2bw7BiTIF8gf",
-	"7f41BT4vXu3WRTEVdrJdRk6/57uVFyeWPzhx77ZZNUGpjzfI6k0TDreEpSJvEW4DzPb+liGrN2rUGf/q",
-	"sU6d7Qq4XC9e9RCvb5EKL3L2Cxzjcn99u4unjl1p4KZpHK9vGtRbzVu0xkcK+qrU/VXo9Lf1yL6fQFOp",
-	"0kiYd2SreHPNuzocQqDKYsahJLe2DrssISqc3i4qtr6S6N6wrW7ybIiMV/r3lRcA1k1F1gNWZovod+6H",
-	"f4dkYu4I4SrGs7xh7jgspgx3YTHW8ov3nz6K/yCp+KAY4dq7d0M/2sYH4O0M90feDnSxdzja3fX2cW+4",
-	"He5Eu7A3qrlZpYKyvF9aabTfVTSuDchNAnRX31YfbaJ67MMtC1yWMrn/kD5PLX2Ueq8IHpuPWFPy1OzP",
-	"NmCKIVu1P5OjaDHBMpw0hZd51aUhvzaMvuSlkaUHYDaiVPvYzDfJKfzmRmf1OZxlvL2r998IY4ufRlWm",
-	"fvQ9cfcP5/3bi6MzTRY1Y2i1VWweC1hkBr2H38T4+d2UMGR/lk0ZN53/Vy5XuYDDxhvKVdwLc/vFOxcL",
-	"Iy/vzZDHElK202XxYEr+SkrlUZSCyvwL/6Cgsix00xDr9YdOstdN2h4zKV4wMWN7fvdw+3C7e3CoX3l5",
-	"wJ9t0++GLMvgiu+HAr+v6KMOL+TZOJG1M5m/7KE7WcqmW/bgSpXit74qcrpfKjztq4wPs/Sqf4Pw8cG5",
-	"6sNSldekXEcyZt6Sqb8Vlb3rVLzidGmZ7cptsl/eC2ufavo27FjGo04CoYEzSH1/O/wXMHlNon/pTzBw",
-	"Hs67D+Lc7OGvFeUX9mWaH57X9yspzidMv6+MshdWm0KhWiFX7dS+vFL8qyVKa5rhHQtxjCJFnSzRuXsz",
-	"Fj0LpvgGEE9p8LzS4Nrf2ur29jt+x+90+wf+ga8lhIWqkSS0XdM6JJY1TncK1tOavJmAaCRnXISFxsLb",
-	"848fsiIKxlfkbEob6ZxNe6ZjsQguzbfYbq5wbkr0KratPq2cAOFFgV8JlIoZ3FzR9Dq6pTed7HJ5l6dy",
-	"8SEeldYsNc/dX93/XwAAAP//",
+	"7H15cxs39uBXQfX+qiLtNimSOizRf+zKspxRxociyeNkTK0a7H4k8VMT6ABo0YxH330LD+iTzUOHM8ms",
+	"U6lEJBvAwwPeffRXLxTTRHDgWnn9r94EaAQS/7ygGt6yKdP4H/NNBCqULNFMcK/vXU2A8HQ6BEnEiEj4",
+	"LQWlFdETIImIWTgnNI7FTBHGCSXDVCrd9nxPhROYUjOdnifg9T3GNYxBevf3frHmBUwp44yPm9fNV4th",
+	"pM0CZtUwlRK4fvhSChq2dwmh4JEiKdcsxvlHaRzbyQlThN5RFtNhDISOKePr1wMt58cjDXL5WlqQGWWa",
+	"DGEkpNmllnPGx2vmvve9hEo6Be1O7kTwO5CKmtnPXjdjMCw984MiLDKLMPNrQvXE8z1Op7hM5PmeQTeT",
+	"EHl9LVMoAzMSckq11/fSFJ90wCktzdkZ0N6JCOL3dArnZt5GWKbmkR8UMUv6RKXhhFBFgjimU7rb7vVj",
+	"qkHpgGx9vHjbAh6KCAglwU6wvQRo/N8qsP9Lwsjre/9jp7j9O/ZXtZMDbFErQSWCK0DMvqLRj1TDjM7N",
+	"p1BwDRzvDk2SmIWIzZ1EimEM0//138rs8KsHX+g0icHuXVMWe31PZ9smiRR3LAJJRpTFkGEblL5hkdf3",
+	"Ot2fXh/8vPdr793u+73z/Z8PLl5cHl4d/aPzyVwKTXWqvP5+p+d7mmmziIGRZEDmB5JK3o8AEpAKuBKy",
+	"74DsZ8u33PL3m6Lp3E5gkbTkTOuba5vpX9Howu7wiTg0LCLuk2mqDMUQSu5ozCKCXxMaRRKU8nwPpBSG",
+	"Lj5/9UYM4igb6fneFJSiY4Of1ZPcXz/mVPY6neqpZNtefyqMIxgtt+iznYqbz/CvKY0N8UJEhCRDCfTW",
+	"8m5zIJKG+iUJLKYDQnlEAovGAInUskODTDzRE8FHMQufep6UExqGIuWazJieED1hyh0EfGFKK+9xp3BU",
+	"nEIO6fojCLNHnwv3YvjfEGq3FUJjCTSaI/4ctV6xKYhUPz9niVhEuNCEcjUDieKS5QzyoZxmr8Cmg5tk",
+	"gD+A22g35Buxm+YdI7LPuAbJaXxq7vPTb2zK4UsCoYaIIIUQEaIe8lhGXmIZGaTkEuQdSGIh3oR52HHP",
+	"gtzjyhYNG08lEMGJSCVRLIKXyAxyxhKRCcSJIiPGI8Jy3SwWY4Xofy/0G5Hy6ImYL6sveNIjnPRxDKJ0",
+	"pd8LTd64qdbhmQvdsss+B6LfC6v5WDbhG67MkFGb3c1FKi3+zuk8FjS6EuItlWN4BmaRHd1QRHOzXmzm",
+	"lURPKCe9ztGL7n6PDOcaHsl+u7sFdp0AJKdcMz0nV0IQu4sNOIfdd0sL0UIIn411NO3bCcIRG6cSIhIb",
+	"OwHRb0iRhfCR5+r/87NrZoyOYv7H8ZES1h3M5GNl0nUIL4PwXKhmXGnKQ0D7SZOQJjQ0F2ErEHcgzflC",
+	"FGzj3Td4UQ5w93ERTcNUzc2vkZjxl9ZcItSYWCRAc6uF9lZgrISyYVv8tGw/7umdktGGW7rUQtIxvEnj",
+	"+Innbii6YoQpMhFxRHoHh3u7+51Ox9KcMa3N3u3Xe/sHhhWQKZ0TpYWElySCGDQQJYxWJsiU3gKRQkwf",
+	"yQpL1+aNkEMWRcA3uCzK4qVlTORnuy0cZsRp6IrMRBpHRJvtIXHSOAZJEqq0vRv2OeJOxHw3L9A04FvB",
+	"68ubd8e/3Fxefbg4fX3z6ter08ub89OLm4+XpxfB9kvDZieMj8mMKjsoapNPlGnzXSTA8mEj2/oZzqun",
+	"V0Z+e8ANFq7ELXC14qI0XBAahqDUjTZDjaUy/2ky/DFkH9hPZx9/P+u+Z2fqbKqTf56cHZxN37Bfez+z",
+	"tyc/deCXY/PM3//R/ZmNfm7Dbqcd9mI+nL7pRL/8ZGwd+JIwCerGmMtHRs2QMJKgJvlSu7/1Wi9mp8cb",
+	"/GNuhBl14+7FK6DSkMimB4+IOadMNmocePA4P0kok22LSvGO8rkTIOqJxCepBsvUCXwJASKIfMc+GCe7",
+	"RFl/zONoqFeyN4yEM3CTHPD1tGSAayFwz2SOH5PSfo1J5bZMtoLyWiXG66hrQhWhxlLkcxJOqFZEppwb",
+	"gqDKKCeGvrYCI5HNIy2lJdCpsl6ZJkdiK/ckruS5Vb9j2VXXqrgFN5qkGFGbyDn9NpzEPJ058R4nOj5y",
+	"muqJkOx3eKrymzkphkh2jlSYIrm/63G8v1vc2wqwG+kKxePPcWXfMaXMPTNKsHWFkFBCBFwzGqva/fr0",
+	"6VPrONUT82tINSw6GQPLoAJzi+MY+BgaXaq519KeVyKF4cVGA7IK6xOPLZNlnzvXbTeN814Z0TIEMowp",
+	"v232WDWMXfRfVaZ5pM+q1yvfghIKnNK+0W0oDfsWrqsZxHHLOa+GqbZOuxQyY8mI0ESbxV9W3Vaq5rf6",
+	"yFWaJEJqiN5BxOgVbuzJ6jwaFLlDsS7uH2dE7ZdPJYeaINgE4d7kXPKBrakZ2MIRz21HmSMI6tsO2hgM",
+	"cFOZlY6VYsYa0O+yS/zVS6RIQGoGdQFfI1DfCyVQDdEN1ZUoRGTkmXNuLYxh0QYRC9+Twp4p8HTq9T97",
+	"NAPUu26KbxRBhs8uWCLQviqotARrMYM18816x2nE9Omd22kNBY/YJmRTVY/o04RqMqFJAhyiPgkUG/M0",
+	"CXwSxGLM+I1KUfMsvnC+HvNFpipKSBW4J0SqA8OfA+ezvUGtmIli4Esi9ASkIz2jLBh6iCLAWFNOPV5l",
+	"/caDS5bEsGJmdH3npa/4oUI6BTKSYlpdqtfZbXfa3e5u+0Xj0Zco8+sqHhT5qAKVfVvlZVYS9cKqqQJ5",
+	"Q8eNp1Za9QdFPiqQrWPzJK5vBePHqzetQ2MnUk2mQmmy33UOmypQkQp1vNNpd71119jeIMR7BboKgh5w",
+	"r88byZtpmFb/WMV8SlRyny9GpaRz85nDF30TplKJhujqOVWoxwb2gcCYamOwdqMZSBI6hpeEp3FMhDtS",
+	"Y1earw0KzQ/W02PDiGt4AO6mClITek4mNGN9ZzxJ9Ur+V5zipwkyWXSP3M7JME7hfxtNgH55C3ysJ17/",
+	"YH9/98D3poxn33RXcLlVOL8wz9T3V2Nvy7b2AbGP+6BRxMwHGp+X9jeisYK6HLk020TFzw43Br6CyJxY",
+	"7gEyR1JF1AivJQ/nNwlwGltFbUq/sKnh4D3Ehf271cvBtakLeHnS6U2ovyyNk2tzR2aMR2KGJI9WvZ+T",
+	"W/D68ubkb8dX6F44+fD+6vSXq4BsRTCiaazJbu/FweH2S0IzB6Pg1v9F9nq9dkGLeTzfApRIiFxIrSna",
+	"obSDw15mDsaS80nXfKwAdH5x+vrspAzQXufoAOGxSpNItWLROpASCQp4CI/DsIQEqG4c2+2UBncaxiqw",
+	"9tIiTEqLpMI/SkTQ7XTWksCUfjmzQw8XOYqGaWKQmkpYutcmcLVIbm5rO+yU99htQq8ZlVRHrVznfgnV",
+	"lQLrC7wk91U1ircTwTXjKdioa/nxl0RMmbluRGkqjbbNYWZusbkpa7WpzHBZkj9UdvGhq9PwtlRyG1Wy",
+	"fjgyYeYP5HsKE3xseoyeAIr3jeTHArutXICDPUS3+9RdvA7IeR6QOeJ7omCA6+DKeGWd1dpFSzi8Xnrs",
+	"Ko03O/W1BxYJDjcSqDNy6krkvOSKNwSYQFRK2THfWK0wRsILqioIUuzyS7JWB6ibDKg8bTDwo326ht46",
+	"dgo4smmr2GjEfmmO51HfNzym/EIu/OLsxIZf0iR6IDhN9o2d389vZ2mTlSXWoeu1s5m/ejSOP4zQ3bGS",
+	"UsqovvfruF7LaIzinj3kExFH5osRc7mCGzGR0r2rMwgzn1yvglrWhSpo8OPpFdm56+5U4gg7X1l0v5PB",
+	"GZCRkAirzGF3mupsAqirSiBUAuGOIT9MWc2RVtvA4tld107vOXT62on+R2j1pS19RFpYRFJOoAVjvLyd",
+	"k1DEIpWqqsz31uoxNUDt5I2gFQ7URZhsRtwi6Ug2nUKEGWDmAKkRxyFV0GJcAVdMszuI51UuTyP6f9yn",
+	"doiRyNKGdnudBm5m1PyZkFEVK6GQEkJNJkIqIEOqNci50UISy4BK6l7vsIKmw7UmrssAzBduwthrjPMd",
+	"W//GUtWqDPsi43HekR+sKWOe881NxeQCOcVrmTlOqlh8/ObX3pGVm37DII7y5KiaoWW90eUzyhC5SqYX",
+	"T6/L1VwNt12+mLoJ/L8BjW2ecU0UTyC8XWGONgnS+tyZO7bwDYrb9U5BN6oJ2D+r63O9U6CMjA0k5qV9",
+	"+Gn6WrN31cGx1h3lIFkjt6oE/OHfqySMXDjWiCxjHX07PSATb2uUgByLl/nh1wJtjBuMGLYZ5JARGxjG",
+	"zIow1WRobQjnva0k99g0cTJl0YxaqeIILZsV8/3zD9cNdxiNMKtbqs2VSxx1xkeiQbMMaUKHLGa5rMzY",
+	"WQ4Ws9ZBfj2WsZL8Ijiv0k3sWPbDPE85Yi3SJCRCakWYrkiQ7m6386LX5G0Y0SmL6zd/LcwZ9yjz8/E4",
+	"HXmN8rxcj7K84iPzSRXP++gfS0CSmNmbvEYmZHvJAays7ldPr1mvLQ5/UeKZ6efVTWNdyhKbjI3YA1mz",
+	"LVlZmL+oe1mJ3xvFfq8N3233XjWN+S2lXLPfrbkbw501H4txP+/d/P3mXdPIbI3qOb6y+WmcREzdVnxB",
+	"jOuDvQY3Yu3oXJUOzl5Fnp/hfWGnjdtoZFTmTN+yJoUNL9/mVkqZNdSIoslfo5aD894ddT09x5KxrX6y",
+	"biMax3NbBEFt+CyhIaAWTomm41r8bOG+rDYgEtQlzdL/9/Nx65+09XundXRd/Nm+6e+0rv/nfzVdhSwG",
+	"vLgLTi7enJCjvf0XxAWciY2KK5fSvOi3f4ROtshKjPxH6Qg0nJAIEuAR8HDuo/iUQCPGQakMKFViKcXx",
+	"RLkvoiFoOjNiaiYFH9s5qWFPqq6vb1iNtBiudckeTWwSFV5MlUU2aZfHeW3ie3lPG93lknLfwOEfFP6M",
+	"lbDeWKOx/NJy5lHr7HXwlFioWqJYmOX/dnV1TuwDJBQRVNaxxVaLjvXM1l49nRG0VbAb67XqwnGRlD9e",
+	"nBmCZXyMAvqW8cjcTXdQ1SU2rv5aa/O7/A/nmMs1YnerKwfbxJwubHh/qYVbyxStCJsHJY0+xWitAtG4",
+	"jVrihporDVMXwvb8lYkcvneJSupriDVtvi8R1TTnM0FkHgwIhsobONtS+23RB700jOogEhxWA2STmjiN",
+	"SRAJDkuBqnn2l1nsmwYKnmDJlVaqutizWZej4x2sOx+LDqk0Caaw+oweHBx5IIqWOek3DUS4DzhLE0qK",
+	"POoFmq3mkS8yqp8+XWFID4xOoUhw7BI4EYg+sQmTpN1uB+1GqVXKJl9fOW+BcYmqbmiFFx41c+8FxrOg",
+	"c4iE/paCTxTj4xhaqQK3ipGUwfmHS+tip6me7LjZmjdUzmcvWIhLbF/r46lguw53ZfIK6prO9OMyj1Bm",
+	"adpZq5boYXPMXkwT3fR472Ctcl4d7Des3ww8yGfKYssc0qv8yo/zczW5lTI35konEmYjhKlken5p+Jvd",
+	"nc3CNvRTfHqTQfDTpyuvSWsNyjcmwEy1+nXFtDgbTF1+j5HPGhjtusVmJ1onNlOTOcO2CsRrVDwuUfGw",
+	"uR8K4lFrIpSGiIxdZS/jBjSuDV/F9BUSUz5O6diZ8KqfObiVTxQoxQRXPhYLoPky4Nb3w4zuXKnZzGL6",
+	"xqYpyhMUGcIEdSbuFLTj87P2gA84Kq0KXVzBsqTcgGxlNsi2NZbiGZ0rElIp57Uy1TY5vQM5J1l7B3yI",
+	"gRrwqjL70rJILNcSM062MMWm2zs0m5Q01CAxcyEom0+tYNs6+aWEGDcnxgq3cVEquCBSpMaEdkXKwV7v",
+	"KLBGX6V6zbp76GL9xkuST5T1qLBqOe53wM2Gg1rxReCXv8qLI1yNf60+IiAuy55snZ1evSHmTtGEkUjS",
+	"kd5uE3xUDXgCsp6Lacv4KSdn53cH+Y+KmCOeTUQMhIOeCXlLtijZOdgjw3nmDNpuk2NelAqW6gQH3KJK",
+	"kWC/s9uEq5euTmVK57ZWTPB4ThIq8QabxbO5fKIE0eae6iJKk53ILUCSLcb4uD0wTDxmIXCFrNm1GTlO",
+	"aDiBVq/dMYqLjB3Zqf7Ozmw2a1P8uS3keMeNVTtvz05O31+e4pjCPKlS4/H5med7hlQsqXbaXfu0SIDT",
+	"hKGPp9PeRe+IniAT2plg3ON38/fYVrYIzF9igp9FXt/7EbQLjdRamvQ6nYdVqGUmmiduN88dd2svSR13",
+	"9QJY+Zq0K4zW63++9j2VTqdUzr2+95bdgbHn+9YzXh5omB8dK4zLZHtX3rWZbcehrj2n03gVjj4kwC3+",
+	"H4CkbNJCVLnl+iQ7qBW1Jk0IcWCQSITpFLXXVTi5cilb2LdjFRaw5cTKO3KR+UuefE0K545RzIdUQXFl",
+	"nvcGGZjnVpmVd7bJw35n93GFHI1Q10qh82IPLjQ6mOZ9kj/9b6rW5kK3EJRnqhgs/GhF8avlhy9JYJGU",
+	"1dSwNbczv1KWZDNMuenUqvtaUYVQrxSqISX2AnQqOeowEyF1K2Z3EFWNDus6LVkJTomyP7fJsXXw5UF6",
+	"O4CTlN9yMeMDbv14Y3Zn648VnWY7cHIQIrIoB18WE45TULmENk9mMsd5CHk04NXBhYiibrS0VX6jVGH1",
+	"plEYtslswmILlJhxkKhrOMVtSiBWMJuABB93lIDMtoI/0zj3TYJB1RiwYmM4J5RM03BCYiHMsiGwOBeE",
+	"VabxFs8mv/avRDR/GKNwmn6Del9kVqzOhtj4ypdTYO6rdoCWKdw387ymGfPndlyR973v7W3yeKn7FQ7p",
+	"rh/ysVZdudfdXT+o3icEx+1vslhDTZwZ3OttMnixZhLHHm2Cx2qFN3LxDRBa7edT8P7Voxr6eKzUOsTY",
+	"kBQqnDm95rRdYmHmpBaZl+vqtIx73YlbUAScPVLiS5k7y1lWZMt8wF9+UMSGyKyhAzyyunWZ6WHgQPAQ",
+	"/AEX3M2f6dWruJZPYub6LNgKrqp6vIQL2A5Qj2YDT2lHsDEDqHm6N+IBe83uRudmwkOwbNkcY0S2kMHn",
+	"IXr72IyqTJQYg941/8rGbLcfyz7+PZzgr07NpzyqkJUYEVolvNUU7R5dRdKluRSRQlMNfRs5cOU/qS2q",
+	"FkiK51hdg61GaoBY+W+uT3ZnjOwf8Jzg3R76y9iHecZeUqsBLGUSRgfKEGJmH/Dg9eXNxembi9PLv928",
+	"OX539vZXrCg6/vE0IFtHHRLRuSrb7a71jlkBFTafTMTMgEXESAN37awchBA1sRGHuP9IPvJdl/gP4iBf",
+	"wgnlY1ggV5sfUG1gs5qZ2DrsMi+pksSl/f0/VMHuPtCpUIokeL1O76DV7bZ6+1fdTr9j/v1n7spv2q61",
+	"yIdH8CLcg9bBqENbe+ERbR3Rvd3WftQd9UYvhodht7v5hjHgscSJkzczpYo4wB8t6DsbUMxJqWPpdxvh",
+	"D+cJJ3jEpOhiu5TuwwldYQ98YnoiUk2CWlg4cIylEkZh+dV6aa0Tpv1VpZO2kHrAbcpZUUhZqcRsk4Xa",
+	"TCrzKUuD7CwGBhrHBgTqQj8ToXCCAd+0gVtz4zayrm9bySEy4IiAvc5uBiLlc9vTjeUt3QZ8wI8RSN+l",
+	"JdsGyFxoHxvwKVTQnN1lgTS2lsV71mHe7tv8mkW5mUalqU+GMBc8wuDLtNB40GFjwxUY5WnsmkXOMh/b",
+	"8gBHrVXigOeGRh4wkSmvt+3K23Vhh69a+rCy3WWVRnUuVVniYTaD2eWAU1VdxRwR9ruzEg8db9i8vkmt",
+	"O5nQJ9mGRW3f59KwZb0QbBWDzfq5v86zMBbyJDeXaqXK6s1VvQdItXomindAu6NOuL/f2h3tQ2tvdAit",
+	"4XA/bHWiF+Fh1Bn1aLdTS53Jq2tLhTcFql5BSFOFF/uCzmNg4wlRIUp594KBNaK1989MgB5FveH+sAut",
+	"Tmhgi/ZftA5pB1q94VHUi3bDPdgfFadQJF2VU4YashkOFxIWegf3DzwirIJe1SH6hyza2v5DleyNpE2p",
+	"tSiO2Vs/Jm+m/F3ir5f4vY3OOntzwlOUBDN0g9OrtX3Hy15oE1kKBaGOTxvrHd8OkpUF2Ti6vc8lXQO1",
+	"i4qusWNlzHKVo9y+q4huqFoSlZkqsLpB1lddkUDDF72DKXZOlAV9l35HOQnwhz7BRLwB3wqKJL5gGxUV",
+	"jvI2e85lVWbPYTZmsG1dlJOU39qoRS67rEsDcx/jOYEvNNTx3Ew44PmMmBGZT2g+bWNOjfsd06/NAy4c",
+	"ZuTwiZhOjZiPGQdFtoI+SRgfB9uYF0BYFGclTUYuxuwOLFJcmdMQxoyrmpQ1OgQixW6DSsnusAxdOq8J",
+	"Hmh2uu7IW5lojoV2LWw/vH17/O745uePpx9Pbz4dn10FPkniVJHefmeqtu2qVu1QscBwnU0wtw3SM80I",
+	"3zFjwPTx1TxqXtEFBnxrv7PboH1sEzoVNrV56qNOKGTEOJVzUo6plvJR3Isc8vQeMVq4UA36gj2sb6Q1",
+	"XEEcE3O/USfEKrM/n8awQFW1qtuCrAY8opr2yddBXY8YeP3BRprEwPMHpZRTHLeJlLfjDK5wSA1bA+/e",
+	"aNtlyq7CavaKAz/wEGpPIw3nDz8WtpJ+hAONhoQ/oCIy8PpfB1WlY+D1uz1/sKifmB/uEcKHJ3Pgnhx3",
+	"qLUuPcEEohPBtRQN5SfHNn8t4KIVmieD1W1Lfe+X1nEYQtx6lY5GqNmtmjMoAsx8zPiXItI/xOGl2s31",
+	"7VK/61Lfdam/kC6lCHWvVWldGurEzoLK3fblylS5U8vSNKq3TOmTypPVgtjPi4XfYyCK/Q7568x+S0HO",
+	"i/eZofCskKCLuXj9XsevtBpb3Wns3m9S/YJSV5Mg830kEu6YSFXeMKUJMFcpXoasXntYZxbXT7WWXaHb",
+	"5828wQ8xp5eJ/SI5a4nHodxYqdl2NtuutLPhaRxvrk7UG+80SJoPvGgUULmnf6yp+9dx45ZSSpV9w04V",
+	"b75tsyghBG7MChpqdudKi8ocokLpzawCmzpZssW+BQssw3aaqfRD2jQPoe4OtktEf7CD46EC9i94TewZ",
+	"EVrFeBZTL3XSWnYz/ExcrDlElFSiRM5m/pUNzPp5M9Jup1Ny2vOIcEGm1l1P+YDvkXfsleMQ6G7fciUS",
+	"VJMYqNK4rptgu02CckOQAAFSZEjDW6InUqTjiauqUFm5x0ZNzZpMvh9Br77+neePFD5INjzIBb3x6t2w",
+	"E+3SQ2jtDV+MWnvQpa2j0f5+6wXtDXfDvWgfDkY1A7WUP503QjFy/U/l7G0C8jH+3+tVUrnaTsdI1OeQ",
+	"1I8Ryq6X4RIDsEwL3/nyc/Nlo/gs8s8GnrmSNdcU9CaYikd2am9YNtc0oTqcLEp22wRwgbU90qWVFwmU",
+	"+gU+6sK63oTfJJr1h2vl1e6Jq0h8H9d/FMaWv5eEYxD5L0Tk370b354rXeC1qGmLjzEbdsqNbZcqkLnO",
+	"V03SyFvJbemiCW4pRkCHCrjeXqZNBuh4yFwC0wGva5TkgQplU+Y4U1k/57WOkrz3fb5d9wqOVT6KFc4T",
+	"6y/JvCf7j/SeVHVkTCY2LEquhMoezDLPSfdbe07+dArsdZM6tzGjLjd3XOMbWdYC+rta9rwMEJ2aFVOx",
+	"ygt/UH+IYub4atZ4LXO/1JshmO9VpRTcuUErVYQC312ri16+xBbejpicQuQXmmfeCmHAq28JNQy0SLOz",
+	"LQjcEtgJoan6J4NIaZEoMhPyFgsFXG0PETZsVqntqXYezjIWbSTKJvPdQmJtdpFqF6Dlt0QLwnRRGoRl",
+	"QJjL32+s8nclhdVSxiYmbxH8Dp6i+z57snJje+enlARlaHg2L9wTXkSXvTbRVqsJWS5W+2NfDpl1MwvL",
+	"ueHP9M65CnUylb8scisov5Ky9GbTMuHait+toAHAwKkqT3zLpF+vA2NFM78NQqrfazMe5JlFF/7S3Gt/",
+	"ac8Dx5a+tc37p6lLyLKYjTLW/v8q0nO1Wr4vTdifwg5NI/vq4qUmWF3KilHlRvaJYmPeShPfSlRlMy/w",
+	"tYf4NmYhXftrP1MDWpZp4FsX/QG3hcS5ooA55dlusncIKL9IuaoX9RZvD3RTZL2Qsq6G7QH/O8wV6FZC",
+	"x4zTXAVo9uoHS825efG2vu/B739P8HsfWY59FejCGzZZsvAuzM11gvLrKksvlcQQxCZs0MGksrq2RwPz",
+	"jxXAPCncXntz5RqDskb338Pta5jwr4Yp1pDmZ76penS9xofzzt1LE2/e2UeeSmfZSp+LFvB53/dKm/fi",
+	"mneuOofFNc+Y14LTut66PevX3tSevejJbp/tdbpHu0e73cMjNGw39I3kndBXVUaov44m8NdKPsPskjwP",
+	"XGVty+5YBNLmW5f9H1kL+eqN3/lqrtP9qsZd79zb2B7mLsnb0p9TPfGeLp6qr8qovB/D97QQtjt+/e0X",
+	"2ZsqivdSfHbEdu0vkl/e3dO9fOLbkGMZj5g3TAbeIO10dsN/gTCS6V/4CQbew2n3QZSbvcpkTVmT67X/",
+	"3Y/51+UUlxMxs+ESR8uLTKFaflztPfv52tCvreBYFjxxBSXW8kDek7/vFZsHosNCYs8OprGSNO9suYPs",
+	"wYG0kFTumsCiYZE5P9sF3aEYX9S/FxJz8bXmBgU/XX54n1UZCbkmX7e0EObrNiv6y/lvabxD9eIMlzau",
+	"tujN1RNgxUuZyqBUXNmLM9qGhn7pFRVuuvw0CNMK4lFpzlKHvPvr+/8XAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

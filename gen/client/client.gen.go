@@ -115,6 +115,39 @@ type AssistantMessage struct {
 // AssistantMessageRole defines model for AssistantMessage.Role.
 type AssistantMessageRole string
 
+// AuditEvent defines model for AuditEvent.
+type AuditEvent struct {
+	CreatedAt time.Time `json:"created_at"`
+
+	// Event What happened: `signup`, `login_success`, `login_failure`, `refresh_reuse`, `logout` or `account_deletion_failure`; other names may be added.
+	//
+	// Example: login_success
+	Event string `json:"event"`
+
+	// Ip The client address the request came from.
+	//
+	// Example: 203.0.113.7
+	Ip string `json:"ip"`
+
+	// RequestId The request id, as in the logs.
+	//
+	// Example: 01JD6Q4Y2M3N4P5Q6R7S8T9V0W
+	RequestId string `json:"request_id"`
+
+	// UserAgent The request's User-Agent, as valid UTF-8 of at most 512 bytes.
+	//
+	// Example: dsctl/0.1
+	UserAgent string `json:"user_agent"`
+}
+
+// AuditEventPage defines model for AuditEventPage.
+type AuditEventPage struct {
+	Items []AuditEvent `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *string `json:"next_cursor"`
+}
+
 // ChatMessageInput defines model for ChatMessageInput.
 type ChatMessageInput struct {
 	// Content Example: Why is the sky blue?
@@ -125,9 +158,11 @@ type ChatMessageInput struct {
 // ChatOptions Sampling options passed to the model.
 type ChatOptions struct {
 	FrequencyPenalty *float32 `json:"frequency_penalty,omitempty"`
-	NumCtx           *int     `json:"num_ctx,omitempty"`
 
-	// NumPredict The most tokens to generate; -1 for no limit.
+	// NumCtx The context window in tokens, at most `DS_CHAT_MAX_CONTEXT` (default 32768); a larger one is a 422.
+	NumCtx *int `json:"num_ctx,omitempty"`
+
+	// NumPredict The most tokens to generate, 1 to `DS_CHAT_MAX_PREDICT` (default 4096); a value outside is a 422.
 	NumPredict      *int      `json:"num_predict,omitempty"`
 	PresencePenalty *float32  `json:"presence_penalty,omitempty"`
 	RepeatPenalty   *float32  `json:"repeat_penalty,omitempty"`
@@ -180,10 +215,15 @@ type Conversation struct {
 type ConversationDetail struct {
 	CreatedAt time.Time          `json:"created_at"`
 	Id        openapi_types.UUID `json:"id"`
-	Messages  []Message          `json:"messages"`
-	Model     string             `json:"model"`
-	Title     string             `json:"title"`
-	UpdatedAt time.Time          `json:"updated_at"`
+
+	// Messages The newest messages, oldest first.
+	Messages []Message `json:"messages"`
+	Model    string    `json:"model"`
+
+	// OlderCursor Pass as `before` to `GET /v1/conversations/{id}/messages` for older messages; null when there are none.
+	OlderCursor *string   `json:"older_cursor"`
+	Title       string    `json:"title"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // ConversationPage defines model for ConversationPage.
@@ -208,6 +248,14 @@ type Credentials struct {
 	Email string `json:"email"`
 
 	// Password Example: correct horse battery staple
+	Password string `json:"password"`
+}
+
+// DeleteAccountRequest defines model for DeleteAccountRequest.
+type DeleteAccountRequest struct {
+	// Password The account's password, to confirm the deletion.
+	//
+	// Example: correct horse battery staple
 	Password string `json:"password"`
 }
 
@@ -239,6 +287,15 @@ type Message struct {
 	// Status `incomplete` when the stream was cut by the client or the model failed midway.
 	Status MessageStatus `json:"status"`
 	Usage  *Usage        `json:"usage,omitempty"`
+}
+
+// MessagePage defines model for MessagePage.
+type MessagePage struct {
+	// Items Oldest first.
+	Items []Message `json:"items"`
+
+	// OlderCursor Pass as `before` for the page of older messages; null when there are none.
+	OlderCursor *string `json:"older_cursor"`
 }
 
 // MessageStatus `incomplete` when the stream was cut by the client or the model failed midway.
@@ -437,6 +494,9 @@ type PayloadTooLarge = Problem
 // ServiceUnavailable An RFC 9457 problem details object.
 type ServiceUnavailable = Problem
 
+// StorageFull An RFC 9457 problem details object.
+type StorageFull = Problem
+
 // Tokens defines model for Tokens.
 type Tokens = TokenPair
 
@@ -454,6 +514,24 @@ type UnsupportedMediaType = Problem
 
 // ListConversationsParams defines parameters for ListConversations.
 type ListConversationsParams struct {
+	// Limit Page size.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// ListMessagesParams defines parameters for ListMessages.
+type ListMessagesParams struct {
+	// Limit The most messages in the page.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Before The `older_cursor` of a later page.
+	Before *string `form:"before,omitempty" json:"before,omitempty"`
+}
+
+// ListMyAuditEventsParams defines parameters for ListMyAuditEvents.
+type ListMyAuditEventsParams struct {
 	// Limit Page size.
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
 
@@ -481,6 +559,9 @@ type StreamChatJSONRequestBody = ChatRequest
 
 // UpdateConversationJSONRequestBody defines body for UpdateConversation for application/json ContentType.
 type UpdateConversationJSONRequestBody = ConversationUpdate
+
+// DeleteMeJSONRequestBody defines body for DeleteMe for application/json ContentType.
+type DeleteMeJSONRequestBody = DeleteAccountRequest
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -574,7 +655,9 @@ type ClientInterface interface {
 	// LoginWithBody Log in with email and password
 	//
 	// Returns a short-lived access token and a single-use refresh token. A wrong password and an unknown
-	// email give the same answer.
+	// email give the same answer. Limited per client address; password guesses also per account email and
+	// client address, so that a guesser is refused (`429`) while the owner logs in from elsewhere, and per
+	// email from all addresses together by a much looser ceiling.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -584,21 +667,29 @@ type ClientInterface interface {
 	// Login Log in with email and password
 	//
 	// Returns a short-lived access token and a single-use refresh token. A wrong password and an unknown
-	// email give the same answer.
+	// email give the same answer. Limited per client address; password guesses also per account email and
+	// client address, so that a guesser is refused (`429`) while the owner logs in from elsewhere, and per
+	// email from all addresses together by a much looser ceiling.
 	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /v1/auth/login (the `Login` operationId).
 	Login(ctx context.Context, body LoginJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// LogoutWithBody Revoke a refresh token and its family
+	// LogoutWithBody End the session of a refresh token
+	//
+	// Revokes every refresh token of the session (the token's family) and ends its access tokens at once,
+	// on every instance. Limited per client address, like the other account routes.
 	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /v1/auth/logout (the `Logout` operationId).
 	LogoutWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// Logout Revoke a refresh token and its family
+	// Logout End the session of a refresh token
+	//
+	// Revokes every refresh token of the session (the token's family) and ends its access tokens at once,
+	// on every instance. Limited per client address, like the other account routes.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -608,7 +699,8 @@ type ClientInterface interface {
 	// RefreshWithBody Exchange a refresh token for a new token pair
 	//
 	// Refresh tokens rotate: each one is usable once. Presenting a refresh token that was already used
-	// revokes every token of its family.
+	// ends its session: every refresh token of its family, and its access tokens at once. A session ends
+	// `DS_REFRESH_FAMILY_MAX_AGE` (90 days by default) after its login, however often it is refreshed.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -618,7 +710,8 @@ type ClientInterface interface {
 	// Refresh Exchange a refresh token for a new token pair
 	//
 	// Refresh tokens rotate: each one is usable once. Presenting a refresh token that was already used
-	// revokes every token of its family.
+	// ends its session: every refresh token of its family, and its access tokens at once. A session ends
+	// `DS_REFRESH_FAMILY_MAX_AGE` (90 days by default) after its login, however often it is refreshed.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -642,7 +735,14 @@ type ClientInterface interface {
 	// ChatWithBody Chat with a model and wait for the whole answer
 	//
 	// Without `conversation_id` a new conversation is created; with it, the stored history is sent to the
-	// model before the new messages. The new messages are stored before the model is called.
+	// model before the new messages. The new messages are stored before the model is called; a chat whose new
+	// messages would take the caller past the content they may store (`DS_MAX_STORED_BYTES_PER_USER`) is refused
+	// with 403 before anything is stored.
+	//
+	// A chat, streamed or not, holds one of the caller's few concurrent model calls until it ends: beyond
+	// them it is refused with `429` (`too-many-streams`). It answers `503` with `Retry-After` (`overloaded`)
+	// when the instance runs as many chats as it may, or when the model server stays busy with as many calls
+	// as the instance may make for a short wait.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -652,7 +752,14 @@ type ClientInterface interface {
 	// Chat Chat with a model and wait for the whole answer
 	//
 	// Without `conversation_id` a new conversation is created; with it, the stored history is sent to the
-	// model before the new messages. The new messages are stored before the model is called.
+	// model before the new messages. The new messages are stored before the model is called; a chat whose new
+	// messages would take the caller past the content they may store (`DS_MAX_STORED_BYTES_PER_USER`) is refused
+	// with 403 before anything is stored.
+	//
+	// A chat, streamed or not, holds one of the caller's few concurrent model calls until it ends: beyond
+	// them it is refused with `429` (`too-many-streams`). It answers `503` with `Retry-After` (`overloaded`)
+	// when the instance runs as many chats as it may, or when the model server stays busy with as many calls
+	// as the instance may make for a short wait.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -664,7 +771,9 @@ type ClientInterface interface {
 	// The body is the same as for `POST /v1/chat`. The answer is `text/event-stream`: first an `event: meta`
 	// (`StreamMeta`), then one `event: delta` (`StreamDelta`) per chunk from the model, and finally exactly one
 	// `event: done` (`StreamDone`) or `event: error` (`Problem`). Comment lines (`: ping`) keep idle streams
-	// alive. Errors found before the stream begins are ordinary problem+json responses.
+	// alive. The stream begins when the model's first chunk arrives, or after the wait for a model-server slot
+	// (`DS_OLLAMA_QUEUE_WAIT`, plus 250ms) when it is slower; errors found before it begins, a busy model server
+	// (503 with `Retry-After`) among them, are ordinary problem+json responses with the limits of `POST /v1/chat`.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -676,7 +785,9 @@ type ClientInterface interface {
 	// The body is the same as for `POST /v1/chat`. The answer is `text/event-stream`: first an `event: meta`
 	// (`StreamMeta`), then one `event: delta` (`StreamDelta`) per chunk from the model, and finally exactly one
 	// `event: done` (`StreamDone`) or `event: error` (`Problem`). Comment lines (`: ping`) keep idle streams
-	// alive. Errors found before the stream begins are ordinary problem+json responses.
+	// alive. The stream begins when the model's first chunk arrives, or after the wait for a model-server slot
+	// (`DS_OLLAMA_QUEUE_WAIT`, plus 250ms) when it is slower; errors found before it begins, a busy model server
+	// (503 with `Retry-After`) among them, are ordinary problem+json responses with the limits of `POST /v1/chat`.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -693,7 +804,11 @@ type ClientInterface interface {
 	// Corresponds with DELETE /v1/conversations/{id} (the `DeleteConversation` operationId).
 	DeleteConversation(ctx context.Context, id ConversationID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetConversation One conversation with its messages
+	// GetConversation One conversation with its newest messages
+	//
+	// The conversation with one page of its newest messages, oldest first: at most 100 messages and no more than
+	// 4 MiB of content (always at least one message). `older_cursor` pages back through the rest with
+	// `GET /v1/conversations/{id}/messages`.
 	//
 	// Corresponds with GET /v1/conversations/{id} (the `GetConversation` operationId).
 	GetConversation(ctx context.Context, id ConversationID, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -712,10 +827,51 @@ type ClientInterface interface {
 	// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
 	UpdateConversation(ctx context.Context, id ConversationID, body UpdateConversationJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListMessages Page back through a conversation's messages
+	//
+	// The messages stored before `before` (the newest when it is absent), oldest first: at most `limit` of them
+	// and no more than 4 MiB of content (always at least one message).
+	//
+	// Corresponds with GET /v1/conversations/{id}/messages (the `ListMessages` operationId).
+	ListMessages(ctx context.Context, id ConversationID, params *ListMessagesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteMeWithBody Delete your account
+	//
+	// Deletes the account of the access token once its password is confirmed, with its sessions,
+	// conversations and messages. Every access and refresh token of the account stops working at once, on
+	// every instance. The account's security events are kept without the link to it. Limited like login:
+	// per client address and per account email.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with DELETE /v1/me (the `DeleteMe` operationId).
+	DeleteMeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteMe Delete your account
+	//
+	// Deletes the account of the access token once its password is confirmed, with its sessions,
+	// conversations and messages. Every access and refresh token of the account stops working at once, on
+	// every instance. The account's security events are kept without the link to it. Limited like login:
+	// per client address and per account email.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with DELETE /v1/me (the `DeleteMe` operationId).
+	DeleteMe(ctx context.Context, body DeleteMeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetMe The account of the access token
 	//
 	// Corresponds with GET /v1/me (the `GetMe` operationId).
 	GetMe(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListMyAuditEvents Your security events, newest first
+	//
+	// The security events of your account: sign-up, logins that succeeded or failed, refresh-token reuse,
+	// logouts and refused account deletions, with the client address, User-Agent and request id of each.
+	// Keyset-paginated like `GET /v1/conversations`.
+	//
+	// Corresponds with GET /v1/me/audit (the `ListMyAuditEvents` operationId).
+	ListMyAuditEvents(ctx context.Context, params *ListMyAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListModels List the models the provider serves
 	//
@@ -776,7 +932,9 @@ func (c *Client) GetReadiness(ctx context.Context, reqEditors ...RequestEditorFn
 // LoginWithBody Log in with email and password
 //
 // Returns a short-lived access token and a single-use refresh token. A wrong password and an unknown
-// email give the same answer.
+// email give the same answer. Limited per client address; password guesses also per account email and
+// client address, so that a guesser is refused (`429`) while the owner logs in from elsewhere, and per
+// email from all addresses together by a much looser ceiling.
 //
 // Takes any type of body and a specified content type.
 //
@@ -796,7 +954,9 @@ func (c *Client) LoginWithBody(ctx context.Context, contentType string, body io.
 // Login Log in with email and password
 //
 // Returns a short-lived access token and a single-use refresh token. A wrong password and an unknown
-// email give the same answer.
+// email give the same answer. Limited per client address; password guesses also per account email and
+// client address, so that a guesser is refused (`429`) while the owner logs in from elsewhere, and per
+// email from all addresses together by a much looser ceiling.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -813,7 +973,10 @@ func (c *Client) Login(ctx context.Context, body LoginJSONRequestBody, reqEditor
 	return c.Client.Do(req)
 }
 
-// LogoutWithBody Revoke a refresh token and its family
+// LogoutWithBody End the session of a refresh token
+//
+// Revokes every refresh token of the session (the token's family) and ends its access tokens at once,
+// on every instance. Limited per client address, like the other account routes.
 //
 // Takes any type of body and a specified content type.
 //
@@ -830,7 +993,10 @@ func (c *Client) LogoutWithBody(ctx context.Context, contentType string, body io
 	return c.Client.Do(req)
 }
 
-// Logout Revoke a refresh token and its family
+// Logout End the session of a refresh token
+//
+// Revokes every refresh token of the session (the token's family) and ends its access tokens at once,
+// on every instance. Limited per client address, like the other account routes.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -850,7 +1016,8 @@ func (c *Client) Logout(ctx context.Context, body LogoutJSONRequestBody, reqEdit
 // RefreshWithBody Exchange a refresh token for a new token pair
 //
 // Refresh tokens rotate: each one is usable once. Presenting a refresh token that was already used
-// revokes every token of its family.
+// ends its session: every refresh token of its family, and its access tokens at once. A session ends
+// `DS_REFRESH_FAMILY_MAX_AGE` (90 days by default) after its login, however often it is refreshed.
 //
 // Takes any type of body and a specified content type.
 //
@@ -870,7 +1037,8 @@ func (c *Client) RefreshWithBody(ctx context.Context, contentType string, body i
 // Refresh Exchange a refresh token for a new token pair
 //
 // Refresh tokens rotate: each one is usable once. Presenting a refresh token that was already used
-// revokes every token of its family.
+// ends its session: every refresh token of its family, and its access tokens at once. A session ends
+// `DS_REFRESH_FAMILY_MAX_AGE` (90 days by default) after its login, however often it is refreshed.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -924,7 +1092,14 @@ func (c *Client) Signup(ctx context.Context, body SignupJSONRequestBody, reqEdit
 // ChatWithBody Chat with a model and wait for the whole answer
 //
 // Without `conversation_id` a new conversation is created; with it, the stored history is sent to the
-// model before the new messages. The new messages are stored before the model is called.
+// model before the new messages. The new messages are stored before the model is called; a chat whose new
+// messages would take the caller past the content they may store (`DS_MAX_STORED_BYTES_PER_USER`) is refused
+// with 403 before anything is stored.
+//
+// A chat, streamed or not, holds one of the caller's few concurrent model calls until it ends: beyond
+// them it is refused with `429` (`too-many-streams`). It answers `503` with `Retry-After` (`overloaded`)
+// when the instance runs as many chats as it may, or when the model server stays busy with as many calls
+// as the instance may make for a short wait.
 //
 // Takes any type of body and a specified content type.
 //
@@ -944,7 +1119,14 @@ func (c *Client) ChatWithBody(ctx context.Context, contentType string, body io.R
 // Chat Chat with a model and wait for the whole answer
 //
 // Without `conversation_id` a new conversation is created; with it, the stored history is sent to the
-// model before the new messages. The new messages are stored before the model is called.
+// model before the new messages. The new messages are stored before the model is called; a chat whose new
+// messages would take the caller past the content they may store (`DS_MAX_STORED_BYTES_PER_USER`) is refused
+// with 403 before anything is stored.
+//
+// A chat, streamed or not, holds one of the caller's few concurrent model calls until it ends: beyond
+// them it is refused with `429` (`too-many-streams`). It answers `503` with `Retry-After` (`overloaded`)
+// when the instance runs as many chats as it may, or when the model server stays busy with as many calls
+// as the instance may make for a short wait.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -966,7 +1148,9 @@ func (c *Client) Chat(ctx context.Context, body ChatJSONRequestBody, reqEditors 
 // The body is the same as for `POST /v1/chat`. The answer is `text/event-stream`: first an `event: meta`
 // (`StreamMeta`), then one `event: delta` (`StreamDelta`) per chunk from the model, and finally exactly one
 // `event: done` (`StreamDone`) or `event: error` (`Problem`). Comment lines (`: ping`) keep idle streams
-// alive. Errors found before the stream begins are ordinary problem+json responses.
+// alive. The stream begins when the model's first chunk arrives, or after the wait for a model-server slot
+// (`DS_OLLAMA_QUEUE_WAIT`, plus 250ms) when it is slower; errors found before it begins, a busy model server
+// (503 with `Retry-After`) among them, are ordinary problem+json responses with the limits of `POST /v1/chat`.
 //
 // Takes any type of body and a specified content type.
 //
@@ -988,7 +1172,9 @@ func (c *Client) StreamChatWithBody(ctx context.Context, contentType string, bod
 // The body is the same as for `POST /v1/chat`. The answer is `text/event-stream`: first an `event: meta`
 // (`StreamMeta`), then one `event: delta` (`StreamDelta`) per chunk from the model, and finally exactly one
 // `event: done` (`StreamDone`) or `event: error` (`Problem`). Comment lines (`: ping`) keep idle streams
-// alive. Errors found before the stream begins are ordinary problem+json responses.
+// alive. The stream begins when the model's first chunk arrives, or after the wait for a model-server slot
+// (`DS_OLLAMA_QUEUE_WAIT`, plus 250ms) when it is slower; errors found before it begins, a busy model server
+// (503 with `Retry-After`) among them, are ordinary problem+json responses with the limits of `POST /v1/chat`.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -1035,7 +1221,11 @@ func (c *Client) DeleteConversation(ctx context.Context, id ConversationID, reqE
 	return c.Client.Do(req)
 }
 
-// GetConversation One conversation with its messages
+// GetConversation One conversation with its newest messages
+//
+// The conversation with one page of its newest messages, oldest first: at most 100 messages and no more than
+// 4 MiB of content (always at least one message). `older_cursor` pages back through the rest with
+// `GET /v1/conversations/{id}/messages`.
 //
 // Corresponds with GET /v1/conversations/{id} (the `GetConversation` operationId).
 func (c *Client) GetConversation(ctx context.Context, id ConversationID, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1084,11 +1274,92 @@ func (c *Client) UpdateConversation(ctx context.Context, id ConversationID, body
 	return c.Client.Do(req)
 }
 
+// ListMessages Page back through a conversation's messages
+//
+// The messages stored before `before` (the newest when it is absent), oldest first: at most `limit` of them
+// and no more than 4 MiB of content (always at least one message).
+//
+// Corresponds with GET /v1/conversations/{id}/messages (the `ListMessages` operationId).
+func (c *Client) ListMessages(ctx context.Context, id ConversationID, params *ListMessagesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListMessagesRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteMeWithBody Delete your account
+//
+// Deletes the account of the access token once its password is confirmed, with its sessions,
+// conversations and messages. Every access and refresh token of the account stops working at once, on
+// every instance. The account's security events are kept without the link to it. Limited like login:
+// per client address and per account email.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with DELETE /v1/me (the `DeleteMe` operationId).
+func (c *Client) DeleteMeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteMeRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteMe Delete your account
+//
+// Deletes the account of the access token once its password is confirmed, with its sessions,
+// conversations and messages. Every access and refresh token of the account stops working at once, on
+// every instance. The account's security events are kept without the link to it. Limited like login:
+// per client address and per account email.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with DELETE /v1/me (the `DeleteMe` operationId).
+func (c *Client) DeleteMe(ctx context.Context, body DeleteMeJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteMeRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetMe The account of the access token
 //
 // Corresponds with GET /v1/me (the `GetMe` operationId).
 func (c *Client) GetMe(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetMeRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListMyAuditEvents Your security events, newest first
+//
+// The security events of your account: sign-up, logins that succeeded or failed, refresh-token reuse,
+// logouts and refused account deletions, with the client address, User-Agent and request id of each.
+// Keyset-paginated like `GET /v1/conversations`.
+//
+// Corresponds with GET /v1/me/audit (the `ListMyAuditEvents` operationId).
+func (c *Client) ListMyAuditEvents(ctx context.Context, params *ListMyAuditEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListMyAuditEventsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1631,6 +1902,119 @@ func NewUpdateConversationRequestWithBody(server string, id ConversationID, cont
 	return req, nil
 }
 
+// NewListMessagesRequest constructs an http.Request for the ListMessages method
+func NewListMessagesRequest(server string, id ConversationID, params *ListMessagesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/conversations/%s/messages", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Before != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "before", *params.Before, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewDeleteMeRequest calls the generic DeleteMe builder with application/json body
+func NewDeleteMeRequest(server string, body DeleteMeJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewDeleteMeRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewDeleteMeRequestWithBody constructs an http.Request for the DeleteMe method, with any body, and a specified content type
+func NewDeleteMeRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/me")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewGetMeRequest constructs an http.Request for the GetMe method
 func NewGetMeRequest(server string) (*http.Request, error) {
 	var err error
@@ -1648,6 +2032,72 @@ func NewGetMeRequest(server string) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListMyAuditEventsRequest constructs an http.Request for the ListMyAuditEvents method
+func NewListMyAuditEventsRequest(server string, params *ListMyAuditEventsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/me/audit")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -1787,7 +2237,9 @@ type ClientWithResponsesInterface interface {
 	// LoginWithBodyWithResponse Log in with email and password
 	//
 	// Returns a short-lived access token and a single-use refresh token. A wrong password and an unknown
-	// email give the same answer.
+	// email give the same answer. Limited per client address; password guesses also per account email and
+	// client address, so that a guesser is refused (`429`) while the owner logs in from elsewhere, and per
+	// email from all addresses together by a much looser ceiling.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1797,21 +2249,29 @@ type ClientWithResponsesInterface interface {
 	// LoginWithResponse Log in with email and password
 	//
 	// Returns a short-lived access token and a single-use refresh token. A wrong password and an unknown
-	// email give the same answer.
+	// email give the same answer. Limited per client address; password guesses also per account email and
+	// client address, so that a guesser is refused (`429`) while the owner logs in from elsewhere, and per
+	// email from all addresses together by a much looser ceiling.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/auth/login (the `Login` operationId).
 	LoginWithResponse(ctx context.Context, body LoginJSONRequestBody, reqEditors ...RequestEditorFn) (*LoginResponse, error)
 
-	// LogoutWithBodyWithResponse Revoke a refresh token and its family
+	// LogoutWithBodyWithResponse End the session of a refresh token
+	//
+	// Revokes every refresh token of the session (the token's family) and ends its access tokens at once,
+	// on every instance. Limited per client address, like the other account routes.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/auth/logout (the `Logout` operationId).
 	LogoutWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*LogoutResponse, error)
 
-	// LogoutWithResponse Revoke a refresh token and its family
+	// LogoutWithResponse End the session of a refresh token
+	//
+	// Revokes every refresh token of the session (the token's family) and ends its access tokens at once,
+	// on every instance. Limited per client address, like the other account routes.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1821,7 +2281,8 @@ type ClientWithResponsesInterface interface {
 	// RefreshWithBodyWithResponse Exchange a refresh token for a new token pair
 	//
 	// Refresh tokens rotate: each one is usable once. Presenting a refresh token that was already used
-	// revokes every token of its family.
+	// ends its session: every refresh token of its family, and its access tokens at once. A session ends
+	// `DS_REFRESH_FAMILY_MAX_AGE` (90 days by default) after its login, however often it is refreshed.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1831,7 +2292,8 @@ type ClientWithResponsesInterface interface {
 	// RefreshWithResponse Exchange a refresh token for a new token pair
 	//
 	// Refresh tokens rotate: each one is usable once. Presenting a refresh token that was already used
-	// revokes every token of its family.
+	// ends its session: every refresh token of its family, and its access tokens at once. A session ends
+	// `DS_REFRESH_FAMILY_MAX_AGE` (90 days by default) after its login, however often it is refreshed.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1855,7 +2317,14 @@ type ClientWithResponsesInterface interface {
 	// ChatWithBodyWithResponse Chat with a model and wait for the whole answer
 	//
 	// Without `conversation_id` a new conversation is created; with it, the stored history is sent to the
-	// model before the new messages. The new messages are stored before the model is called.
+	// model before the new messages. The new messages are stored before the model is called; a chat whose new
+	// messages would take the caller past the content they may store (`DS_MAX_STORED_BYTES_PER_USER`) is refused
+	// with 403 before anything is stored.
+	//
+	// A chat, streamed or not, holds one of the caller's few concurrent model calls until it ends: beyond
+	// them it is refused with `429` (`too-many-streams`). It answers `503` with `Retry-After` (`overloaded`)
+	// when the instance runs as many chats as it may, or when the model server stays busy with as many calls
+	// as the instance may make for a short wait.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1865,7 +2334,14 @@ type ClientWithResponsesInterface interface {
 	// ChatWithResponse Chat with a model and wait for the whole answer
 	//
 	// Without `conversation_id` a new conversation is created; with it, the stored history is sent to the
-	// model before the new messages. The new messages are stored before the model is called.
+	// model before the new messages. The new messages are stored before the model is called; a chat whose new
+	// messages would take the caller past the content they may store (`DS_MAX_STORED_BYTES_PER_USER`) is refused
+	// with 403 before anything is stored.
+	//
+	// A chat, streamed or not, holds one of the caller's few concurrent model calls until it ends: beyond
+	// them it is refused with `429` (`too-many-streams`). It answers `503` with `Retry-After` (`overloaded`)
+	// when the instance runs as many chats as it may, or when the model server stays busy with as many calls
+	// as the instance may make for a short wait.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1877,7 +2353,9 @@ type ClientWithResponsesInterface interface {
 	// The body is the same as for `POST /v1/chat`. The answer is `text/event-stream`: first an `event: meta`
 	// (`StreamMeta`), then one `event: delta` (`StreamDelta`) per chunk from the model, and finally exactly one
 	// `event: done` (`StreamDone`) or `event: error` (`Problem`). Comment lines (`: ping`) keep idle streams
-	// alive. Errors found before the stream begins are ordinary problem+json responses.
+	// alive. The stream begins when the model's first chunk arrives, or after the wait for a model-server slot
+	// (`DS_OLLAMA_QUEUE_WAIT`, plus 250ms) when it is slower; errors found before it begins, a busy model server
+	// (503 with `Retry-After`) among them, are ordinary problem+json responses with the limits of `POST /v1/chat`.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1889,7 +2367,9 @@ type ClientWithResponsesInterface interface {
 	// The body is the same as for `POST /v1/chat`. The answer is `text/event-stream`: first an `event: meta`
 	// (`StreamMeta`), then one `event: delta` (`StreamDelta`) per chunk from the model, and finally exactly one
 	// `event: done` (`StreamDone`) or `event: error` (`Problem`). Comment lines (`: ping`) keep idle streams
-	// alive. Errors found before the stream begins are ordinary problem+json responses.
+	// alive. The stream begins when the model's first chunk arrives, or after the wait for a model-server slot
+	// (`DS_OLLAMA_QUEUE_WAIT`, plus 250ms) when it is slower; errors found before it begins, a busy model server
+	// (503 with `Retry-After`) among them, are ordinary problem+json responses with the limits of `POST /v1/chat`.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1910,7 +2390,11 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with DELETE /v1/conversations/{id} (the `DeleteConversation` operationId).
 	DeleteConversationWithResponse(ctx context.Context, id ConversationID, reqEditors ...RequestEditorFn) (*DeleteConversationResponse, error)
 
-	// GetConversationWithResponse One conversation with its messages
+	// GetConversationWithResponse One conversation with its newest messages
+	//
+	// The conversation with one page of its newest messages, oldest first: at most 100 messages and no more than
+	// 4 MiB of content (always at least one message). `older_cursor` pages back through the rest with
+	// `GET /v1/conversations/{id}/messages`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1931,12 +2415,57 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /v1/conversations/{id} (the `UpdateConversation` operationId).
 	UpdateConversationWithResponse(ctx context.Context, id ConversationID, body UpdateConversationJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateConversationResponse, error)
 
+	// ListMessagesWithResponse Page back through a conversation's messages
+	//
+	// The messages stored before `before` (the newest when it is absent), oldest first: at most `limit` of them
+	// and no more than 4 MiB of content (always at least one message).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/conversations/{id}/messages (the `ListMessages` operationId).
+	ListMessagesWithResponse(ctx context.Context, id ConversationID, params *ListMessagesParams, reqEditors ...RequestEditorFn) (*ListMessagesResponse, error)
+
+	// DeleteMeWithBodyWithResponse Delete your account
+	//
+	// Deletes the account of the access token once its password is confirmed, with its sessions,
+	// conversations and messages. Every access and refresh token of the account stops working at once, on
+	// every instance. The account's security events are kept without the link to it. Limited like login:
+	// per client address and per account email.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/me (the `DeleteMe` operationId).
+	DeleteMeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DeleteMeResponse, error)
+
+	// DeleteMeWithResponse Delete your account
+	//
+	// Deletes the account of the access token once its password is confirmed, with its sessions,
+	// conversations and messages. Every access and refresh token of the account stops working at once, on
+	// every instance. The account's security events are kept without the link to it. Limited like login:
+	// per client address and per account email.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/me (the `DeleteMe` operationId).
+	DeleteMeWithResponse(ctx context.Context, body DeleteMeJSONRequestBody, reqEditors ...RequestEditorFn) (*DeleteMeResponse, error)
+
 	// GetMeWithResponse The account of the access token
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/me (the `GetMe` operationId).
 	GetMeWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetMeResponse, error)
+
+	// ListMyAuditEventsWithResponse Your security events, newest first
+	//
+	// The security events of your account: sign-up, logins that succeeded or failed, refresh-token reuse,
+	// logouts and refused account deletions, with the client address, User-Agent and request id of each.
+	// Keyset-paginated like `GET /v1/conversations`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/me/audit (the `ListMyAuditEvents` operationId).
+	ListMyAuditEventsWithResponse(ctx context.Context, params *ListMyAuditEventsParams, reqEditors ...RequestEditorFn) (*ListMyAuditEventsResponse, error)
 
 	// ListModelsWithResponse List the models the provider serves
 	//
@@ -2114,6 +2643,8 @@ type LoginResponse struct {
 	ApplicationproblemJSON413 *PayloadTooLarge
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
 	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
 	ApplicationproblemJSON429 *TooManyRequests
 	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
@@ -2151,6 +2682,11 @@ func (r LoginResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r LoginResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r LoginResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
 }
 
 // GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
@@ -2545,6 +3081,8 @@ type ChatResponse struct {
 	ApplicationproblemJSON400 *BadRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *StorageFull
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
@@ -2584,6 +3122,11 @@ func (r ChatResponse) GetApplicationproblemJSON400() *BadRequest {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r ChatResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r ChatResponse) GetApplicationproblemJSON403() *StorageFull {
+	return r.ApplicationproblemJSON403
 }
 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
@@ -2691,6 +3234,8 @@ type StreamChatResponse struct {
 	ApplicationproblemJSON400 *BadRequest
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *StorageFull
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
@@ -2727,6 +3272,11 @@ func (r StreamChatResponse) GetApplicationproblemJSON400() *BadRequest {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r StreamChatResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r StreamChatResponse) GetApplicationproblemJSON403() *StorageFull {
+	return r.ApplicationproblemJSON403
 }
 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
@@ -3238,6 +3788,220 @@ func (r UpdateConversationResponse) ContentType() string {
 	return ""
 }
 
+// ListMessagesResponse401Headers the declared response headers of an HTTP 401 response for ListMessages
+type ListMessagesResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListMessagesResponse429Headers the declared response headers of an HTTP 429 response for ListMessages
+type ListMessagesResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// ListMessagesResponse503Headers the declared response headers of an HTTP 503 response for ListMessages
+type ListMessagesResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ListMessagesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MessagePage
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListMessagesResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListMessagesResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListMessagesResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListMessagesResponse) GetJSON200() *MessagePage {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListMessagesResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListMessagesResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListMessagesResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListMessagesResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r ListMessagesResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListMessagesResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListMessagesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListMessagesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListMessagesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListMessagesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteMeResponse401Headers the declared response headers of an HTTP 401 response for DeleteMe
+type DeleteMeResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteMeResponse429Headers the declared response headers of an HTTP 429 response for DeleteMe
+type DeleteMeResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// DeleteMeResponse503Headers the declared response headers of an HTTP 503 response for DeleteMe
+type DeleteMeResponse503Headers struct {
+	RetryAfter *int
+}
+
+type DeleteMeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteMeResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteMeResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteMeResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r DeleteMeResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r DeleteMeResponse) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r DeleteMeResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r DeleteMeResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r DeleteMeResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r DeleteMeResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteMeResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteMeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteMeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteMeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteMeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetMeResponse401Headers the declared response headers of an HTTP 401 response for GetMe
 type GetMeResponse401Headers struct {
 	WWWAuthenticate *string
@@ -3325,6 +4089,106 @@ func (r GetMeResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetMeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListMyAuditEventsResponse401Headers the declared response headers of an HTTP 401 response for ListMyAuditEvents
+type ListMyAuditEventsResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListMyAuditEventsResponse429Headers the declared response headers of an HTTP 429 response for ListMyAuditEvents
+type ListMyAuditEventsResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// ListMyAuditEventsResponse503Headers the declared response headers of an HTTP 503 response for ListMyAuditEvents
+type ListMyAuditEventsResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ListMyAuditEventsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AuditEventPage
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListMyAuditEventsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListMyAuditEventsResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListMyAuditEventsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListMyAuditEventsResponse) GetJSON200() *AuditEventPage {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListMyAuditEventsResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListMyAuditEventsResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListMyAuditEventsResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r ListMyAuditEventsResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListMyAuditEventsResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListMyAuditEventsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListMyAuditEventsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListMyAuditEventsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListMyAuditEventsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -3601,7 +4465,9 @@ func (c *ClientWithResponses) GetReadinessWithResponse(ctx context.Context, reqE
 // LoginWithBodyWithResponse Log in with email and password
 //
 // Returns a short-lived access token and a single-use refresh token. A wrong password and an unknown
-// email give the same answer.
+// email give the same answer. Limited per client address; password guesses also per account email and
+// client address, so that a guesser is refused (`429`) while the owner logs in from elsewhere, and per
+// email from all addresses together by a much looser ceiling.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3617,7 +4483,9 @@ func (c *ClientWithResponses) LoginWithBodyWithResponse(ctx context.Context, con
 // LoginWithResponse Log in with email and password
 //
 // Returns a short-lived access token and a single-use refresh token. A wrong password and an unknown
-// email give the same answer.
+// email give the same answer. Limited per client address; password guesses also per account email and
+// client address, so that a guesser is refused (`429`) while the owner logs in from elsewhere, and per
+// email from all addresses together by a much looser ceiling.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3630,7 +4498,10 @@ func (c *ClientWithResponses) LoginWithResponse(ctx context.Context, body LoginJ
 	return ParseLoginResponse(rsp)
 }
 
-// LogoutWithBodyWithResponse Revoke a refresh token and its family
+// LogoutWithBodyWithResponse End the session of a refresh token
+//
+// Revokes every refresh token of the session (the token's family) and ends its access tokens at once,
+// on every instance. Limited per client address, like the other account routes.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3643,7 +4514,10 @@ func (c *ClientWithResponses) LogoutWithBodyWithResponse(ctx context.Context, co
 	return ParseLogoutResponse(rsp)
 }
 
-// LogoutWithResponse Revoke a refresh token and its family
+// LogoutWithResponse End the session of a refresh token
+//
+// Revokes every refresh token of the session (the token's family) and ends its access tokens at once,
+// on every instance. Limited per client address, like the other account routes.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3659,7 +4533,8 @@ func (c *ClientWithResponses) LogoutWithResponse(ctx context.Context, body Logou
 // RefreshWithBodyWithResponse Exchange a refresh token for a new token pair
 //
 // Refresh tokens rotate: each one is usable once. Presenting a refresh token that was already used
-// revokes every token of its family.
+// ends its session: every refresh token of its family, and its access tokens at once. A session ends
+// `DS_REFRESH_FAMILY_MAX_AGE` (90 days by default) after its login, however often it is refreshed.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3675,7 +4550,8 @@ func (c *ClientWithResponses) RefreshWithBodyWithResponse(ctx context.Context, c
 // RefreshWithResponse Exchange a refresh token for a new token pair
 //
 // Refresh tokens rotate: each one is usable once. Presenting a refresh token that was already used
-// revokes every token of its family.
+// ends its session: every refresh token of its family, and its access tokens at once. A session ends
+// `DS_REFRESH_FAMILY_MAX_AGE` (90 days by default) after its login, however often it is refreshed.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3717,7 +4593,14 @@ func (c *ClientWithResponses) SignupWithResponse(ctx context.Context, body Signu
 // ChatWithBodyWithResponse Chat with a model and wait for the whole answer
 //
 // Without `conversation_id` a new conversation is created; with it, the stored history is sent to the
-// model before the new messages. The new messages are stored before the model is called.
+// model before the new messages. The new messages are stored before the model is called; a chat whose new
+// messages would take the caller past the content they may store (`DS_MAX_STORED_BYTES_PER_USER`) is refused
+// with 403 before anything is stored.
+//
+// A chat, streamed or not, holds one of the caller's few concurrent model calls until it ends: beyond
+// them it is refused with `429` (`too-many-streams`). It answers `503` with `Retry-After` (`overloaded`)
+// when the instance runs as many chats as it may, or when the model server stays busy with as many calls
+// as the instance may make for a short wait.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3733,7 +4616,14 @@ func (c *ClientWithResponses) ChatWithBodyWithResponse(ctx context.Context, cont
 // ChatWithResponse Chat with a model and wait for the whole answer
 //
 // Without `conversation_id` a new conversation is created; with it, the stored history is sent to the
-// model before the new messages. The new messages are stored before the model is called.
+// model before the new messages. The new messages are stored before the model is called; a chat whose new
+// messages would take the caller past the content they may store (`DS_MAX_STORED_BYTES_PER_USER`) is refused
+// with 403 before anything is stored.
+//
+// A chat, streamed or not, holds one of the caller's few concurrent model calls until it ends: beyond
+// them it is refused with `429` (`too-many-streams`). It answers `503` with `Retry-After` (`overloaded`)
+// when the instance runs as many chats as it may, or when the model server stays busy with as many calls
+// as the instance may make for a short wait.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3751,7 +4641,9 @@ func (c *ClientWithResponses) ChatWithResponse(ctx context.Context, body ChatJSO
 // The body is the same as for `POST /v1/chat`. The answer is `text/event-stream`: first an `event: meta`
 // (`StreamMeta`), then one `event: delta` (`StreamDelta`) per chunk from the model, and finally exactly one
 // `event: done` (`StreamDone`) or `event: error` (`Problem`). Comment lines (`: ping`) keep idle streams
-// alive. Errors found before the stream begins are ordinary problem+json responses.
+// alive. The stream begins when the model's first chunk arrives, or after the wait for a model-server slot
+// (`DS_OLLAMA_QUEUE_WAIT`, plus 250ms) when it is slower; errors found before it begins, a busy model server
+// (503 with `Retry-After`) among them, are ordinary problem+json responses with the limits of `POST /v1/chat`.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3769,7 +4661,9 @@ func (c *ClientWithResponses) StreamChatWithBodyWithResponse(ctx context.Context
 // The body is the same as for `POST /v1/chat`. The answer is `text/event-stream`: first an `event: meta`
 // (`StreamMeta`), then one `event: delta` (`StreamDelta`) per chunk from the model, and finally exactly one
 // `event: done` (`StreamDone`) or `event: error` (`Problem`). Comment lines (`: ping`) keep idle streams
-// alive. Errors found before the stream begins are ordinary problem+json responses.
+// alive. The stream begins when the model's first chunk arrives, or after the wait for a model-server slot
+// (`DS_OLLAMA_QUEUE_WAIT`, plus 250ms) when it is slower; errors found before it begins, a busy model server
+// (503 with `Retry-After`) among them, are ordinary problem+json responses with the limits of `POST /v1/chat`.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3808,7 +4702,11 @@ func (c *ClientWithResponses) DeleteConversationWithResponse(ctx context.Context
 	return ParseDeleteConversationResponse(rsp)
 }
 
-// GetConversationWithResponse One conversation with its messages
+// GetConversationWithResponse One conversation with its newest messages
+//
+// The conversation with one page of its newest messages, oldest first: at most 100 messages and no more than
+// 4 MiB of content (always at least one message). `older_cursor` pages back through the rest with
+// `GET /v1/conversations/{id}/messages`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -3847,6 +4745,58 @@ func (c *ClientWithResponses) UpdateConversationWithResponse(ctx context.Context
 	return ParseUpdateConversationResponse(rsp)
 }
 
+// ListMessagesWithResponse Page back through a conversation's messages
+//
+// The messages stored before `before` (the newest when it is absent), oldest first: at most `limit` of them
+// and no more than 4 MiB of content (always at least one message).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/conversations/{id}/messages (the `ListMessages` operationId).
+func (c *ClientWithResponses) ListMessagesWithResponse(ctx context.Context, id ConversationID, params *ListMessagesParams, reqEditors ...RequestEditorFn) (*ListMessagesResponse, error) {
+	rsp, err := c.ListMessages(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListMessagesResponse(rsp)
+}
+
+// DeleteMeWithBodyWithResponse Delete your account
+//
+// Deletes the account of the access token once its password is confirmed, with its sessions,
+// conversations and messages. Every access and refresh token of the account stops working at once, on
+// every instance. The account's security events are kept without the link to it. Limited like login:
+// per client address and per account email.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/me (the `DeleteMe` operationId).
+func (c *ClientWithResponses) DeleteMeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DeleteMeResponse, error) {
+	rsp, err := c.DeleteMeWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteMeResponse(rsp)
+}
+
+// DeleteMeWithResponse Delete your account
+//
+// Deletes the account of the access token once its password is confirmed, with its sessions,
+// conversations and messages. Every access and refresh token of the account stops working at once, on
+// every instance. The account's security events are kept without the link to it. Limited like login:
+// per client address and per account email.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/me (the `DeleteMe` operationId).
+func (c *ClientWithResponses) DeleteMeWithResponse(ctx context.Context, body DeleteMeJSONRequestBody, reqEditors ...RequestEditorFn) (*DeleteMeResponse, error) {
+	rsp, err := c.DeleteMe(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteMeResponse(rsp)
+}
+
 // GetMeWithResponse The account of the access token
 //
 // Returns a wrapper object for the known response body format(s).
@@ -3858,6 +4808,23 @@ func (c *ClientWithResponses) GetMeWithResponse(ctx context.Context, reqEditors 
 		return nil, err
 	}
 	return ParseGetMeResponse(rsp)
+}
+
+// ListMyAuditEventsWithResponse Your security events, newest first
+//
+// The security events of your account: sign-up, logins that succeeded or failed, refresh-token reuse,
+// logouts and refused account deletions, with the client address, User-Agent and request id of each.
+// Keyset-paginated like `GET /v1/conversations`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/me/audit (the `ListMyAuditEvents` operationId).
+func (c *ClientWithResponses) ListMyAuditEventsWithResponse(ctx context.Context, params *ListMyAuditEventsParams, reqEditors ...RequestEditorFn) (*ListMyAuditEventsResponse, error) {
+	rsp, err := c.ListMyAuditEvents(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListMyAuditEventsResponse(rsp)
 }
 
 // ListModelsWithResponse List the models the provider serves
@@ -4019,6 +4986,13 @@ func ParseLoginResponse(rsp *http.Response) (*LoginResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest TooManyRequests
@@ -4498,6 +5472,13 @@ func ParseChatResponse(rsp *http.Response) (*ChatResponse, error) {
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest StorageFull
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -4647,6 +5628,13 @@ func ParseStreamChatResponse(rsp *http.Response) (*StreamChatResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest StorageFull
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
@@ -5285,6 +6273,253 @@ func ParseUpdateConversationResponse(rsp *http.Response) (*UpdateConversationRes
 	return response, nil
 }
 
+// ParseListMessagesResponse parses an HTTP response from a ListMessagesWithResponse call
+func ParseListMessagesResponse(rsp *http.Response) (*ListMessagesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListMessagesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MessagePage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListMessagesResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListMessagesResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListMessagesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteMeResponse parses an HTTP response from a DeleteMeWithResponse call
+func ParseDeleteMeResponse(rsp *http.Response) (*DeleteMeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteMeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteMeResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteMeResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteMeResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseGetMeResponse parses an HTTP response from a GetMeWithResponse call
 func ParseGetMeResponse(rsp *http.Response) (*GetMeResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -5380,6 +6615,121 @@ func ParseGetMeResponse(rsp *http.Response) (*GetMeResponse, error) {
 		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetMeResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListMyAuditEventsResponse parses an HTTP response from a ListMyAuditEventsWithResponse call
+func ParseListMyAuditEventsResponse(rsp *http.Response) (*ListMyAuditEventsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListMyAuditEventsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AuditEventPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListMyAuditEventsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListMyAuditEventsResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListMyAuditEventsResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

@@ -41,11 +41,20 @@ const listAuditEventsByUser = `-- name: ListAuditEventsByUser :many
 SELECT id, event, user_id, ip, user_agent, request_id, detail, created_at
 FROM audit_log
 WHERE user_id = $1
-ORDER BY id
+  AND ($2::bigint IS NULL OR id < $2::bigint)
+ORDER BY id DESC
+LIMIT $3
 `
 
-func (q *Queries) ListAuditEventsByUser(ctx context.Context, userID *uuid.UUID) ([]AuditLog, error) {
-	rows, err := q.db.Query(ctx, listAuditEventsByUser, userID)
+type ListAuditEventsByUserParams struct {
+	UserID   *uuid.UUID
+	BeforeID *int64
+	PageSize int32
+}
+
+// One page of a user's events, newest first; the cursor is the id of the last row of the previous page.
+func (q *Queries) ListAuditEventsByUser(ctx context.Context, arg ListAuditEventsByUserParams) ([]AuditLog, error) {
+	rows, err := q.db.Query(ctx, listAuditEventsByUser, arg.UserID, arg.BeforeID, arg.PageSize)
 	if err != nil {
 		return nil, err
 	}

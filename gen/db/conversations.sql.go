@@ -39,18 +39,31 @@ func (q *Queries) CreateConversation(ctx context.Context, arg CreateConversation
 }
 
 const deleteConversation = `-- name: DeleteConversation :execrows
-DELETE FROM conversations
-WHERE id = $1
-  AND user_id = $2
+WITH gone AS (
+    DELETE FROM conversations AS c
+    WHERE c.id = $2
+      AND c.user_id = $1
+    RETURNING c.id
+), freed AS (
+    SELECT coalesce(sum(octet_length(m.content)), 0)::bigint AS bytes
+    FROM messages AS m
+    WHERE m.conversation_id IN (SELECT gone.id FROM gone)
+)
+UPDATE users
+SET stored_bytes = users.stored_bytes - freed.bytes
+FROM freed, gone
+WHERE users.id = $1
 `
 
 type DeleteConversationParams struct {
-	ID     uuid.UUID
 	UserID uuid.UUID
+	ID     uuid.UUID
 }
 
+// Deletes a conversation of the user with its messages and no longer counts their content as stored. It
+// changes one row when the conversation was the user's, none otherwise.
 func (q *Queries) DeleteConversation(ctx context.Context, arg DeleteConversationParams) (int64, error) {
-	result, err := q.db.Exec(ctx, deleteConversation, arg.ID, arg.UserID)
+	result, err := q.db.Exec(ctx, deleteConversation, arg.UserID, arg.ID)
 	if err != nil {
 		return 0, err
 	}

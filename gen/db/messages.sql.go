@@ -7,9 +7,27 @@ package db
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 )
+
+const addStoredBytes = `-- name: AddStoredBytes :exec
+UPDATE users
+SET stored_bytes = stored_bytes + $1
+WHERE id = $2
+`
+
+type AddStoredBytesParams struct {
+	Bytes  int64
+	UserID uuid.UUID
+}
+
+// Counts @bytes more of stored content for the user, whatever the cap: an answer is never lost.
+func (q *Queries) AddStoredBytes(ctx context.Context, arg AddStoredBytesParams) error {
+	_, err := q.db.Exec(ctx, addStoredBytes, arg.Bytes, arg.UserID)
+	return err
+}
 
 const createMessage = `-- name: CreateMessage :one
 INSERT INTO messages (id, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens)
@@ -58,72 +76,68 @@ func (q *Queries) CreateMessage(ctx context.Context, arg CreateMessageParams) (M
 	return i, err
 }
 
-const listMessages = `-- name: ListMessages :many
-SELECT id, seq, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens, created_at
-FROM messages
-WHERE conversation_id = $1
-ORDER BY seq
-`
-
-func (q *Queries) ListMessages(ctx context.Context, conversationID uuid.UUID) ([]Message, error) {
-	rows, err := q.db.Query(ctx, listMessages, conversationID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []Message
-	for rows.Next() {
-		var i Message
-		if err := rows.Scan(
-			&i.ID,
-			&i.Seq,
-			&i.ConversationID,
-			&i.Role,
-			&i.Content,
-			&i.Status,
-			&i.Model,
-			&i.DoneReason,
-			&i.PromptTokens,
-			&i.CompletionTokens,
-			&i.CreatedAt,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const listRecentMessages = `-- name: ListRecentMessages :many
-SELECT id, seq, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens, created_at
+const listMessagePage = `-- name: ListMessagePage :many
+SELECT page.id, page.seq, page.conversation_id, page.role, page.content, page.status, page.model, page.done_reason,
+    page.prompt_tokens, page.completion_tokens, page.created_at,
+    EXISTS (
+        SELECT 1
+        FROM messages AS older
+        WHERE older.conversation_id = page.conversation_id
+          AND older.seq < page.seq
+    ) AS has_older
 FROM (
-    SELECT id, seq, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens, created_at
-    FROM messages
-    WHERE conversation_id = $1
-    ORDER BY seq DESC
-    LIMIT $2
-) AS recent
-ORDER BY seq
+    SELECT m.id, m.seq, m.conversation_id, m.role, m.content, m.status, m.model, m.done_reason, m.prompt_tokens, m.completion_tokens, m.created_at,
+        sum(octet_length(m.content)) OVER (ORDER BY m.seq DESC) AS running_bytes
+    FROM messages AS m
+    WHERE m.conversation_id = $1
+      AND ($2::bigint IS NULL OR m.seq < $2::bigint)
+    ORDER BY m.seq DESC
+    LIMIT $3
+) AS page
+WHERE page.running_bytes <= $4::bigint
+   OR page.running_bytes = octet_length(page.content)
+ORDER BY page.seq DESC
 `
 
-type ListRecentMessagesParams struct {
+type ListMessagePageParams struct {
 	ConversationID uuid.UUID
-	MaxMessages    int32
+	BeforeSeq      *int64
+	PageSize       int32
+	MaxBytes       int64
 }
 
-// The newest messages of a conversation, returned oldest first.
-func (q *Queries) ListRecentMessages(ctx context.Context, arg ListRecentMessagesParams) ([]Message, error) {
-	rows, err := q.db.Query(ctx, listRecentMessages, arg.ConversationID, arg.MaxMessages)
+type ListMessagePageRow struct {
+	ID               uuid.UUID
+	Seq              int64
+	ConversationID   uuid.UUID
+	Role             string
+	Content          string
+	Status           string
+	Model            string
+	DoneReason       string
+	PromptTokens     *int32
+	CompletionTokens *int32
+	CreatedAt        time.Time
+	HasOlder         bool
+}
+
+// A page of a conversation's messages, newest first: those before @before_seq (all when it is NULL), at most
+// @page_size of them and no more content than @max_bytes, though always the first (whose running total is
+// its own size). has_older tells whether messages older than each row exist.
+func (q *Queries) ListMessagePage(ctx context.Context, arg ListMessagePageParams) ([]ListMessagePageRow, error) {
+	rows, err := q.db.Query(ctx, listMessagePage,
+		arg.ConversationID,
+		arg.BeforeSeq,
+		arg.PageSize,
+		arg.MaxBytes,
+	)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []Message
+	var items []ListMessagePageRow
 	for rows.Next() {
-		var i Message
+		var i ListMessagePageRow
 		if err := rows.Scan(
 			&i.ID,
 			&i.Seq,
@@ -136,6 +150,7 @@ func (q *Queries) ListRecentMessages(ctx context.Context, arg ListRecentMessages
 			&i.PromptTokens,
 			&i.CompletionTokens,
 			&i.CreatedAt,
+			&i.HasOlder,
 		); err != nil {
 			return nil, err
 		}
@@ -145,4 +160,26 @@ func (q *Queries) ListRecentMessages(ctx context.Context, arg ListRecentMessages
 		return nil, err
 	}
 	return items, nil
+}
+
+const reserveStoredBytes = `-- name: ReserveStoredBytes :execrows
+UPDATE users
+SET stored_bytes = stored_bytes + $1
+WHERE id = $2
+  AND stored_bytes + $1 <= $3
+`
+
+type ReserveStoredBytesParams struct {
+	Bytes    int64
+	UserID   uuid.UUID
+	MaxBytes int64
+}
+
+// Counts @bytes more of stored content for the user, unless that would pass @max_bytes.
+func (q *Queries) ReserveStoredBytes(ctx context.Context, arg ReserveStoredBytesParams) (int64, error) {
+	result, err := q.db.Exec(ctx, reserveStoredBytes, arg.Bytes, arg.UserID, arg.MaxBytes)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }

@@ -45,14 +45,15 @@ type Message struct {
 }
 
 type RefreshToken struct {
-	ID        uuid.UUID
-	FamilyID  uuid.UUID
-	UserID    uuid.UUID
-	TokenHash []byte
-	CreatedAt time.Time
-	ExpiresAt time.Time
-	UsedAt    *time.Time
-	RevokedAt *time.Time
+	ID              uuid.UUID
+	FamilyID        uuid.UUID
+	UserID          uuid.UUID
+	TokenHash       []byte
+	CreatedAt       time.Time
+	ExpiresAt       time.Time
+	UsedAt          *time.Time
+	RevokedAt       *time.Time
+	FamilyStartedAt time.Time
 }
 
 type User struct {
@@ -61,4 +62,5 @@ type User struct {
 	PasswordHash string
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+	StoredBytes  int64
 }

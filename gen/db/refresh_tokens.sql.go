@@ -13,29 +13,32 @@ import (
 )
 
 const createRefreshToken = `-- name: CreateRefreshToken :exec
-INSERT INTO refresh_tokens (family_id, user_id, token_hash, expires_at)
-VALUES ($1, $2, $3, $4)
+INSERT INTO refresh_tokens (family_id, user_id, token_hash, expires_at, family_started_at)
+VALUES ($1, $2, $3, $4, coalesce($5::timestamptz, now()))
 `
 
 type CreateRefreshTokenParams struct {
-	FamilyID  uuid.UUID
-	UserID    uuid.UUID
-	TokenHash []byte
-	ExpiresAt time.Time
+	FamilyID        uuid.UUID
+	UserID          uuid.UUID
+	TokenHash       []byte
+	ExpiresAt       time.Time
+	FamilyStartedAt *time.Time
 }
 
+// A token of a new family (family_started_at NULL: now) or the next token of a family.
 func (q *Queries) CreateRefreshToken(ctx context.Context, arg CreateRefreshTokenParams) error {
 	_, err := q.db.Exec(ctx, createRefreshToken,
 		arg.FamilyID,
 		arg.UserID,
 		arg.TokenHash,
 		arg.ExpiresAt,
+		arg.FamilyStartedAt,
 	)
 	return err
 }
 
 const getRefreshToken = `-- name: GetRefreshToken :one
-SELECT id, family_id, user_id, token_hash, created_at, expires_at, used_at, revoked_at
+SELECT id, family_id, user_id, token_hash, created_at, expires_at, used_at, revoked_at, family_started_at
 FROM refresh_tokens
 WHERE token_hash = $1
 `
@@ -52,6 +55,7 @@ func (q *Queries) GetRefreshToken(ctx context.Context, tokenHash []byte) (Refres
 		&i.ExpiresAt,
 		&i.UsedAt,
 		&i.RevokedAt,
+		&i.FamilyStartedAt,
 	)
 	return i, err
 }
@@ -78,12 +82,18 @@ WHERE token_hash = $1
   AND used_at IS NULL
   AND revoked_at IS NULL
   AND expires_at > now()
-RETURNING id, family_id, user_id, token_hash, created_at, expires_at, used_at, revoked_at
+  AND family_started_at > $2
+RETURNING id, family_id, user_id, token_hash, created_at, expires_at, used_at, revoked_at, family_started_at
 `
 
-// Marks a live token used, atomically: a token is usable once.
-func (q *Queries) UseRefreshToken(ctx context.Context, tokenHash []byte) (RefreshToken, error) {
-	row := q.db.QueryRow(ctx, useRefreshToken, tokenHash)
+type UseRefreshTokenParams struct {
+	TokenHash          []byte
+	FamilyStartedAfter time.Time
+}
+
+// Marks a live token used, atomically: a token is usable once, and not once its family is too old.
+func (q *Queries) UseRefreshToken(ctx context.Context, arg UseRefreshTokenParams) (RefreshToken, error) {
+	row := q.db.QueryRow(ctx, useRefreshToken, arg.TokenHash, arg.FamilyStartedAfter)
 	var i RefreshToken
 	err := row.Scan(
 		&i.ID,
@@ -94,6 +104,7 @@ func (q *Queries) UseRefreshToken(ctx context.Context, tokenHash []byte) (Refres
 		&i.ExpiresAt,
 		&i.UsedAt,
 		&i.RevokedAt,
+		&i.FamilyStartedAt,
 	)
 	return i, err
 }

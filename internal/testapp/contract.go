@@ -28,6 +28,15 @@ var (
 // Contract returns the parsed contract and a router over its operations.
 func Contract(tb testing.TB) (*openapi3.T, routers.Router) {
 	tb.Helper()
+	if err := loadContract(); err != nil {
+		tb.Fatalf("load contract: %v", err)
+	}
+	return spec, specRouter
+}
+
+// loadContract parses the contract once, for Contract and for the checks that must not end the goroutine
+// they run on.
+func loadContract() error {
 	specOnce.Do(func() {
 		openapi3filter.RegisterBodyDecoder("text/event-stream", openapi3filter.FileBodyDecoder)
 		openapi3filter.RegisterBodyDecoder("application/yaml", openapi3filter.FileBodyDecoder)
@@ -37,10 +46,7 @@ func Contract(tb testing.TB) (*openapi3.T, routers.Router) {
 		spec.Servers = nil
 		specRouter, specErr = gorillamux.NewRouter(spec)
 	})
-	if specErr != nil {
-		tb.Fatalf("load contract: %v", specErr)
-	}
-	return spec, specRouter
+	return specErr
 }
 
 // validatingTransport checks every response against the contract: its status must be documented for the
@@ -62,11 +68,15 @@ func (v validatingTransport) RoundTrip(req *http.Request) (*http.Response, error
 }
 
 // ValidateResponse checks resp to req against the contract and fails tb when they disagree. It leaves
-// resp.Body readable.
+// resp.Body readable. It reports with Errorf only, so it is safe on any goroutine, as the clients' calls
+// from a test's workers need.
 func ValidateResponse(tb testing.TB, req *http.Request, resp *http.Response) {
 	tb.Helper()
-	_, router := Contract(tb)
-	route, params, err := router.FindRoute(req)
+	if err := loadContract(); err != nil {
+		tb.Errorf("contract: load: %v", err)
+		return
+	}
+	route, params, err := specRouter.FindRoute(req)
 	if err != nil {
 		tb.Errorf("contract: %s %s is not an operation of the contract: %v", req.Method, req.URL.Path, err)
 		return

@@ -1,75 +1,75 @@
 package testapp
 
 import (
-	"bufio"
 	"encoding/json"
+	"errors"
 	"io"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/deepersensor/deepersensor/internal/sse"
 )
 
-// Event is one Server-Sent Event as it arrived.
+// Event is one Server-Sent Event with the time it arrived.
 type Event struct {
-	Name string
-	Data string
-	At   time.Time // when its blank line arrived
+	sse.Event
+	At time.Time // when the blank line that dispatched it arrived
 }
 
-// ReadEvents reads events from r until it ends, sending each on the returned channel as soon as it is
-// complete. Comment lines are counted in the second channel's single value, sent at the end.
-func ReadEvents(r io.Reader) (<-chan Event, <-chan int) {
+// StreamEnd tells how an event stream read by ReadEvents ended.
+type StreamEnd struct {
+	Comments int   // comment lines read, such as heartbeats
+	Err      error // nil when the stream ended cleanly
+}
+
+// ReadEvents reads r with an sse.Reader on its own goroutine, sending each event on the returned channel as
+// soon as it is complete. When the stream ends the channel is closed, and the second channel gets how it
+// ended.
+func ReadEvents(r io.Reader) (<-chan Event, <-chan StreamEnd) {
 	events := make(chan Event)
-	comments := make(chan int, 1)
+	end := make(chan StreamEnd, 1)
 	go func() {
 		defer close(events)
-		n := 0
-		defer func() { comments <- n }()
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		var ev Event
-		var data []string
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.Name != "" || len(data) > 0 {
-					ev.Data, ev.At = strings.Join(data, "\n"), time.Now()
-					events <- ev
+		sr := sse.NewReader(r)
+		for {
+			ev, err := sr.Next()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
 				}
-				ev, data = Event{}, nil
-			case strings.HasPrefix(line, ":"):
-				n++
-			case strings.HasPrefix(line, "event:"):
-				ev.Name = strings.TrimPrefix(strings.TrimPrefix(line, "event:"), " ")
-			case strings.HasPrefix(line, "data:"):
-				data = append(data, strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
+				end <- StreamEnd{Comments: sr.Comments(), Err: err}
+				return
 			}
+			events <- Event{Event: ev, At: time.Now()}
 		}
 	}()
-	return events, comments
+	return events, end
 }
 
 // eventSchemas names the contract schema of each event's data.
 var eventSchemas = map[string]string{"meta": "StreamMeta", "delta": "StreamDelta", "done": "StreamDone", "error": "Problem"}
 
-// CheckEvent fails tb unless the event is one the contract describes and its data matches its schema.
-func CheckEvent(tb testing.TB, ev Event) {
+// CheckEvent fails tb unless the event is one the contract describes and its data matches its schema. It
+// reports with Errorf only, so it is safe on any goroutine.
+func CheckEvent(tb testing.TB, ev sse.Event) {
 	tb.Helper()
-	spec, _ := Contract(tb)
-	name, ok := eventSchemas[ev.Name]
+	if err := loadContract(); err != nil {
+		tb.Errorf("contract: load: %v", err)
+		return
+	}
+	name, ok := eventSchemas[ev.Type]
 	if !ok {
-		tb.Errorf("event %q is not in the contract", ev.Name)
+		tb.Errorf("event %q is not in the contract", ev.Type)
 		return
 	}
 	var v any
 	if err := json.Unmarshal([]byte(ev.Data), &v); err != nil {
-		tb.Errorf("event %s data %q is not JSON: %v", ev.Name, ev.Data, err)
+		tb.Errorf("event %s data %q is not JSON: %v", ev.Type, ev.Data, err)
 		return
 	}
 	if err := spec.Components.Schemas[name].Value.VisitJSON(v, openapi3.MultiErrors()); err != nil {
-		tb.Errorf("event %s data %s does not match schema %s: %v", ev.Name, ev.Data, name, err)
+		tb.Errorf("event %s data %s does not match schema %s: %v", ev.Type, ev.Data, name, err)
 	}
 }

@@ -1,4 +1,4 @@
-// Package testapp boots the whole service for end-to-end tests, through the same app.Run as the binary: on
+// Package testapp boots the whole service for end-to-end tests, through the same app.New as the binary: on
 // 127.0.0.1:0, against a fresh database on the real PostgreSQL and a fake Ollama. Its clients validate every
 // response against api/openapi.yaml, so the contract, the server and the SDK are tested together.
 package testapp
@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -66,19 +67,19 @@ func Start(tb testing.TB, opts Options) *App {
 	logs := &SyncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg, logger, ready) }()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
+	service, err := app.New(ctx, cfg, logger)
+	if err != nil {
 		cancel()
 		tb.Fatalf("service did not start: %v\nlogs:\n%s", err, logs.String())
-	case <-time.After(30 * time.Second):
-		cancel()
-		tb.Fatalf("service did not start within 30s\nlogs:\n%s", logs.String())
 	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		cancel()
+		service.Close()
+		tb.Fatalf("listen: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- service.Serve(ctx, ln) }()
 	tb.Cleanup(func() {
 		cancel()
 		select {
@@ -89,8 +90,9 @@ func Start(tb testing.TB, opts Options) *App {
 		case <-time.After(20 * time.Second):
 			tb.Errorf("service did not stop within 20s")
 		}
+		service.Close()
 	})
-	return &App{URL: "http://" + addr, Config: cfg, Ollama: fake, Logs: logs}
+	return &App{URL: "http://" + ln.Addr().String(), Config: cfg, Ollama: fake, Logs: logs}
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writers and readers.

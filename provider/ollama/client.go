@@ -15,7 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/provider"
+	"github.com/deepersensor/deepersensor/ratelimit"
 )
 
 var _ provider.Provider = (*Client)(nil)
@@ -32,7 +34,14 @@ const (
 	DefaultChunkTimeout = time.Minute
 	// DefaultRequestTimeout is the default Config.RequestTimeout.
 	DefaultRequestTimeout = 5 * time.Minute
+	// DefaultMaxConcurrency is the default Config.MaxConcurrency.
+	DefaultMaxConcurrency = 32
+	// DefaultQueueWait is the default Config.QueueWait.
+	DefaultQueueWait = 2 * time.Second
 )
+
+// busyRetryAfter is how long a chat refused for want of a slot is told to wait.
+const busyRetryAfter = time.Second
 
 // Config says where the Ollama server is and how long to wait for it. Zero timeouts mean the defaults.
 type Config struct {
@@ -45,21 +54,28 @@ type Config struct {
 	FirstChunkTimeout time.Duration
 	// ChunkTimeout bounds the silence between two chunks of a stream.
 	ChunkTimeout time.Duration
-	// RequestTimeout bounds each non-streamed call: Ping, ListModels, ShowModel and Chat, which includes
+	// RequestTimeout bounds each call: Ping, ListModels, ShowModel, and Chat and ChatStream, which include
 	// loading the model and the whole generation.
 	RequestTimeout time.Duration
 	// ModelsCacheTTL is how long ListModels serves the model list from memory; zero or negative disables
 	// the cache.
 	ModelsCacheTTL time.Duration
+	// MaxConcurrency caps the chats, streamed or not, that the Client runs on the server at once; each holds
+	// its slot until it ends. A model server runs few generations in parallel and queues the rest, so the
+	// cap keeps one gateway from piling up calls that would only wait there.
+	MaxConcurrency int
+	// QueueWait is how long a chat waits for a free slot before it fails with a core.Overloaded error.
+	QueueWait time.Duration
 	// WrapTransport, when set, wraps the tuned transport, such as to trace every call.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Client talks to one Ollama server over one shared, tuned connection pool. It is safe for concurrent use.
 type Client struct {
-	cfg  Config
-	base string
-	hc   *http.Client
+	cfg   Config
+	base  string
+	hc    *http.Client
+	slots *ratelimit.Semaphore // one per chat running on the server
 
 	mu            sync.Mutex // guards the two fields below
 	models        []provider.Model
@@ -83,6 +99,12 @@ func New(cfg Config) *Client {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
+	if cfg.MaxConcurrency <= 0 {
+		cfg.MaxConcurrency = DefaultMaxConcurrency
+	}
+	if cfg.QueueWait <= 0 {
+		cfg.QueueWait = DefaultQueueWait
+	}
 	transport := &http.Transport{
 		// No proxy: Ollama runs beside the gateway.
 		DialContext: (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
@@ -98,9 +120,10 @@ func New(cfg Config) *Client {
 		rt = cfg.WrapTransport(rt)
 	}
 	return &Client{
-		cfg:  cfg,
-		base: strings.TrimRight(cfg.BaseURL, "/"),
-		hc:   &http.Client{Transport: rt},
+		cfg:   cfg,
+		base:  strings.TrimRight(cfg.BaseURL, "/"),
+		hc:    &http.Client{Transport: rt},
+		slots: ratelimit.NewSemaphore(cfg.MaxConcurrency, cfg.QueueWait),
 	}
 }
 
@@ -228,10 +251,15 @@ func chatBody(req provider.ChatRequest, stream bool) chatRequest {
 	return chatRequest{Model: req.Model, Messages: msgs, Stream: stream, Options: req.Options}
 }
 
-// Chat generates a whole answer in one non-streamed /api/chat call.
+// Chat generates a whole answer in one non-streamed /api/chat call, holding one of MaxConcurrency slots.
 func (c *Client) Chat(ctx context.Context, req provider.ChatRequest) (provider.ChatResponse, error) {
 	var line chatLine
 	op := fmt.Sprintf("ollama chat %q", req.Model)
+	release, err := c.acquire(ctx, op)
+	if err != nil {
+		return provider.ChatResponse{}, err
+	}
+	defer release()
 	if err := c.callJSON(ctx, op, http.MethodPost, "/api/chat", chatBody(req, false), &line); err != nil {
 		return provider.ChatResponse{}, err
 	}
@@ -249,6 +277,21 @@ func (l *chatLine) usage() provider.Usage {
 	}
 }
 
+// acquire takes a chat slot, waiting at most QueueWait. It fails with a core.Overloaded error when no slot
+// freed up, and with the context's error when ctx ended first.
+func (c *Client) acquire(ctx context.Context, op string) (release func(), err error) {
+	release, ok, err := c.slots.Acquire(ctx)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s: wait for a slot: %w", op, err)
+	case !ok:
+		return nil, &core.Error{Code: core.Overloaded, RetryAfter: busyRetryAfter,
+			Message: "the model server is busy with as many chats as this instance may run, retry shortly",
+			Err:     fmt.Errorf("%s: all %d slots stayed taken for %s", op, c.cfg.MaxConcurrency, c.cfg.QueueWait)}
+	}
+	return release, nil
+}
+
 // callJSON makes one non-streamed call bounded by RequestTimeout and decodes a 200 answer into out.
 func (c *Client) callJSON(ctx context.Context, op, method, path string, in, out any) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.RequestTimeout, errTimedOut)
@@ -262,17 +305,17 @@ func (c *Client) callJSON(ctx context.Context, op, method, path string, in, out 
 	}
 	resp, err := c.do(ctx, method, path, body)
 	if err != nil {
-		return sendError(ctx, op, err, c.requestTimeoutMsg())
+		return sendError(ctx, op, err, c.requestTimedOut())
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		return statusError(op, resp)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		if err := ctxError(ctx, op, c.requestTimeoutMsg()); err != nil {
+		if err := ctxError(ctx, op, c.requestTimedOut()); err != nil {
 			return err
 		}
-		return &provider.Error{Kind: provider.ErrUnavailable, Op: op, Msg: "unreadable answer", Err: err}
+		return provider.UpstreamUnavailable(fmt.Errorf("%s: unreadable answer: %w", op, err))
 	}
 	return nil
 }
@@ -293,7 +336,8 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) (*htt
 	return c.hc.Do(req)
 }
 
-func (c *Client) requestTimeoutMsg() string {
+// requestTimedOut says, for the logs, that RequestTimeout ran out.
+func (c *Client) requestTimedOut() string {
 	return "no answer within " + c.cfg.RequestTimeout.String()
 }
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/internal/ollamatest"
 	"github.com/deepersensor/deepersensor/provider"
 	"github.com/deepersensor/deepersensor/provider/ollama"
@@ -131,29 +132,53 @@ var calls = map[string]func(ctx context.Context, c *ollama.Client, model string)
 	},
 }
 
+// The messages clients see, one per code.
+const (
+	notFoundMsg    = "model not found"
+	refusedMsg     = "the model provider refused the request: "
+	timeoutMsg     = "the model provider did not answer in time"
+	unavailableMsg = "the model provider is unavailable"
+	failedMsg      = "the model provider failed in the middle of the answer"
+)
+
 func TestErrors(t *testing.T) {
 	busy := "server busy, please try again.  maximum pending requests exceeded"
 	badOption := `option "num_predict" must be of type integer`
 	tests := []struct {
-		name     string
-		opts     ollamatest.Options
-		model    string
-		only     []string // the calls concerned; nil means all
-		wantKind error
-		wantMsg  string
+		name string
+		opts ollamatest.Options
+		// upstream, when set, answers in place of the fake.
+		upstream  http.HandlerFunc
+		model     string
+		only      []string // the calls concerned; nil means all
+		wantCode  core.Code
+		wantMsg   string
+		wantCause string // a part of the cause's text
 	}{
 		{name: "unknown model", model: "nope:7b", only: []string{"ChatStream", "Chat", "ShowModel"},
-			wantKind: provider.ErrModelNotFound, wantMsg: "model 'nope:7b' not found"},
+			wantCode: core.ModelNotFound, wantMsg: notFoundMsg,
+			wantCause: `"nope:7b": 404 Not Found: model 'nope:7b' not found`},
 		{name: "500", opts: ollamatest.Options{Status: 500, StatusMessage: "llama runner process has terminated"},
-			wantKind: provider.ErrUnavailable, wantMsg: "llama runner process has terminated"},
+			wantCode: core.UpstreamUnavailable, wantMsg: unavailableMsg,
+			wantCause: "500 Internal Server Error: llama runner process has terminated"},
 		{name: "503 busy", opts: ollamatest.Options{Status: 503, StatusMessage: busy},
-			wantKind: provider.ErrUnavailable, wantMsg: busy},
+			wantCode: core.UpstreamUnavailable, wantMsg: unavailableMsg, wantCause: busy},
 		{name: "400", opts: ollamatest.Options{Status: 400, StatusMessage: `"tiny" does not support thinking`},
-			wantKind: provider.ErrBadRequest, wantMsg: `"tiny" does not support thinking`},
+			wantCode: core.ModelRefused, wantMsg: refusedMsg + `"tiny" does not support thinking`, wantCause: "400 Bad Request"},
 		{name: "500 bad option", opts: ollamatest.Options{Status: 500, StatusMessage: badOption},
-			wantKind: provider.ErrBadRequest, wantMsg: badOption},
+			wantCode: core.ModelRefused, wantMsg: refusedMsg + badOption, wantCause: "500 Internal Server Error"},
 		{name: "non-stream fault", opts: ollamatest.Options{Fault: &ollamatest.Fault{After: 2, Error: "runner died"}},
-			only: []string{"Chat"}, wantKind: provider.ErrUnavailable, wantMsg: "runner died"},
+			only: []string{"Chat"}, wantCode: core.UpstreamUnavailable, wantMsg: unavailableMsg, wantCause: "runner died"},
+		{name: "not Ollama", upstream: func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusBadGateway)
+			_, _ = io.WriteString(w, "<h1>502 Bad Gateway</h1>")
+		}, wantCode: core.UpstreamUnavailable, wantMsg: unavailableMsg,
+			wantCause: `unexpected answer 502 Bad Gateway, body "<h1>502 Bad Gateway</h1>"`},
+		{name: "unreadable answer", upstream: func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = io.WriteString(w, "Ollama is running")
+		}, only: []string{"Chat", "ListModels", "ShowModel"},
+			wantCode: core.UpstreamUnavailable, wantMsg: unavailableMsg, wantCause: "unreadable answer"},
 	}
 	for _, tt := range tests {
 		for name, call := range calls {
@@ -161,29 +186,41 @@ func TestErrors(t *testing.T) {
 				continue
 			}
 			t.Run(tt.name+"/"+name, func(t *testing.T) {
-				fake := ollamatest.New(t, tt.opts)
+				url := upstreamURL(t, tt.opts, tt.upstream)
 				model := tt.model
 				if model == "" {
 					model = "tiny"
 				}
-				err := call(t.Context(), newClient(fake, ollama.Config{}), model)
-				checkError(t, err, tt.wantKind, tt.wantMsg)
+				err := call(t.Context(), ollama.New(ollama.Config{BaseURL: url}), model)
+				checkError(t, err, tt.wantCode, tt.wantMsg, tt.wantCause)
 			})
 		}
 	}
 }
 
-func checkError(tb testing.TB, err, wantKind error, wantMsg string) {
+// upstreamURL starts the server a test case talks to: upstream when it is set, or else the fake with opts.
+func upstreamURL(tb testing.TB, opts ollamatest.Options, upstream http.HandlerFunc) string {
 	tb.Helper()
-	if !errors.Is(err, wantKind) {
-		tb.Fatalf("error %v, want %v", err, wantKind)
+	if upstream == nil {
+		return ollamatest.New(tb, opts).URL
 	}
-	pe, ok := errors.AsType[*provider.Error](err)
-	if !ok {
-		tb.Fatalf("error %v is not a *provider.Error", err)
+	srv := httptest.NewServer(upstream)
+	tb.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// checkError fails unless err is a *core.Error with code and message whose cause mentions cause.
+func checkError(tb testing.TB, err error, code core.Code, message, cause string) {
+	tb.Helper()
+	if got := core.ErrorCode(err); got != code {
+		tb.Fatalf("error %v: code %q, want %q", err, got, code)
 	}
-	if wantMsg != "" && pe.Msg != wantMsg {
-		tb.Errorf("Msg = %q, want %q", pe.Msg, wantMsg)
+	e, _ := errors.AsType[*core.Error](err)
+	if e.Message != message {
+		tb.Errorf("Message = %q, want %q", e.Message, message)
+	}
+	if e.Err == nil || !strings.Contains(e.Err.Error(), cause) {
+		tb.Errorf("cause %v, want it to mention %q", e.Err, cause)
 	}
 }
 
@@ -198,31 +235,39 @@ func TestConnectionRefused(t *testing.T) {
 
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {
-			checkError(t, call(t.Context(), c, "tiny"), provider.ErrUnavailable, "")
+			checkError(t, call(t.Context(), c, "tiny"), core.UpstreamUnavailable, unavailableMsg, "connection refused")
 		})
 	}
 }
 
-func TestMidStreamError(t *testing.T) {
-	const msg = "an error was encountered while running the model: unexpected EOF"
-	fake := ollamatest.New(t, ollamatest.Options{Fault: &ollamatest.Fault{After: 3, Error: msg}})
-	contents, _, err := collect(t, newClient(fake, ollama.Config{}).ChatStream(t.Context(), story))
-	checkError(t, err, provider.ErrStream, msg)
-	if !slices.Equal(contents, recordedTokens[:3]) {
-		t.Errorf("contents before the error = %q, want %q", contents, recordedTokens[:3])
+func TestStreamFailsMidway(t *testing.T) {
+	const died = "an error was encountered while running the model: unexpected EOF"
+	tests := []struct {
+		name         string
+		opts         ollamatest.Options
+		upstream     http.HandlerFunc // when set, answers in place of the fake
+		wantContents []string
+		wantCause    string
+	}{
+		{name: "error in the stream", opts: ollamatest.Options{Fault: &ollamatest.Fault{After: 3, Error: died}},
+			wantContents: recordedTokens[:3], wantCause: `ollama chat "tiny": error in the stream: ` + died},
+		{name: "no final chunk", upstream: func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			_, _ = io.WriteString(w, `{"model":"tiny","message":{"role":"assistant","content":"a"},"done":false}`+"\n")
+		}, wantContents: []string{"a"}, wantCause: `ollama chat "tiny": stream ended before its final chunk`},
+		{name: "malformed chunk", upstream: func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = io.WriteString(w, `{"message":{"content":"a"},"done":false}`+"\n"+`{"message":`+"\n")
+		}, wantContents: []string{"a"}, wantCause: `ollama chat "tiny": malformed chunk: unexpected end of JSON input`},
 	}
-}
-
-func TestStreamWithoutFinalChunk(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		_, _ = io.WriteString(w, `{"model":"tiny","message":{"role":"assistant","content":"a"},"done":false}`+"\n")
-	}))
-	t.Cleanup(srv.Close)
-	contents, _, err := collect(t, ollama.New(ollama.Config{BaseURL: srv.URL}).ChatStream(t.Context(), story))
-	checkError(t, err, provider.ErrStream, "stream ended before its final chunk")
-	if !slices.Equal(contents, []string{"a"}) {
-		t.Errorf("contents = %q, want [a]", contents)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url := upstreamURL(t, tt.opts, tt.upstream)
+			contents, _, err := collect(t, ollama.New(ollama.Config{BaseURL: url}).ChatStream(t.Context(), story))
+			checkError(t, err, core.UpstreamFailed, failedMsg, tt.wantCause)
+			if !slices.Equal(contents, tt.wantContents) {
+				t.Errorf("contents before the error = %q, want %q", contents, tt.wantContents)
+			}
+		})
 	}
 }
 
@@ -271,7 +316,7 @@ func TestTimeouts(t *testing.T) {
 		c := newClient(fake, ollama.Config{FirstChunkTimeout: 100 * time.Millisecond})
 		start := time.Now()
 		_, _, err := collect(t, c.ChatStream(t.Context(), story))
-		checkError(t, err, provider.ErrTimeout, "no answer within 100ms")
+		checkError(t, err, core.UpstreamTimeout, timeoutMsg, "no answer within 100ms")
 		if d := time.Since(start); d > 2*time.Second {
 			t.Errorf("timed out after %v", d)
 		}
@@ -281,7 +326,7 @@ func TestTimeouts(t *testing.T) {
 		fake := ollamatest.New(t, ollamatest.Options{Fault: &ollamatest.Fault{After: 2}})
 		c := newClient(fake, ollama.Config{ChunkTimeout: 150 * time.Millisecond})
 		contents, _, err := collect(t, c.ChatStream(t.Context(), story))
-		checkError(t, err, provider.ErrTimeout, "no chunk for 150ms")
+		checkError(t, err, core.UpstreamTimeout, timeoutMsg, "no chunk for 150ms")
 		if len(contents) != 2 {
 			t.Errorf("got %d chunks before the stall, want 2", len(contents))
 		}
@@ -308,16 +353,16 @@ func TestTimeouts(t *testing.T) {
 		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 10 * time.Second})
 		c := newClient(fake, ollama.Config{RequestTimeout: 100 * time.Millisecond})
 		_, err := c.Chat(t.Context(), story)
-		checkError(t, err, provider.ErrTimeout, "no answer within 100ms")
+		checkError(t, err, core.UpstreamTimeout, timeoutMsg, "no answer within 100ms")
 		wantCancelled(t, fake)
 	})
-	t.Run("caller's deadline is not ErrTimeout", func(t *testing.T) {
+	t.Run("caller's deadline is not UpstreamTimeout", func(t *testing.T) {
 		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 10 * time.Second})
 		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel()
 		_, _, err := collect(t, newClient(fake, ollama.Config{}).ChatStream(ctx, story))
-		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, provider.ErrTimeout) {
-			t.Errorf("error %v, want context.DeadlineExceeded only", err)
+		if !errors.Is(err, context.DeadlineExceeded) || core.ErrorCode(err) != core.Internal {
+			t.Errorf("error %v, want context.DeadlineExceeded and no *core.Error", err)
 		}
 		wantCancelled(t, fake)
 	})
@@ -485,12 +530,51 @@ func TestModelsCache(t *testing.T) {
 		fake := ollamatest.New(t, ollamatest.Options{Status: 503})
 		c := newClient(fake, ollama.Config{ModelsCacheTTL: time.Minute})
 		for range 2 {
-			if _, err := c.ListModels(t.Context()); !errors.Is(err, provider.ErrUnavailable) {
-				t.Fatalf("error %v, want ErrUnavailable", err)
+			if _, err := c.ListModels(t.Context()); core.ErrorCode(err) != core.UpstreamUnavailable {
+				t.Fatalf("error %v, want %s", err, core.UpstreamUnavailable)
 			}
 		}
 		if n := tagsCalls(fake); n != 2 {
 			t.Errorf("%d calls to /api/tags, want 2", n)
 		}
 	})
+}
+
+// TestConcurrencyCap fills the client's one slot with a stream: a chat waits QueueWait for it, then fails with
+// core.Overloaded and Retry-After, streamed or not, while model lists still work; a slot freed within the wait
+// goes to the waiter.
+func TestConcurrencyCap(t *testing.T) {
+	const wait = 100 * time.Millisecond
+	fake := ollamatest.New(t, ollamatest.Options{Tokens: slices.Repeat([]string{"x"}, 1000), ChunkDelay: 5 * time.Second})
+	c := newClient(fake, ollama.Config{MaxConcurrency: 1, QueueWait: wait})
+	next, stop := iter.Pull2(c.ChatStream(t.Context(), story))
+	if _, err, _ := next(); err != nil {
+		t.Fatal(err)
+	}
+
+	const busy = "the model server is busy with as many chats as this instance may run, retry shortly"
+	start := time.Now()
+	_, err := c.Chat(t.Context(), story)
+	checkError(t, err, core.Overloaded, busy, "all 1 slots stayed taken for 100ms")
+	if e, _ := errors.AsType[*core.Error](err); e.RetryAfter < time.Second {
+		t.Errorf("RetryAfter = %v, want at least a second", e.RetryAfter)
+	}
+	if d := time.Since(start); d < wait {
+		t.Errorf("refused after %v, want after the %v wait", d, wait)
+	}
+	_, _, err = collect(t, c.ChatStream(t.Context(), story))
+	checkError(t, err, core.Overloaded, busy, "stayed taken")
+	if _, err := c.ListModels(t.Context()); err != nil {
+		t.Errorf("ListModels while the slots are taken: %v", err)
+	}
+	if n := len(fake.ChatRequests()); n != 1 {
+		t.Errorf("the server received %d chats, want only the first", n)
+	}
+
+	time.AfterFunc(wait/2, stop) // the stream ends while the next one waits
+	next, stop = iter.Pull2(c.ChatStream(t.Context(), story))
+	defer stop()
+	if _, err, _ := next(); err != nil {
+		t.Errorf("stream after the first ended: %v", err)
+	}
 }

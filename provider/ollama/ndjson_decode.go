@@ -44,6 +44,13 @@ const maxSkipDepth = 32
 // does not fully understand (null, a non-integer counter, invalid UTF-8, a key differing from ours only in
 // case, an escaped key, deep nesting, any syntax error) is decoded again by encoding/json, which therefore
 // defines the result; FuzzNDJSONDecode checks that the two agree.
+//
+// It pays for itself on the whole path. BenchmarkChatStream -cpu 1 (a 200-token answer over loopback HTTP,
+// client and server on one thread; medians of 6 interleaved runs on a 2-core AMD EPYC VM) costs 9.0 µs per
+// token with it, 10.8 µs with a json.Decoder over the body and 11.2 µs with json.Unmarshal per line (6 more
+// allocations per token): it saves 1.8 to 2.2 µs of CPU per token, 17 to 20% of that benchmark and 7 to 9%
+// of the gateway's 25 µs per streamed token. With two threads part of the decoding overlaps the server's
+// writes, and on an idle machine the wall-clock saving shrinks to about 1 µs per token or less.
 type lineDecoder struct {
 	buf []byte // scratch for unescaping strings, reused across lines
 }

@@ -22,8 +22,10 @@ const (
 )
 
 // ChatStream streams an answer from POST /api/chat with stream true, one NDJSON line per token. The request
-// is sent when iteration starts. FirstChunkTimeout bounds the wait for the first line (model loading
-// included) and ChunkTimeout each later silence; neither runs while the consumer handles a chunk.
+// is sent when iteration starts, once one of MaxConcurrency slots is free; the slot is held until iteration
+// ends. FirstChunkTimeout bounds the wait for the first line (model loading included) and ChunkTimeout each
+// later silence; neither runs while the consumer handles a chunk. RequestTimeout bounds the whole stream, so
+// that no answer runs for ever.
 func (c *Client) ChatStream(ctx context.Context, req provider.ChatRequest) iter.Seq2[provider.Chunk, error] {
 	return func(yield func(provider.Chunk, error) bool) {
 		op := fmt.Sprintf("ollama chat %q", req.Model)
@@ -32,16 +34,24 @@ func (c *Client) ChatStream(ctx context.Context, req provider.ChatRequest) iter.
 			yield(provider.Chunk{}, fmt.Errorf("%s: encode request: %w", op, err))
 			return
 		}
+		release, err := c.acquire(ctx, op)
+		if err != nil {
+			yield(provider.Chunk{}, err)
+			return
+		}
+		defer release()
 
 		// Cancelling ctx (the consumer broke out, or a timer fired) aborts the request or body read at once.
 		ctx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
 		timer := time.AfterFunc(c.cfg.FirstChunkTimeout, func() { cancel(errTimedOut) })
 		defer timer.Stop()
+		whole := time.AfterFunc(c.cfg.RequestTimeout, func() { cancel(errTimedOut) })
+		defer whole.Stop()
 
 		resp, err := c.do(ctx, http.MethodPost, "/api/chat", body)
 		if err != nil {
-			yield(provider.Chunk{}, sendError(ctx, op, err, c.streamTimeoutMsg(0)))
+			yield(provider.Chunk{}, sendError(ctx, op, err, c.streamTimedOut(0)))
 			return
 		}
 		defer resp.Body.Close()
@@ -61,11 +71,11 @@ func (c *Client) ChatStream(ctx context.Context, req provider.ChatRequest) iter.
 			}
 			timer.Stop()
 			if err := dec.decode(b, &line); err != nil {
-				yield(provider.Chunk{}, &provider.Error{Kind: provider.ErrStream, Op: op, Msg: "malformed chunk", Err: err})
+				yield(provider.Chunk{}, provider.UpstreamFailed(fmt.Errorf("%s: malformed chunk: %w", op, err)))
 				return
 			}
 			if line.Error != "" {
-				yield(provider.Chunk{}, &provider.Error{Kind: provider.ErrStream, Op: op, Msg: line.Error})
+				yield(provider.Chunk{}, provider.UpstreamFailed(fmt.Errorf("%s: error in the stream: %s", op, line.Error)))
 				return
 			}
 			if line.Done {
@@ -86,16 +96,17 @@ func (c *Client) ChatStream(ctx context.Context, req provider.ChatRequest) iter.
 
 // readError classifies a failure to read the next line after chunks lines were read.
 func (c *Client) readError(ctx context.Context, op string, err error, chunks int) error {
-	if err := ctxError(ctx, op, c.streamTimeoutMsg(chunks)); err != nil {
+	if err := ctxError(ctx, op, c.streamTimedOut(chunks)); err != nil {
 		return err
 	}
 	if errors.Is(err, io.EOF) {
-		return &provider.Error{Kind: provider.ErrStream, Op: op, Msg: "stream ended before its final chunk"}
+		return provider.UpstreamFailed(fmt.Errorf("%s: stream ended before its final chunk", op))
 	}
-	return &provider.Error{Kind: provider.ErrStream, Op: op, Msg: "stream broken", Err: err}
+	return provider.UpstreamFailed(fmt.Errorf("%s: stream broken: %w", op, err))
 }
 
-func (c *Client) streamTimeoutMsg(chunks int) string {
+// streamTimedOut says, for the logs, which timeout of a stream ran out after chunks lines were read.
+func (c *Client) streamTimedOut(chunks int) string {
 	if chunks == 0 {
 		return "no answer within " + c.cfg.FirstChunkTimeout.String()
 	}

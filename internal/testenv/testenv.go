@@ -1,0 +1,31 @@
+// Package testenv tells tests about the machine they run on, so that a test that needs a program the Go
+// toolchain does not bring, such as nginx or Chromium, skips on a developer's machine without it and fails in
+// CI, where .ci/run installs it and a skip would hide a test that never ran.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+)
+
+// InCI reports whether the tests run in CI, which sets CI=true as most CI services do.
+func InCI() bool {
+	ci, _ := strconv.ParseBool(os.Getenv("CI"))
+	return ci
+}
+
+// RequireBinary makes sure that path is an executable file. When it is not, tb is skipped, with install as
+// the command that installs it, or fails in CI.
+func RequireBinary(tb testing.TB, path, install string) {
+	tb.Helper()
+	_, err := exec.LookPath(path)
+	if err == nil {
+		return
+	}
+	if InCI() {
+		tb.Fatalf("%s is required in CI but missing (%v): install it with `%s`", path, err, install)
+	}
+	tb.Skipf("%s is missing (%v): install it with `%s` to run this test", path, err, install)
+}
