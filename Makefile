@@ -12,8 +12,14 @@ run: ## build, migrate and serve with the development defaults
 build: ## build the binaries into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
 
-test: ## all tests, unit and integration, with the race detector
+test: clients/node/node_modules/.package-lock.json ## all tests, unit and integration, with the race detector
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# The official npm clients (openai, ollama) that the compatibility tests drive, at the versions the lock file
+# pins. Without npm the tests that need them skip, saying so (and fail in CI).
+clients/node/node_modules/.package-lock.json: clients/node/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix clients/node --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the tests of the official npm clients will skip"; fi
 
 bench: ## Go benchmarks with ns/op and allocs/op
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -19,10 +19,10 @@ import (
 	"github.com/deepersensor/deepersensor/chat"
 	"github.com/deepersensor/deepersensor/config"
 	"github.com/deepersensor/deepersensor/metrics"
-	"github.com/deepersensor/deepersensor/provider/ollama"
 	"github.com/deepersensor/deepersensor/server"
 	"github.com/deepersensor/deepersensor/store"
 	"github.com/deepersensor/deepersensor/tracing"
+	"github.com/deepersensor/deepersensor/usage"
 )
 
 // App is the built service, ready to serve.
@@ -51,7 +51,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 
 // New builds the service from cfg: it connects to and migrates the database, and wires the services, the
 // limits and the HTTP server. Close releases what it opened.
-func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, err error) {
+func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (*App, error) {
+	return build(ctx, cfg, logger, true)
+}
+
+// build is New, with the usage accounting of model calls left out unless accounting is true: benchmarks
+// compare the two.
+func build(ctx context.Context, cfg config.Config, logger *slog.Logger, accounting bool) (_ *App, err error) {
 	logger.Info("starting", "config", cfg)
 	if cfg.GeneratedJWTSecret {
 		logger.Warn("DS_JWT_SECRET is not set: using a random secret for this run only; every token dies at restart. " +
@@ -112,19 +118,29 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 	}
 	a.closers = append(a.closers, stopRevocations)
 	authSvc := auth.NewService(st, hasher, tokens, revocations, auth.ServiceConfig{
-		RefreshTTL: cfg.RefreshTokenTTL, FamilyMaxAge: cfg.RefreshFamilyMaxAge, Logger: logger,
+		RefreshTTL: cfg.RefreshTokenTTL, FamilyMaxAge: cfg.RefreshFamilyMaxAge, MaxAPIKeys: cfg.MaxAPIKeysPerUser,
+		Logger: logger,
 		Metrics: auth.Metrics{
 			Login:        func(outcome string) { m.Logins.WithLabelValues(outcome).Inc() },
 			RefreshReuse: m.RefreshReuse.Inc,
 		},
 	})
-	models := ollama.New(ollama.Config{
-		BaseURL: cfg.OllamaURL, ConnectTimeout: cfg.OllamaConnectTimeout, FirstChunkTimeout: cfg.OllamaFirstChunkTimeout,
-		ChunkTimeout: cfg.OllamaChunkTimeout, RequestTimeout: cfg.OllamaRequestTimeout, ModelsCacheTTL: cfg.ModelsCacheTTL,
-		MaxConcurrency: cfg.OllamaMaxConcurrency, QueueWait: cfg.OllamaQueueWait,
-		WrapTransport: wrapTransport,
-	})
-	chatSvc := chat.NewService(st, models, chat.Limits{
+	// Not stopped when ctx ends, since requests still finish then, but by Close, after the server and before
+	// the pool is closed: it writes the last uses of API keys still pending.
+	a.closers = append(a.closers, authSvc.Start(context.WithoutCancel(ctx)))
+	models, err := newProvider(cfg, wrapTransport)
+	if err != nil {
+		return nil, err
+	}
+	usageWriter := usage.NewWriter(st, logger)
+	// Not stopped when ctx ends, since requests still finish then, but by Close, after the server and before
+	// the pool is closed: it writes the records still queued.
+	a.closers = append(a.closers, usageWriter.Start(context.WithoutCancel(ctx)))
+	var recorder chat.Recorder
+	if accounting {
+		recorder = usageWriter
+	}
+	chatSvc := chat.NewService(st, models, recorder, chat.Limits{
 		HistoryMessages: cfg.ChatHistoryMessages, HistoryBytes: cfg.ChatHistoryBytes,
 		MaxContext: cfg.ChatMaxContext, MaxPredict: cfg.ChatMaxPredict, MaxStoredBytes: cfg.MaxStoredBytesPerUser,
 	}, logger)
@@ -136,8 +152,8 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 	a.closers = append(a.closers, func() { _ = closeLimits() })
 
 	srv, err := server.New(server.Deps{
-		Config: cfg, Logger: logger, Auth: authSvc, Chat: chatSvc, Provider: models, Database: pool, Limits: limits,
-		Metrics: m, Tracing: tracingOn,
+		Config: cfg, Logger: logger, Auth: authSvc, Chat: chatSvc, Usage: usage.NewService(st), Provider: models,
+		Database: pool, Limits: limits, Metrics: m, Tracing: tracingOn,
 	})
 	if err != nil {
 		return nil, err

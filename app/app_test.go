@@ -17,6 +17,7 @@ import (
 	"github.com/deepersensor/deepersensor/config"
 	"github.com/deepersensor/deepersensor/internal/dbtest"
 	"github.com/deepersensor/deepersensor/internal/ollamatest"
+	"github.com/deepersensor/deepersensor/internal/sse"
 )
 
 func post(t *testing.T, url, token, body string) *http.Response {
@@ -82,6 +83,16 @@ func startStream(t *testing.T, base string) *http.Response {
 	return stream
 }
 
+// lastEvent reads a stream to its end and returns its last event.
+func lastEvent(t *testing.T, stream *http.Response) sse.Event {
+	t.Helper()
+	events, err := sse.ReadAll(stream.Body)
+	if err != nil || len(events) == 0 {
+		t.Fatalf("the stream broke during shutdown after %d events: %v", len(events), err)
+	}
+	return events[len(events)-1]
+}
+
 // waitServe waits for Serve to return, and fails unless it returned cleanly.
 func waitServe(t *testing.T, done <-chan error, within time.Duration) {
 	t.Helper()
@@ -101,12 +112,8 @@ func TestGracefulShutdown(t *testing.T) {
 	base, stop, done, _ := serve(t, ollamatest.Options{ChunkDelay: 100 * time.Millisecond}, 10*time.Second)
 	stream := startStream(t, base)
 	stop()
-	rest, err := io.ReadAll(stream.Body)
-	if err != nil {
-		t.Fatalf("the stream broke during shutdown: %v", err)
-	}
-	if !strings.Contains(string(rest), "event: done") {
-		t.Errorf("the stream did not finish during the grace period:\n%s", rest)
+	if last := lastEvent(t, stream); last.Type != "done" {
+		t.Errorf("the stream ended with %s %s, want done within the grace period", last.Type, last.Data)
 	}
 	waitServe(t, done, 10*time.Second)
 	if _, err := http.Get(base + "/healthz"); err == nil {
@@ -128,16 +135,12 @@ func TestShutdownEndsStreamsThatOutlastTheGrace(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // a few tokens
 	stopped := time.Now()
 	stop()
-	rest, err := io.ReadAll(stream.Body)
-	if err != nil {
-		t.Fatalf("the stream broke during shutdown: %v", err)
-	}
+	last := lastEvent(t, stream)
 	if took := time.Since(stopped); took > grace {
 		t.Errorf("the stream ended %s after the stop, past the grace of %s", took, grace)
 	}
-	text := string(rest)
-	if !strings.Contains(text, "event: error") || !strings.Contains(text, `"status":503`) || !strings.Contains(text, "urn:deepersensor:problem:unavailable") {
-		t.Errorf("the stream did not end with a 503 error event:\n%s", text)
+	if last.Type != "error" || !strings.Contains(last.Data, `"status":503`) || !strings.Contains(last.Data, "urn:deepersensor:problem:unavailable") {
+		t.Errorf("the stream ended with %s %s, want a 503 error event", last.Type, last.Data)
 	}
 	waitServe(t, done, 5*time.Second)
 

@@ -9,9 +9,9 @@ import (
 	"github.com/deepersensor/deepersensor/core"
 )
 
-// DeleteAccount deletes a user's account once the password is confirmed: the account, its sessions,
-// conversations and messages. Its audit events stay without the user id, and an account_deleted event is
-// added. Every access token of the account ends at once, on every instance.
+// DeleteAccount deletes a user's account once the password is confirmed: the account, its sessions, API
+// keys, conversations and messages. Its audit events stay without the user id, and an account_deleted event is
+// added. Every access token and API key of the account ends at once, on every instance.
 func (s *Service) DeleteAccount(ctx context.Context, userID uuid.UUID, password string, client Client) error {
 	creds, err := s.store.CredentialsByID(ctx, userID)
 	if core.ErrorCode(err) == core.NotFound {

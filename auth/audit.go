@@ -2,10 +2,8 @@ package auth
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -68,7 +66,7 @@ func (s *Service) AuditEvents(ctx context.Context, userID uuid.UUID, cursor stri
 	var before int64
 	if cursor != "" {
 		var err error
-		if before, err = parseAuditCursor(cursor); err != nil {
+		if before, err = core.ParsePositionCursor("cursor", cursor); err != nil {
 			return AuditPage{}, err
 		}
 	}
@@ -81,18 +79,5 @@ func (s *Service) AuditEvents(ctx context.Context, userID uuid.UUID, cursor stri
 		return AuditPage{Events: events}, nil
 	}
 	events = events[:limit]
-	next := strconv.FormatInt(events[limit-1].ID, 10)
-	return AuditPage{Events: events, Next: base64.RawURLEncoding.EncodeToString([]byte(next))}, nil
-}
-
-// parseAuditCursor decodes the id of the last event of a page from an AuditPage.Next; anything else is a
-// core.Malformed error.
-func parseAuditCursor(cursor string) (int64, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err == nil {
-		if id, err := strconv.ParseInt(string(raw), 10, 64); err == nil && id > 0 {
-			return id, nil
-		}
-	}
-	return 0, &core.Error{Code: core.Malformed, Field: "cursor", Message: "is not a cursor from this API"}
+	return AuditPage{Events: events, Next: core.PositionCursor(events[limit-1].ID)}, nil
 }

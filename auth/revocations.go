@@ -38,10 +38,11 @@ type RevocationsConfig struct {
 	Logger   *slog.Logger
 }
 
-// Revocations is the list of ended sessions and deleted accounts whose access tokens may not have expired
-// yet. Each instance holds it in memory, so that checking a token is a map lookup and no I/O. With Redis
-// the instances share it: a revocation is added to the sorted set KeyPrefix+"revoked" (member "s:<session
-// id>" or "u:<user id>", score the Unix milliseconds until which it holds) and published on the channel
+// Revocations is the list of ended sessions, revoked API keys and deleted accounts whose access tokens, or
+// cached keys, may still verify. Each instance holds it in memory, so that checking a token is a map lookup
+// and no I/O. With Redis the instances share it: a revocation is added to the sorted set
+// KeyPrefix+"revoked" (member "s:<session id>", "k:<API key id>" or "u:<user id>", score the Unix
+// milliseconds until which it holds) and published on the channel
 // KeyPrefix+"revocations", to which every instance subscribes; the set is loaded whenever the subscription
 // starts, at start-up and after each reconnection. A revocation holds until every token it covers has
 // expired, then it is dropped.
@@ -70,20 +71,21 @@ func NewRevocations(cfg RevocationsConfig) *Revocations {
 	}
 }
 
-// revocation names what is revoked: one session (a refresh-token family) or every session of a user.
+// revocation names what is revoked: one session (a refresh-token family), one API key, or every session and
+// key of a user.
 type revocation struct {
-	kind byte // 's' for a session, 'u' for a user
+	kind byte // 's' for a session, 'k' for an API key, 'u' for a user
 	id   uuid.UUID
 }
 
-// String is the revocation as Redis stores it: "s:<uuid>" or "u:<uuid>".
+// String is the revocation as Redis stores it: "s:<uuid>", "k:<uuid>" or "u:<uuid>".
 func (rv revocation) String() string { return string(rv.kind) + ":" + rv.id.String() }
 
 // parseRevocation reads a revocation written by String.
 func parseRevocation(s string) (revocation, error) {
 	kind, id, ok := strings.Cut(s, ":")
-	if !ok || (kind != "s" && kind != "u") {
-		return revocation{}, fmt.Errorf("revocation %q is not s:<uuid> or u:<uuid>", s)
+	if !ok || (kind != "s" && kind != "k" && kind != "u") {
+		return revocation{}, fmt.Errorf("revocation %q is not s:<uuid>, k:<uuid> or u:<uuid>", s)
 	}
 	u, err := uuid.Parse(id)
 	if err != nil {
@@ -97,7 +99,13 @@ func (r *Revocations) RevokeSession(ctx context.Context, session uuid.UUID) {
 	r.revoke(ctx, revocation{'s', session})
 }
 
-// RevokeUser ends every access token of a user at once, on every instance.
+// RevokeAPIKey ends an API key at once, on every instance, however long the instances cache it (less than a
+// revocation lasts).
+func (r *Revocations) RevokeAPIKey(ctx context.Context, keyID uuid.UUID) {
+	r.revoke(ctx, revocation{'k', keyID})
+}
+
+// RevokeUser ends every access token and API key of a user at once, on every instance.
 func (r *Revocations) RevokeUser(ctx context.Context, userID uuid.UUID) {
 	r.revoke(ctx, revocation{'u', userID})
 }
@@ -129,6 +137,14 @@ func (r *Revocations) Revoked(c Claims) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.entries[revocation{'s', c.SessionID}].After(now) || r.entries[revocation{'u', c.UserID}].After(now)
+}
+
+// keyRevoked reports whether an API key or its user is revoked.
+func (r *Revocations) keyRevoked(userID, keyID uuid.UUID) bool {
+	now := r.now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.entries[revocation{'k', keyID}].After(now) || r.entries[revocation{'u', userID}].After(now)
 }
 
 // add records a revocation until a time, keeping the later one when it is known already. r.mu is held.

@@ -1,5 +1,7 @@
 // Package auth manages accounts and sessions: sign-up, password login, access tokens (JWT), rotating
-// refresh tokens with reuse detection, the revocation of sessions on every instance, and account deletion.
+// refresh tokens with reuse detection, API keys, the revocation of sessions and keys on every instance, and
+// account deletion; and roles: admins, made on the server's machine, see every account with its usage and
+// set its quotas.
 // It records every security event in the audit log, which each user can read.
 package auth
 
@@ -34,6 +36,8 @@ const (
 	EventLogout                 = "logout"
 	EventAccountDeleted         = "account_deleted"
 	EventAccountDeletionFailure = "account_deletion_failure"
+	EventAPIKeyCreated          = "api_key_created"
+	EventAPIKeyRevoked          = "api_key_revoked"
 )
 
 // Client describes where a request came from, for the audit log.
@@ -62,8 +66,10 @@ type ServiceConfig struct {
 	RefreshTTL time.Duration
 	// FamilyMaxAge is the absolute lifetime of a refresh-token family, however often it is rotated.
 	FamilyMaxAge time.Duration
-	Logger       *slog.Logger
-	Metrics      Metrics
+	// MaxAPIKeys is how many API keys that have not expired a user may have.
+	MaxAPIKeys int
+	Logger     *slog.Logger
+	Metrics    Metrics
 }
 
 // Service implements accounts and sessions on a store.
@@ -74,24 +80,20 @@ type Service struct {
 	revocations *Revocations
 	cfg         ServiceConfig
 	logger      *slog.Logger
+	now         func() time.Time
+
+	knownKeys   *lru[string, APIKey]   // verified API keys by the SHA-256 of their secret
+	unknownKeys *lru[string, struct{}] // secret hashes that the database did not know
+	keyUses     *keyUses
 }
 
 // NewService returns a Service that issues tokens with tokens and ends sessions in revocations.
 func NewService(st Store, hasher *Hasher, tokens *Tokens, revocations *Revocations, cfg ServiceConfig) *Service {
-	return &Service{store: st, hasher: hasher, tokens: tokens, revocations: revocations, cfg: cfg, logger: cfg.Logger}
-}
-
-// Authenticate verifies an access token and checks that neither its session nor its user is revoked. It
-// does no I/O. Every failure is ErrInvalidToken, wrapped with the reason.
-func (s *Service) Authenticate(raw string) (Claims, error) {
-	claims, err := s.tokens.Verify(raw)
-	if err != nil {
-		return Claims{}, err
+	return &Service{
+		store: st, hasher: hasher, tokens: tokens, revocations: revocations, cfg: cfg, logger: cfg.Logger, now: time.Now,
+		knownKeys: newLRU[string, APIKey](keyCacheSize), unknownKeys: newLRU[string, struct{}](keyCacheSize),
+		keyUses: newKeyUses(),
 	}
-	if s.revocations.Revoked(claims) {
-		return Claims{}, fmt.Errorf("%w: the session has ended", ErrInvalidToken)
-	}
-	return claims, nil
 }
 
 // NormalizeEmail trims an email and checks that it is a plain address such as ada@example.com.
@@ -205,9 +207,9 @@ func (s *Service) rehash(ctx context.Context, userID uuid.UUID, password string)
 // unless the family is older than its maximum age. Presenting a token that was already used revokes its
 // whole family and ends its access tokens.
 func (s *Service) Refresh(ctx context.Context, refreshToken string, client Client) (TokenPair, error) {
-	newToken, newHash := newRefreshToken()
+	newToken, newHash := newSecret("")
 	now := time.Now()
-	old, err := s.store.RotateRefreshToken(ctx, hashRefreshToken(refreshToken), newHash, now.Add(s.cfg.RefreshTTL), now.Add(-s.cfg.FamilyMaxAge))
+	old, err := s.store.RotateRefreshToken(ctx, hashSecret(refreshToken), newHash, now.Add(s.cfg.RefreshTTL), now.Add(-s.cfg.FamilyMaxAge))
 	if notLive, ok := errors.AsType[*RefreshNotLiveError](err); ok {
 		if t := notLive.Token; t != nil && t.UsedAt != nil && t.RevokedAt == nil {
 			s.revokeReused(ctx, *t, client)
@@ -242,7 +244,7 @@ func (s *Service) revokeReused(ctx context.Context, old RefreshToken, client Cli
 // Logout ends the session of a refresh token: its family and its access tokens. An unknown token is not an
 // error: the session is over anyway.
 func (s *Service) Logout(ctx context.Context, refreshToken string, client Client) error {
-	t, err := s.store.RefreshTokenByHash(ctx, hashRefreshToken(refreshToken))
+	t, err := s.store.RefreshTokenByHash(ctx, hashSecret(refreshToken))
 	if core.ErrorCode(err) == core.NotFound {
 		return nil
 	}
@@ -273,7 +275,7 @@ func (s *Service) startSession(ctx context.Context, userID uuid.UUID) (TokenPair
 	if err != nil {
 		return TokenPair{}, err
 	}
-	refresh, hash := newRefreshToken()
+	refresh, hash := newSecret("")
 	expires := time.Now().Add(min(s.cfg.RefreshTTL, s.cfg.FamilyMaxAge))
 	if err := s.store.CreateRefreshToken(ctx, family, userID, hash, expires); err != nil {
 		return TokenPair{}, err

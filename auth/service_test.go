@@ -25,6 +25,12 @@ var cheap = auth.Argon2Params{Memory: 1024, Time: 1, Parallelism: 1}
 // newService returns a service on st with memory-only revocations, logging to logs.
 func newService(t *testing.T, st auth.Store, params auth.Argon2Params, logs io.Writer) *auth.Service {
 	t.Helper()
+	return newServiceWith(t, st, params, auth.ServiceConfig{}, logs)
+}
+
+// newServiceWith is newService with the API key limit of cfg.
+func newServiceWith(t *testing.T, st auth.Store, params auth.Argon2Params, cfg auth.ServiceConfig, logs io.Writer) *auth.Service {
+	t.Helper()
 	h, err := auth.NewHasher(params, 2, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +41,7 @@ func newService(t *testing.T, st auth.Store, params auth.Argon2Params, logs io.W
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	revocations := auth.NewRevocations(auth.RevocationsConfig{Lifetime: tokens.Lifetime(), Logger: logger})
 	return auth.NewService(st, h, tokens, revocations, auth.ServiceConfig{
-		RefreshTTL: time.Hour, FamilyMaxAge: 90 * 24 * time.Hour, Logger: logger,
+		RefreshTTL: time.Hour, FamilyMaxAge: 90 * 24 * time.Hour, MaxAPIKeys: cfg.MaxAPIKeys, Logger: logger,
 	})
 }
 
@@ -67,7 +73,7 @@ func mustLogin(t *testing.T, svc *auth.Service, email string) auth.TokenPair {
 // wantAuthenticated checks whether an access token still authenticates.
 func wantAuthenticated(t *testing.T, svc *auth.Service, what, token string, want bool) {
 	t.Helper()
-	_, err := svc.Authenticate(token)
+	_, err := svc.Authenticate(context.Background(), token, nil)
 	if want && err != nil {
 		t.Errorf("%s: %v, want authenticated", what, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/deepersensor/deepersensor/core"
 )
 
 // User is an account as the rest of the service sees it: never with its password hash.
@@ -52,6 +54,30 @@ type AuditEvent struct {
 	CreatedAt time.Time
 }
 
+// APIKey is a stored API key: never its secret, which its creator sees once, nor the secret's hash.
+type APIKey struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+	Name   string
+	// Prefix is the first characters of the secret, safe to show.
+	Prefix     string
+	CreatedAt  time.Time
+	ExpiresAt  *time.Time // nil when the key does not expire
+	LastUsedAt *time.Time // nil until its first use
+}
+
+// NewAPIKey is a key to store: the SHA-256 of its secret stands for the secret.
+type NewAPIKey struct {
+	UserID     uuid.UUID
+	Name       string
+	Prefix     string
+	SecretHash []byte
+	ExpiresAt  *time.Time
+}
+
+// ErrAPIKeyLimit is the store's answer to creating a key for a user who has as many live keys as allowed.
+var ErrAPIKeyLimit = core.Errorf(core.Conflict, "too many API keys")
+
 // Store is what the service needs from the database. Lookups of missing rows answer a core.NotFound error;
 // an email taken already, in any letter case, a core.Conflict.
 type Store interface {
@@ -60,8 +86,8 @@ type Store interface {
 	CredentialsByID(ctx context.Context, id uuid.UUID) (Credentials, error)
 	UserByID(ctx context.Context, id uuid.UUID) (User, error)
 	UpdatePasswordHash(ctx context.Context, id uuid.UUID, passwordHash string) error
-	// DeleteUser deletes an account with its tokens, conversations and messages; its audit events stay,
-	// without the user id.
+	// DeleteUser deletes an account with its tokens, API keys, conversations and messages; its audit events
+	// stay, without the user id.
 	DeleteUser(ctx context.Context, id uuid.UUID) error
 
 	CreateRefreshToken(ctx context.Context, familyID, userID uuid.UUID, tokenHash []byte, expiresAt time.Time) error
@@ -71,6 +97,32 @@ type Store interface {
 	RotateRefreshToken(ctx context.Context, oldHash, newHash []byte, expiresAt, familyStartedAfter time.Time) (RefreshToken, error)
 	RefreshTokenByHash(ctx context.Context, tokenHash []byte) (RefreshToken, error)
 	RevokeRefreshTokenFamily(ctx context.Context, familyID uuid.UUID) (int64, error)
+
+	// CreateAPIKey stores a key unless its user has maxLive keys that have not expired, atomically: then it
+	// returns ErrAPIKeyLimit. A missing user is a core.NotFound.
+	CreateAPIKey(ctx context.Context, key NewAPIKey, maxLive int) (APIKey, error)
+	// APIKeys lists a user's keys, newest first.
+	APIKeys(ctx context.Context, userID uuid.UUID) ([]APIKey, error)
+	// APIKeyByHash finds a key by the SHA-256 of its secret.
+	APIKeyByHash(ctx context.Context, secretHash []byte) (APIKey, error)
+	// DeleteAPIKey deletes a key of a user and returns it; a key of another user is a core.NotFound.
+	DeleteAPIKey(ctx context.Context, userID, id uuid.UUID) (APIKey, error)
+	// TouchAPIKeys records when keys were last used, in one statement; a key used later keeps its time.
+	TouchAPIKeys(ctx context.Context, usedAt map[uuid.UUID]time.Time) error
+
+	// UserRole returns a user's role.
+	UserRole(ctx context.Context, id uuid.UUID) (Role, error)
+	// SetRoleByEmail gives the account with email, in any letter case, role, and returns it with the role it
+	// had before.
+	SetRoleByEmail(ctx context.Context, email string, role Role) (User, Role, error)
+	// Accounts lists up to limit accounts in the order of their lower-cased emails, those after afterEmail
+	// ("" for the first page).
+	Accounts(ctx context.Context, afterEmail string, limit int) ([]Account, error)
+	// SetQuotas sets a user's quotas and returns the account with the quotas it had before.
+	SetQuotas(ctx context.Context, id uuid.UUID, q Quotas) (Account, Quotas, error)
+	// UsageByUser sums the model calls of each user of ids made since since and before until; a user
+	// without any is missing from the map.
+	UsageByUser(ctx context.Context, ids []uuid.UUID, since, until time.Time) (map[uuid.UUID]Usage, error)
 
 	InsertAuditEvent(ctx context.Context, e AuditEvent) error
 	// AuditEvents returns up to limit events of a user, newest first, older than the event beforeID when it

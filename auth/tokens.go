@@ -191,15 +191,19 @@ func (d *numericDate) date() *jwt.NumericDate {
 	return &d.NumericDate
 }
 
-// newRefreshToken returns a random 256-bit refresh token and the SHA-256 that is stored instead of it.
-func newRefreshToken() (token string, hash []byte) {
+// newSecret returns prefix followed by 256 random bits in base64url (43 characters), and the SHA-256 of the
+// whole that is stored instead of it. Refresh tokens and API keys are such secrets.
+func newSecret(prefix string) (secret string, hash []byte) {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
-	token = base64.RawURLEncoding.EncodeToString(b)
-	return token, hashRefreshToken(token)
+	secret = prefix + base64.RawURLEncoding.EncodeToString(b)
+	return secret, hashSecret(secret)
 }
 
-func hashRefreshToken(token string) []byte {
-	sum := sha256.Sum256([]byte(token))
+// hashSecret is the SHA-256 of a secret made by newSecret, by which it is stored and found. A fast hash is
+// right for 256 random bits: nobody can guess them, so a slow hash such as Argon2 would protect nothing and
+// only cost time on every request; and a plain hash, unlike a salted one, can be looked up.
+func hashSecret(secret string) []byte {
+	sum := sha256.Sum256([]byte(secret))
 	return sum[:]
 }

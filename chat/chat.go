@@ -18,6 +18,7 @@ import (
 
 	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/provider"
+	"github.com/deepersensor/deepersensor/usage"
 )
 
 // titleRunes is the longest title made from a first message.
@@ -29,12 +30,26 @@ const persistTimeout = 10 * time.Second
 // answerRetryAfter is how long a client should wait to retry a turn whose answer could not be stored.
 const answerRetryAfter = 5 * time.Second
 
-// Service runs chat turns and manages conversations.
+// Service runs chat turns and manages conversations, and accounts for every model call it makes.
 type Service struct {
 	store    Store
-	provider provider.Provider
+	provider Models
+	recorder Recorder
 	limits   Limits
 	logger   *slog.Logger
+}
+
+// Models are the model servers behind the service.
+type Models interface {
+	provider.Provider
+	// Upstream names the model server that serves a model, named as ListModels names it.
+	Upstream(model string) string
+}
+
+// Recorder takes the usage record of each model call when the call ends. Record is called on the request
+// path: it must not block.
+type Recorder interface {
+	Record(usage.Record)
 }
 
 // Limits bound what one user's turns may ask of the model and store.
@@ -46,33 +61,52 @@ type Limits struct {
 	MaxStoredBytes  int64 // message content one user may store; 0 for no cap
 }
 
-// NewService returns a Service within limits.
-func NewService(st Store, p provider.Provider, limits Limits, logger *slog.Logger) *Service {
-	return &Service{store: st, provider: p, limits: limits, logger: logger}
+// NewService returns a Service within limits that gives the usage record of each model call to rec; a nil
+// rec accounts for nothing.
+func NewService(st Store, models Models, rec Recorder, limits Limits, logger *slog.Logger) *Service {
+	return &Service{store: st, provider: models, recorder: rec, limits: limits, logger: logger}
 }
 
 // Request is one turn asked by a user.
 type Request struct {
 	UserID         uuid.UUID
+	APIKeyID       uuid.UUID  // the API key that authenticated the request, or uuid.Nil, for the usage record
+	RequestID      string     // for the usage record
 	ConversationID *uuid.UUID // nil starts a new conversation
 	Model          string
 	Messages       []provider.Message
 	Options        map[string]any
+	// Stateless turns store nothing and are sent no stored history: the OpenAI- and Ollama-compatible APIs,
+	// whose clients keep their own history, by default.
+	Stateless bool
+	// ClientHistory says that Messages hold the whole conversation, as the compatible APIs send it: no stored
+	// history is sent, and only the last message is stored as new.
+	ClientHistory bool
 }
 
-// Turn is a started turn: the user's messages are stored, and the answer has an id already.
+// Turn is a started turn: the user's messages are stored (unless it is stateless), and the answer has an id
+// already.
 type Turn struct {
 	Conversation Conversation
 	AnswerID     uuid.UUID
 	svc          *Service
 	upstream     provider.ChatRequest
 	listedAs     string // the model's name as the model server lists it
+	stateless    bool   // nothing is stored
+	caller       caller
 }
 
 // Begin checks the request and the model, stores the new messages (creating the conversation when needed)
 // and prepares what the model will be sent: the stored history, then the new messages.
 func (s *Service) Begin(ctx context.Context, req Request) (*Turn, error) {
-	if err := checkMessages(req.Messages); err != nil {
+	toStore := req.Messages
+	switch {
+	case req.Stateless:
+		toStore = nil
+	case req.ClientHistory && len(req.Messages) > 0:
+		toStore = req.Messages[len(req.Messages)-1:]
+	}
+	if err := checkMessages(toStore, len(req.Messages)-len(toStore)); err != nil {
 		return nil, err
 	}
 	if err := s.checkOptions(req.Options); err != nil {
@@ -82,8 +116,19 @@ func (s *Service) Begin(ctx context.Context, req Request) (*Turn, error) {
 	if err != nil {
 		return nil, err
 	}
-	newMsgs := make([]NewMessage, len(req.Messages))
-	for i, m := range req.Messages {
+	turn := &Turn{
+		AnswerID:  uuid.New(),
+		svc:       s,
+		upstream:  provider.ChatRequest{Model: req.Model, Messages: req.Messages, Options: req.Options},
+		listedAs:  listedAs,
+		stateless: req.Stateless,
+		caller:    caller{userID: req.UserID, apiKeyID: req.APIKeyID, requestID: req.RequestID},
+	}
+	if req.Stateless {
+		return turn, nil
+	}
+	newMsgs := make([]NewMessage, len(toStore))
+	for i, m := range toStore {
 		newMsgs[i] = NewMessage{Role: m.Role, Content: m.Content, Status: StatusComplete}
 	}
 	var (
@@ -99,10 +144,12 @@ func (s *Service) Begin(ctx context.Context, req Request) (*Turn, error) {
 		if conv, err = s.store.Conversation(ctx, *req.ConversationID, req.UserID); err != nil {
 			return nil, fmt.Errorf("begin turn: %w", err)
 		}
-		if history, _, err = s.store.MessagePage(ctx, conv.ID, 0, s.limits.HistoryMessages, s.limits.HistoryBytes); err != nil {
-			return nil, fmt.Errorf("begin turn: %w", err)
+		if !req.ClientHistory {
+			if history, _, err = s.store.MessagePage(ctx, conv.ID, 0, s.limits.HistoryMessages, s.limits.HistoryBytes); err != nil {
+				return nil, fmt.Errorf("begin turn: %w", err)
+			}
+			slices.Reverse(history)
 		}
-		slices.Reverse(history)
 		if _, err = s.store.AppendMessages(ctx, req.UserID, conv.ID, newMsgs, s.limits.MaxStoredBytes); err != nil {
 			return nil, fmt.Errorf("begin turn: %w", err)
 		}
@@ -111,20 +158,15 @@ func (s *Service) Begin(ctx context.Context, req Request) (*Turn, error) {
 	for _, m := range history {
 		msgs = append(msgs, provider.Message{Role: m.Role, Content: m.Content})
 	}
-	msgs = append(msgs, req.Messages...)
-	return &Turn{
-		Conversation: conv,
-		AnswerID:     uuid.New(),
-		svc:          s,
-		upstream:     provider.ChatRequest{Model: req.Model, Messages: msgs, Options: req.Options},
-		listedAs:     listedAs,
-	}, nil
+	turn.Conversation, turn.upstream.Messages = conv, append(msgs, req.Messages...)
+	return turn, nil
 }
 
-// checkMessages refuses what the contract cannot express: content that is blank or holds a NUL.
-func checkMessages(msgs []provider.Message) error {
+// checkMessages refuses what the contract cannot express in messages to be stored, the request's from index
+// first on: content that is blank or holds a NUL.
+func checkMessages(msgs []provider.Message, first int) error {
 	for i, m := range msgs {
-		if err := checkText(fmt.Sprintf("messages[%d].content", i), m.Content); err != nil {
+		if err := checkText(fmt.Sprintf("messages[%d].content", first+i), m.Content); err != nil {
 			return err
 		}
 	}
@@ -134,8 +176,8 @@ func checkMessages(msgs []provider.Message) error {
 // checkOptions keeps the model options that cost the model server most within what the operator allows:
 // the context window (a reload of the model at that size) and the tokens to generate.
 func (s *Service) checkOptions(opts map[string]any) error {
-	if n, ok := number(opts["num_ctx"]); ok && n > float64(s.limits.MaxContext) {
-		return core.InvalidField("options.num_ctx", fmt.Sprintf("must be at most %d", s.limits.MaxContext))
+	if n, ok := number(opts["num_ctx"]); ok && (n < 1 || n > float64(s.limits.MaxContext)) {
+		return core.InvalidField("options.num_ctx", fmt.Sprintf("must be between 1 and %d", s.limits.MaxContext))
 	}
 	if n, ok := number(opts["num_predict"]); ok && (n < 1 || n > float64(s.limits.MaxPredict)) {
 		return core.InvalidField("options.num_predict", fmt.Sprintf("must be between 1 and %d", s.limits.MaxPredict))
@@ -202,31 +244,38 @@ func titleFrom(msgs []provider.Message) string {
 	return text
 }
 
-// Complete asks the model for a whole answer and stores it.
+// Complete asks the model for a whole answer, accounts for the call and stores the answer.
 func (t *Turn) Complete(ctx context.Context) (Message, error) {
+	c := t.svc.startCall(t.caller, t.upstream.Model, t.listedAs)
 	resp, err := t.svc.provider.Chat(ctx, t.upstream)
 	if err != nil {
+		c.end(failed(ctx), "", nil)
 		return Message{}, fmt.Errorf("chat: %w", err)
 	}
-	return t.save(ctx, resp.Content, StatusComplete, resp.DoneReason, &resp.Usage)
+	c.end(usage.Complete, resp.Model, &resp.Usage)
+	return t.save(ctx, resp.Content, StatusComplete, resp.Model, resp.DoneReason, &resp.Usage)
 }
 
 // Stream yields the model's answer chunk by chunk and stores it when the stream ends: complete, with the
 // final chunk's usage, before that chunk is yielded; incomplete, with the text so far, when the model fails
 // or its stream ends without a final chunk (before the error is yielded), or when the consumer stops early.
-// A failure to store is yielded as a core.NotStored error in place of the final chunk.
+// A failure to store is yielded as a core.NotStored error in place of the final chunk. The call is accounted
+// for when the stream ends, however it ends.
 func (t *Turn) Stream(ctx context.Context) iter.Seq2[provider.Chunk, error] {
 	return func(yield func(provider.Chunk, error) bool) {
+		c := t.svc.startCall(t.caller, t.upstream.Model, t.listedAs)
+		outcome, answeredBy, counts := usage.Error, "", (*provider.Usage)(nil)
 		var text strings.Builder
 		saved := false
 		defer func() {
 			if !saved {
-				_, _ = t.save(ctx, text.String(), StatusIncomplete, "", nil)
+				_, _ = t.save(ctx, text.String(), StatusIncomplete, "", "", nil)
 			}
+			c.end(outcome, answeredBy, counts)
 		}()
 		fail := func(err error) {
-			saved = true
-			_, _ = t.save(ctx, text.String(), StatusIncomplete, "", nil)
+			saved, outcome = true, failed(ctx)
+			_, _ = t.save(ctx, text.String(), StatusIncomplete, "", "", nil)
 			yield(provider.Chunk{}, err)
 		}
 		for chunk, err := range t.svc.provider.ChatStream(ctx, t.upstream) {
@@ -236,34 +285,50 @@ func (t *Turn) Stream(ctx context.Context) iter.Seq2[provider.Chunk, error] {
 			}
 			text.WriteString(chunk.Content)
 			if chunk.Done {
-				saved = true
-				if _, err := t.save(ctx, text.String(), StatusComplete, chunk.DoneReason, &chunk.Usage); err != nil {
+				saved, outcome, answeredBy, counts = true, usage.Complete, chunk.Model, &chunk.Usage
+				if _, err := t.save(ctx, text.String(), StatusComplete, chunk.Model, chunk.DoneReason, &chunk.Usage); err != nil {
 					yield(provider.Chunk{}, err)
 					return
 				}
 			}
-			if !yield(chunk, nil) || chunk.Done {
+			c.delivered(chunk.Content)
+			if !yield(chunk, nil) {
+				if !chunk.Done {
+					outcome = usage.Incomplete // the consumer stopped before the end
+				}
+				return
+			}
+			if chunk.Done {
 				return
 			}
 		}
-		if ctx.Err() == nil {
-			// The model's stream ended without a final chunk or an error; never pretend it succeeded.
-			fail(provider.UpstreamFailed(fmt.Errorf("chat %q: stream ended without a final chunk", t.upstream.Model)))
+		if ctx.Err() != nil {
+			outcome = usage.Incomplete
+			return
 		}
+		// The model's stream ended without a final chunk or an error; never pretend it succeeded.
+		fail(provider.UpstreamFailed(fmt.Errorf("chat %q: stream ended without a final chunk", t.upstream.Model)))
 	}
 }
 
-// save stores the answer. It runs even when ctx has ended, since the client leaving is no reason to lose it.
-func (t *Turn) save(ctx context.Context, content, status, doneReason string, usage *provider.Usage) (Message, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
-	defer cancel()
+// save stores the answer, unless the turn is stateless. It runs even when ctx has ended, since the client
+// leaving is no reason to lose it.
+func (t *Turn) save(ctx context.Context, content, status, answeredBy, doneReason string, usage *provider.Usage) (Message, error) {
 	msg := NewMessage{
 		ID: t.AnswerID, Role: provider.RoleAssistant, Content: content, Status: status,
-		Model: t.upstream.Model, DoneReason: doneReason,
+		Model: cmp.Or(answeredBy, t.upstream.Model), DoneReason: doneReason,
 	}
 	if usage != nil {
 		msg.Usage = &Usage{PromptTokens: usage.PromptTokens, CompletionTokens: usage.CompletionTokens}
 	}
+	if t.stateless {
+		return Message{
+			ID: msg.ID, Role: msg.Role, Content: content, Status: status, Model: msg.Model, DoneReason: doneReason,
+			Usage: msg.Usage, CreatedAt: time.Now(),
+		}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
+	defer cancel()
 	stored, err := t.svc.store.AppendMessages(ctx, t.Conversation.UserID, t.Conversation.ID, []NewMessage{msg}, 0)
 	if err != nil {
 		t.svc.logger.ErrorContext(ctx, "store answer", "conversation_id", t.Conversation.ID, "message_id", t.AnswerID,

@@ -24,7 +24,7 @@ func newService(st *memStore, model *fakeModel) *chat.Service {
 }
 
 func newServiceWithin(st *memStore, model *fakeModel, limits chat.Limits) *chat.Service {
-	return chat.NewService(st, model, limits, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return chat.NewService(st, model, nil, limits, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
 func userSays(text string) []provider.Message {
@@ -355,6 +355,7 @@ func TestOptionsWithinLimits(t *testing.T) {
 		{"none", nil, ""},
 		{"largest context", map[string]any{"num_ctx": float64(32768)}, ""},
 		{"context too large", map[string]any{"num_ctx": float64(1048576)}, "options.num_ctx"},
+		{"no context", map[string]any{"num_ctx": float64(0)}, "options.num_ctx"},
 		{"largest prediction", map[string]any{"num_predict": float64(4096)}, ""},
 		{"prediction too long", map[string]any{"num_predict": float64(4097)}, "options.num_predict"},
 		{"endless prediction", map[string]any{"num_predict": float64(-1)}, "options.num_predict"},
@@ -503,4 +504,65 @@ func TestHistoryBytes(t *testing.T) {
 	if n := len(model.sent.Messages); n != 2 || model.sent.Messages[0].Content != "ok" {
 		t.Errorf("sent %+v, want the answer and the new message", model.sent.Messages)
 	}
+}
+
+// TestStatelessAndClientHistory checks the turns of the compatible APIs: a stateless turn stores nothing and
+// sends only what the client sent; a turn whose client keeps the history stores only its last message.
+func TestStatelessAndClientHistory(t *testing.T) {
+	ctx := context.Background()
+	history := []provider.Message{
+		{Role: provider.RoleSystem, Content: "be brief"},
+		{Role: provider.RoleUser, Content: "hi"},
+		{Role: provider.RoleAssistant, Content: "hello"},
+		{Role: provider.RoleUser, Content: "and now?"},
+	}
+	t.Run("stateless", func(t *testing.T) {
+		st := newMemStore()
+		model := &fakeModel{chunks: []string{"ok"}}
+		turn, err := newService(st, model).Begin(ctx, chat.Request{UserID: uuid.New(), Model: "tiny", Messages: history, Stateless: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text string
+		for chunk, err := range turn.Stream(ctx) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			text += chunk.Content
+		}
+		if text != "ok" || len(model.sent.Messages) != 4 || st.conversationCount() != 0 {
+			t.Errorf("answer %q, sent %d messages, %d conversations stored; want ok, 4, none", text, len(model.sent.Messages), st.conversationCount())
+		}
+		answer, err := turn.Complete(ctx)
+		if err != nil || answer.Content != "ok" || answer.ID != turn.AnswerID || st.conversationCount() != 0 {
+			t.Errorf("Complete = %+v, %v; want the answer, nothing stored", answer, err)
+		}
+	})
+	t.Run("client history", func(t *testing.T) {
+		st := newMemStore()
+		model := &fakeModel{chunks: []string{"ok"}}
+		svc := newService(st, model)
+		user := uuid.New()
+		first, err := svc.Begin(ctx, chat.Request{UserID: user, Model: "tiny", Messages: history[:2], ClientHistory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := first.Complete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		next, err := svc.Begin(ctx, chat.Request{UserID: user, ConversationID: &first.Conversation.ID, Model: "tiny", Messages: history, ClientHistory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := next.Complete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var stored []string
+		for _, m := range st.messages(first.Conversation.ID) {
+			stored = append(stored, m.Content)
+		}
+		if got := strings.Join(stored, "|"); got != "hi|ok|and now?|ok" || len(model.sent.Messages) != 4 {
+			t.Errorf("stored %q and sent %d messages; want each turn's last message and answer, and the client's 4", got, len(model.sent.Messages))
+		}
+	})
 }

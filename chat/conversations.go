@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -104,7 +103,7 @@ func (s *Service) Conversation(ctx context.Context, id, userID uuid.UUID) (Conve
 func (s *Service) Messages(ctx context.Context, id, userID uuid.UUID, before string, limit int) (MessagePage, error) {
 	var beforeSeq int64
 	if before != "" {
-		seq, err := parseMessageCursor(before)
+		seq, err := core.ParsePositionCursor("before", before)
 		if err != nil {
 			return MessagePage{}, err
 		}
@@ -125,20 +124,9 @@ func (s *Service) page(ctx context.Context, conversationID uuid.UUID, before int
 	slices.Reverse(msgs)
 	page := MessagePage{Messages: msgs}
 	if older && len(msgs) > 0 {
-		page.Older = base64.RawURLEncoding.EncodeToString(strconv.AppendInt(nil, msgs[0].Seq, 10))
+		page.Older = core.PositionCursor(msgs[0].Seq)
 	}
 	return page, nil
-}
-
-// parseMessageCursor decodes a MessagePage.Older into the seq it stands for.
-func parseMessageCursor(s string) (int64, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err == nil {
-		if seq, err := strconv.ParseInt(string(raw), 10, 64); err == nil && seq > 0 {
-			return seq, nil
-		}
-	}
-	return 0, &core.Error{Code: core.Malformed, Field: "before", Message: "is not a cursor from this API"}
 }
 
 // Rename sets the title of one of the user's conversations, trimmed of white space; it must not be blank.

@@ -196,11 +196,13 @@ func (s *memStore) conversationCount() int {
 type fakeModel struct {
 	chunks []string
 	end    error
+	// answeredBy, when set, is the model that answers, as a fallback would.
+	answeredBy string
 	// sent is the last request the model was sent.
 	sent provider.ChatRequest
 }
 
-var _ provider.Provider = (*fakeModel)(nil)
+var _ chat.Models = (*fakeModel)(nil)
 
 // Ends of the fake's stream other than an error: without a final chunk and without an error, or a panic.
 var (
@@ -230,8 +232,18 @@ func (f *fakeModel) Chat(ctx context.Context, req provider.ChatRequest) (provide
 	for _, c := range f.chunks {
 		text += c
 	}
-	return provider.ChatResponse{Content: text, DoneReason: "stop", Usage: fakeUsage}, nil
+	return provider.ChatResponse{Model: f.answeredBy, Content: text, DoneReason: "stop", Usage: fakeUsage}, nil
 }
+
+func (f *fakeModel) Embed(_ context.Context, req provider.EmbedRequest) (provider.EmbedResponse, error) {
+	if f.end != nil {
+		return provider.EmbedResponse{}, f.end
+	}
+	return provider.EmbedResponse{Model: cmp.Or(f.answeredBy, req.Model), Embeddings: [][]float64{{0.5}}, PromptTokens: 5}, nil
+}
+
+// Upstream names the fake's one model server.
+func (f *fakeModel) Upstream(string) string { return "local" }
 
 func (f *fakeModel) ChatStream(ctx context.Context, req provider.ChatRequest) iter.Seq2[provider.Chunk, error] {
 	f.sent = req
@@ -243,7 +255,7 @@ func (f *fakeModel) ChatStream(ctx context.Context, req provider.ChatRequest) it
 		}
 		switch {
 		case f.end == nil:
-			yield(provider.Chunk{Done: true, DoneReason: "stop", Usage: fakeUsage}, nil)
+			yield(provider.Chunk{Model: f.answeredBy, Done: true, DoneReason: "stop", Usage: fakeUsage}, nil)
 		case errors.Is(f.end, errEndWithoutFinal):
 		case errors.Is(f.end, errPanic):
 			panic("bug in the model client")

@@ -70,6 +70,9 @@ type Config struct {
 	OllamaMaxConcurrency    int           `envconfig:"OLLAMA_MAX_CONCURRENCY" default:"32" desc:"chat calls to the model server at once per instance"`
 	OllamaQueueWait         time.Duration `envconfig:"OLLAMA_QUEUE_WAIT" default:"2s" desc:"how long a chat call waits for a model server slot before 503"`
 	ModelsCacheTTL          time.Duration `envconfig:"MODELS_CACHE_TTL" default:"30s"`
+	// Upstreams, when set, replace the one Ollama of OllamaURL; each has the timeouts and caps above.
+	Upstreams      Upstreams `envconfig:"UPSTREAMS" desc:"model servers, NAME=KIND+URL comma-separated (KIND ollama or openai); empty means the one Ollama at OLLAMA_URL"`
+	ModelFallbacks Fallbacks `envconfig:"MODEL_FALLBACKS" desc:"MODEL=FALLBACK comma-separated: the model that answers when MODEL fails before its first token"`
 
 	RateLimitAuthIP            Rate `envconfig:"RATE_LIMIT_AUTH_IP" default:"20/1m" desc:"per client address on signup, login, refresh, logout and account deletion"`
 	RateLimitLoginEmail        Rate `envconfig:"RATE_LIMIT_LOGIN_EMAIL" default:"10/15m" desc:"per account email and client address on login and account deletion"`
@@ -79,6 +82,8 @@ type Config struct {
 	RateLimitChat              Rate `envconfig:"RATE_LIMIT_CHAT" default:"30/1m" desc:"per user on the chat routes"`
 	MaxStreamsPerUser          int  `envconfig:"MAX_STREAMS_PER_USER" default:"3" desc:"model calls, streamed or not, one user may have running at once"`
 	RateLimitFailClosed        bool `envconfig:"RATE_LIMIT_FAIL_CLOSED" default:"false" desc:"answer 503 instead of limiting per instance while Redis is down"`
+	RateLimitKeyLookupIP       Rate `envconfig:"RATE_LIMIT_KEY_LOOKUP_IP" default:"120/1m" desc:"per client address, API keys looked up in the database (those not cached)"`
+	MaxAPIKeysPerUser          int  `envconfig:"MAX_API_KEYS_PER_USER" default:"50" desc:"API keys that have not expired one user may have"`
 
 	ChatHistoryMessages   int           `envconfig:"CHAT_HISTORY_MESSAGES" default:"50" desc:"stored messages sent to the model before the new ones"`
 	ChatHistoryBytes      int64         `envconfig:"CHAT_HISTORY_BYTES" default:"1048576" desc:"and at most this many bytes of their content"`
@@ -155,6 +160,7 @@ func (c *Config) finish() error {
 	if u, err := url.Parse(c.OllamaURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("OLLAMA_URL", "must be an http(s) URL")
 	}
+	errs = append(errs, c.Upstreams.readAPIKeys()...)
 	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		bad("DATABASE_URL", "must be a postgres:// URL")
 	}
@@ -171,6 +177,7 @@ func (c *Config) finish() error {
 		"CHAT_MAX_PREDICT": int64(c.ChatMaxPredict),
 		"ACCESS_TOKEN_TTL": int64(c.AccessTokenTTL), "REFRESH_TOKEN_TTL": int64(c.RefreshTokenTTL),
 		"SSE_HEARTBEAT": int64(c.SSEHeartbeat), "MAX_STREAMS_PER_USER": int64(c.MaxStreamsPerUser),
+		"MAX_API_KEYS_PER_USER":  int64(c.MaxAPIKeysPerUser),
 		"REFRESH_FAMILY_MAX_AGE": int64(c.RefreshFamilyMaxAge),
 		"OLLAMA_MAX_CONCURRENCY": int64(c.OllamaMaxConcurrency), "OLLAMA_QUEUE_WAIT": int64(c.OllamaQueueWait),
 	}
@@ -204,6 +211,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("database_url", redactURL(c.DatabaseURL)),
 		slog.String("redis_url", redactURL(c.RedisURL)),
 		slog.String("ollama_url", c.OllamaURL),
+		slog.String("upstreams", c.Upstreams.String()),
+		slog.String("model_fallbacks", c.ModelFallbacks.String()),
 		slog.String("jwt_secret", "[masked]"),
 		slog.Int("jwt_previous_secrets", len(c.JWTPreviousSecrets)),
 		slog.Duration("access_token_ttl", c.AccessTokenTTL),

@@ -10,6 +10,7 @@ import (
 
 func TestLoad(t *testing.T) {
 	secret := strings.Repeat("k", 32)
+	const twoUpstreams = "local=ollama+http://127.0.0.1:11434, gpu=openai+http://gpu-box:8000/v1"
 	tests := []struct {
 		name    string
 		env     map[string]string
@@ -55,6 +56,37 @@ func TestLoad(t *testing.T) {
 				t.Errorf("lists = %v %v", c.CORSOrigins, c.TrustedProxies)
 			}
 		}},
+		{"no upstreams", nil, "", func(t *testing.T, c config.Config) {
+			if len(c.Upstreams) != 0 || len(c.ModelFallbacks) != 0 {
+				t.Errorf("upstreams %v, fallbacks %v, want none", c.Upstreams, c.ModelFallbacks)
+			}
+		}},
+		{"two with a key", map[string]string{"DS_UPSTREAMS": twoUpstreams, "DS_UPSTREAM_GPU_API_KEY": "sk-secret"}, "", func(t *testing.T, c config.Config) {
+			want := config.Upstreams{
+				{Name: "local", Kind: config.UpstreamOllama, URL: "http://127.0.0.1:11434"},
+				{Name: "gpu", Kind: config.UpstreamOpenAI, URL: "http://gpu-box:8000/v1", APIKey: "sk-secret"},
+			}
+			if len(c.Upstreams) != 2 || c.Upstreams[0] != want[0] || c.Upstreams[1] != want[1] {
+				t.Errorf("upstreams = %#v, want %#v", c.Upstreams, want)
+			}
+		}},
+		{"fallbacks", map[string]string{"DS_MODEL_FALLBACKS": "local/llama3.2=gpu/llama-3.2-3b, tiny = gpu/tiny"}, "", func(t *testing.T, c config.Config) {
+			if len(c.ModelFallbacks) != 2 || c.ModelFallbacks["local/llama3.2"] != "gpu/llama-3.2-3b" || c.ModelFallbacks["tiny"] != "gpu/tiny" {
+				t.Errorf("fallbacks = %v", c.ModelFallbacks)
+			}
+		}},
+		{"no kind", map[string]string{"DS_UPSTREAMS": "gpu=http://gpu-box:8000/v1"}, "DS_UPSTREAMS", nil},
+		{"unknown kind", map[string]string{"DS_UPSTREAMS": "gpu=vllm+http://gpu-box:8000/v1"}, "DS_UPSTREAMS", nil},
+		{"bad url", map[string]string{"DS_UPSTREAMS": "gpu=openai+gpu-box:8000"}, "DS_UPSTREAMS", nil},
+		{"bad name", map[string]string{"DS_UPSTREAMS": "gpu-box=openai+http://gpu-box:8000/v1"}, "DS_UPSTREAMS", nil},
+		{"upper-case name", map[string]string{"DS_UPSTREAMS": "GPU=openai+http://gpu-box:8000/v1"}, "DS_UPSTREAMS", nil},
+		{"repeated name", map[string]string{"DS_UPSTREAMS": twoUpstreams + ",gpu=ollama+http://x:1"}, "DS_UPSTREAMS", nil},
+		{"empty entry", map[string]string{"DS_UPSTREAMS": twoUpstreams + ","}, "DS_UPSTREAMS", nil},
+		{"key of no upstream", map[string]string{"DS_UPSTREAMS": twoUpstreams, "DS_UPSTREAM_GUP_API_KEY": "sk-x"}, "DS_UPSTREAM_GUP_API_KEY", nil},
+		{"key without upstreams", map[string]string{"DS_UPSTREAM_GPU_API_KEY": "sk-x"}, "DS_UPSTREAM_GPU_API_KEY", nil},
+		{"fallback without a target", map[string]string{"DS_MODEL_FALLBACKS": "local/llama3.2="}, "DS_MODEL_FALLBACKS", nil},
+		{"fallback to itself", map[string]string{"DS_MODEL_FALLBACKS": "a=a"}, "DS_MODEL_FALLBACKS", nil},
+		{"two fallbacks", map[string]string{"DS_MODEL_FALLBACKS": "a=b,a=c"}, "DS_MODEL_FALLBACKS", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -45,8 +45,10 @@ type Usage struct {
 	EvalDuration       time.Duration
 }
 
-// Chunk is one piece of a streamed answer. Done, DoneReason and Usage are set only on the final chunk.
+// Chunk is one piece of a streamed answer. Model, Done, DoneReason and Usage are set only on the final chunk.
 type Chunk struct {
+	// Model is the model that answered: the one asked for, unless a fallback answered in its place.
+	Model      string
 	Content    string
 	Done       bool
 	DoneReason string // "stop" or "length", as the model server reports it
@@ -55,9 +57,25 @@ type Chunk struct {
 
 // ChatResponse is a complete, non-streamed answer.
 type ChatResponse struct {
+	// Model is the model that answered: the one asked for, unless a fallback answered in its place.
+	Model      string
 	Content    string
 	DoneReason string
 	Usage      Usage
+}
+
+// EmbedRequest asks a model for one embedding vector per input text.
+type EmbedRequest struct {
+	Model string
+	Input []string
+}
+
+// EmbedResponse holds the vectors of an EmbedRequest, in the order of its inputs.
+type EmbedResponse struct {
+	// Model is the model that answered: the one asked for, unless a fallback answered in its place.
+	Model        string
+	Embeddings   [][]float64
+	PromptTokens int // the input tokens, as the model server counts them; zero when it does not say
 }
 
 // Model describes a model the model server can run, as listed by ListModels.
@@ -95,6 +113,8 @@ type Provider interface {
 	// UpstreamFailed or UpstreamTimeout error once the answer has started. Breaking out of the loop or
 	// cancelling ctx aborts the upstream request at once.
 	ChatStream(ctx context.Context, req ChatRequest) iter.Seq2[Chunk, error]
+	// Embed turns each input text into a vector, for search and retrieval.
+	Embed(ctx context.Context, req EmbedRequest) (EmbedResponse, error)
 }
 
 // SameModel reports whether two model names mean the same model: a name without a tag means its "latest"

@@ -34,9 +34,18 @@ UPDATE conversations
 SET updated_at = now()
 WHERE id = @id;
 
--- name: DeleteConversation :execrows
--- Deletes a conversation of the user with its messages and no longer counts their content as stored. It
--- changes one row when the conversation was the user's, none otherwise.
+-- name: LockConversation :one
+-- Locks a conversation of the user until the transaction ends. Messages being added to it are waited for,
+-- and new ones wait in turn (their foreign key check conflicts with the lock).
+SELECT id
+FROM conversations
+WHERE id = @id
+  AND user_id = @user_id
+FOR UPDATE;
+
+-- name: DeleteConversation :exec
+-- Deletes a conversation of the user with its messages and no longer counts their content as stored; lock
+-- it first (LockConversation), so that no message is added between the count and the delete.
 WITH gone AS (
     DELETE FROM conversations AS c
     WHERE c.id = @id

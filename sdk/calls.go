@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -79,6 +80,32 @@ func (c *Client) RenameConversation(ctx context.Context, id uuid.UUID, title str
 func (c *Client) DeleteConversation(ctx context.Context, id uuid.UUID) error {
 	resp, err := c.do(ctx, func(auth client.RequestEditorFn) (*http.Response, error) {
 		return c.raw.DeleteConversation(ctx, id, auth)
+	})
+	return expectNoContent(resp, err)
+}
+
+// CreateAPIKey makes an API key named for what it is for, which works until expiresAt (never, when nil).
+// The answer's Secret is the key, shown this once: keep it, and pass it to WithAPIKey.
+func (c *Client) CreateAPIKey(ctx context.Context, name string, expiresAt *time.Time) (client.CreatedAPIKey, error) {
+	resp, err := c.do(ctx, func(auth client.RequestEditorFn) (*http.Response, error) {
+		return c.raw.CreateAPIKey(ctx, client.NewAPIKey{Name: name, ExpiresAt: expiresAt}, auth)
+	})
+	return decode[client.CreatedAPIKey](resp, err, http.StatusCreated)
+}
+
+// APIKeys lists the user's API keys, newest first, without their secrets.
+func (c *Client) APIKeys(ctx context.Context) ([]client.APIKey, error) {
+	resp, err := c.do(ctx, func(auth client.RequestEditorFn) (*http.Response, error) {
+		return c.raw.ListAPIKeys(ctx, auth)
+	})
+	list, err := decode[client.APIKeyList](resp, err, http.StatusOK)
+	return list.Items, err
+}
+
+// DeleteAPIKey revokes an API key; it stops working at once.
+func (c *Client) DeleteAPIKey(ctx context.Context, id uuid.UUID) error {
+	resp, err := c.do(ctx, func(auth client.RequestEditorFn) (*http.Response, error) {
+		return c.raw.DeleteAPIKey(ctx, id, auth)
 	})
 	return expectNoContent(resp, err)
 }

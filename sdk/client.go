@@ -14,11 +14,13 @@ import (
 )
 
 // Client talks to one DeeperSensor server on behalf of one user. It keeps the user's token pair, sends the
-// access token with every call and refreshes the pair when needed. It is safe for concurrent use.
+// access token with every call and refreshes the pair when needed; or, made WithAPIKey, sends the key. It is
+// safe for concurrent use.
 type Client struct {
 	raw      *client.Client              // the SDK's own calls, which set Authorization per request
 	api      *client.ClientWithResponses // handed out by API, sending the current access token
 	onTokens func(TokenSet)
+	apiKey   string // sent instead of an access token, when set
 
 	refreshMu sync.Mutex // held while refreshing, so that concurrent callers use a refresh token once
 	mu        sync.Mutex // guards tokens
@@ -50,6 +52,7 @@ type settings struct {
 	httpClient *http.Client
 	userAgent  string
 	onTokens   func(TokenSet)
+	apiKey     string
 }
 
 // WithHTTPClient sends the requests with hc instead of http.DefaultClient, for example to set a proxy or
@@ -70,8 +73,15 @@ func OnTokens(fn func(TokenSet)) Option {
 	return func(s *settings) { s.onTokens = fn }
 }
 
+// WithAPIKey authenticates every call with an API key (ds_...) instead of a session, for programs that
+// cannot log in: no Login is needed. A key is never refreshed, so a 401 answer is final: the key was
+// revoked, expired, or its account deleted.
+func WithAPIKey(key string) Option {
+	return func(s *settings) { s.apiKey = key }
+}
+
 // New returns a Client for the server at baseURL, such as "http://127.0.0.1:8080". It has no session until
-// Login or SetTokens.
+// Login or SetTokens, unless it is made WithAPIKey.
 func New(baseURL string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -81,7 +91,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(&s)
 	}
-	c := &Client{onTokens: s.onTokens}
+	c := &Client{onTokens: s.onTokens, apiKey: s.apiKey}
 	common := []client.ClientOption{client.WithHTTPClient(s.httpClient)}
 	if s.userAgent != "" {
 		common = append(common, client.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
@@ -178,9 +188,12 @@ func (c *Client) Logout(ctx context.Context) error {
 	return expectNoContent(resp, err)
 }
 
-// accessToken returns the access token to send, refreshing the session first when the token is about to
-// expire. It is empty when there is no session.
+// accessToken returns the bearer token to send: the API key, or the access token, refreshing the session
+// first when the token is about to expire. It is empty when there is neither.
 func (c *Client) accessToken(ctx context.Context) (string, error) {
+	if c.apiKey != "" {
+		return c.apiKey, nil
+	}
 	t := c.Tokens()
 	if t.RefreshToken == "" || !t.expiring(time.Now()) {
 		return t.AccessToken, nil
@@ -208,14 +221,15 @@ func (c *Client) refresh(ctx context.Context, stale string) (string, error) {
 }
 
 // do sends an authenticated request built by call. When the access token is about to expire, or the server
-// answers 401, it refreshes the session once and, for a 401, sends the request again.
+// answers 401, it refreshes the session once and, for a 401, sends the request again. An API key is never
+// refreshed.
 func (c *Client) do(ctx context.Context, call func(client.RequestEditorFn) (*http.Response, error)) (*http.Response, error) {
 	token, err := c.accessToken(ctx)
 	if err != nil {
 		return nil, err
 	}
 	resp, err := call(bearer(token))
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || c.Tokens().RefreshToken == "" {
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || c.apiKey != "" || c.Tokens().RefreshToken == "" {
 		return resp, err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))

@@ -27,6 +27,9 @@
 // many concurrent calls, and retries. Tokens and SetTokens save and resume a session, and the OnTokens
 // option reports each new pair so that a program can persist it.
 //
+// API keys: a Client made WithAPIKey sends the key (ds_...) instead, needs no Login and never refreshes,
+// so a 401 is final. CreateAPIKey, APIKeys and DeleteAPIKey manage a user's keys.
+//
 // Errors: every answer outside 2xx becomes an *Error holding the status and the decoded
 // application/problem+json body; IsNotFound and IsUnauthorized cover the common checks.
 //

@@ -11,35 +11,83 @@ import (
 	echomw "github.com/oapi-codegen/echo-middleware"
 
 	"github.com/deepersensor/deepersensor/auth"
+	"github.com/deepersensor/deepersensor/core"
 )
 
 const (
-	userIDKey contextKey = iota + 100
+	principalKey contextKey = iota + 100
 	clientKey
 )
 
 // authenticate verifies the bearer token of an operation that the contract secures, checks that its session
-// and account are not revoked (in memory, without I/O), and puts the user id in the request context. Any
-// failure is a 401; the reason is not told.
+// or API key and its account are not revoked (in memory, without I/O), and puts whom it acts for in the
+// request context. Any failure of the token is a 401; the reason is not told. An admin route is then a 404
+// for anybody but an admin (guardAdminRoute).
 func (s *Server) authenticate(ctx context.Context, _ *openapi3filter.AuthenticationInput) error {
 	c := echomw.GetEchoContext(ctx)
+	if err := s.authenticateRequest(c); err != nil {
+		return err
+	}
+	return s.guardAdminRoute(c)
+}
+
+// compatiblePrefixes are the path prefixes of the OpenAI- and Ollama-compatible APIs. The contract's
+// validator does not run on them (their clients send fields beyond the contract's), so they are
+// authenticated here, all of them: nothing under these prefixes is public.
+var compatiblePrefixes = []string{"/openai/", "/ollama/"}
+
+// authenticateCompatible authenticates every request to the OpenAI- and Ollama-compatible APIs.
+func (s *Server) authenticateCompatible(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !isCompatible(c.Path()) {
+			return next(c)
+		}
+		if err := s.authenticateRequest(c); err != nil {
+			return err
+		}
+		return next(c)
+	}
+}
+
+// isCompatible reports whether a route belongs to the OpenAI- or Ollama-compatible API.
+func isCompatible(route string) bool {
+	for _, prefix := range compatiblePrefixes {
+		if strings.HasPrefix(route, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticateRequest verifies the request's bearer token, an access token or an API key, and puts whom it
+// acts for in the request context. An API key that the instance has not cached costs a database lookup,
+// limited per client address (DS_RATE_LIMIT_KEY_LOOKUP_IP), so that made-up keys cannot cost a query each.
+func (s *Server) authenticateRequest(c echo.Context) error {
 	scheme, token, ok := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return echo.NewHTTPError(http.StatusUnauthorized)
 	}
-	claims, err := s.auth.Authenticate(strings.TrimSpace(token))
-	if err != nil {
-		return echo.NewHTTPError(http.StatusUnauthorized).SetInternal(err)
-	}
 	req := c.Request()
-	c.SetRequest(req.WithContext(context.WithValue(req.Context(), userIDKey, claims.UserID)))
+	p, err := s.auth.Authenticate(req.Context(), strings.TrimSpace(token), func(ctx context.Context) error {
+		return s.allow(ctx, nil, policy(policyKeyLookupIP, s.cfg.RateLimitKeyLookupIP), s.addressKey(c.RealIP()), c.RealIP(), uuid.Nil)
+	})
+	if err != nil {
+		// An *echo.HTTPError passes the contract's validator as it is; the core error in it is rendered.
+		return echo.NewHTTPError(kindOf(core.ErrorCode(err)).status).SetInternal(err)
+	}
+	c.SetRequest(req.WithContext(context.WithValue(req.Context(), principalKey, p)))
 	return nil
+}
+
+// principal returns whom the request acts for: its user and, when an API key authenticated it, the key.
+func principal(ctx context.Context) auth.Principal {
+	p, _ := ctx.Value(principalKey).(auth.Principal)
+	return p
 }
 
 // userID returns the id of the authenticated user; handlers of secured operations always have one.
 func userID(ctx context.Context) uuid.UUID {
-	id, _ := ctx.Value(userIDKey).(uuid.UUID)
-	return id
+	return principal(ctx).UserID
 }
 
 // clientMiddleware records where the request came from, for the audit log of the auth service.

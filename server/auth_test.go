@@ -591,44 +591,52 @@ func TestRefreshFamilyMaxAge(t *testing.T) {
 	}
 }
 
+// startTwoInstances starts two instances on one database and one Redis.
+func startTwoInstances(t *testing.T) (one, two *testapp.App) {
+	t.Helper()
+	prefix := "test:" + strings.ToLower(rand.Text()) + ":"
+	one = testapp.Start(t, testapp.Options{Configure: func(c *config.Config) { c.RedisURL, c.RedisKeyPrefix = redisURL(), prefix }})
+	two = testapp.Start(t, testapp.Options{Configure: func(c *config.Config) {
+		c.RedisURL, c.RedisKeyPrefix, c.DatabaseURL = redisURL(), prefix, one.Config.DatabaseURL
+	}})
+	return one, two
+}
+
+// wantEnded checks that a bearer token (an access token or an API key) is refused on the instance that
+// ended it at once, and on the other within the time a pub/sub message takes.
+func wantEnded(t *testing.T, what, token string, here, there *testapp.App) {
+	t.Helper()
+	wantStatus(t, here, what+", on the instance that ended it", token, http.StatusUnauthorized)
+	start := time.Now()
+	for {
+		resp, err := there.Client(t).GetMeWithResponse(context.Background(), testapp.Bearer(token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode() == http.StatusUnauthorized {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("%s: still accepted on the other instance after 1s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("%s: refused on the other instance after %v", what, time.Since(start))
+	wantStatus(t, there, what+", on the other instance", token, http.StatusUnauthorized)
+}
+
 // TestRevocationOnTwoInstances runs two instances on one database and one Redis: logging out, reusing a
 // refresh token and deleting the account on one end the access tokens on both, at once.
 func TestRevocationOnTwoInstances(t *testing.T) {
-	prefix := "test:" + strings.ToLower(rand.Text()) + ":"
-	one := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) { c.RedisURL, c.RedisKeyPrefix = redisURL(), prefix }})
-	two := testapp.Start(t, testapp.Options{Configure: func(c *config.Config) {
-		c.RedisURL, c.RedisKeyPrefix, c.DatabaseURL = redisURL(), prefix, one.Config.DatabaseURL
-	}})
+	one, two := startTwoInstances(t)
 	ctx := context.Background()
-	// ended checks that an access token is refused on the instance that ended it at once, and on the other
-	// within the time a pub/sub message takes.
-	ended := func(what, token string, here, there *testapp.App) {
-		t.Helper()
-		wantStatus(t, here, what+", on the instance that ended it", token, http.StatusUnauthorized)
-		start := time.Now()
-		for {
-			resp, err := there.Client(t).GetMeWithResponse(ctx, testapp.Bearer(token))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode() == http.StatusUnauthorized {
-				break
-			}
-			if time.Since(start) > time.Second {
-				t.Fatalf("%s: still accepted on the other instance after 1s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		t.Logf("%s: refused on the other instance after %v", what, time.Since(start))
-		wantStatus(t, there, what+", on the other instance", token, http.StatusUnauthorized)
-	}
 
 	email, logout := one.NewUser(t)
 	wantStatus(t, two, "a live token on the other instance", logout.AccessToken, http.StatusOK)
 	if r, err := one.Client(t).LogoutWithResponse(ctx, client.RefreshRequest{RefreshToken: logout.RefreshToken}); err != nil || r.StatusCode() != http.StatusNoContent {
 		t.Fatalf("logout = %v", err)
 	}
-	ended("logout", logout.AccessToken, one, two)
+	wantEnded(t, "logout", logout.AccessToken, one, two)
 
 	reused, err := two.Client(t).LoginWithResponse(ctx, client.Credentials{Email: email, Password: testapp.TestPassword})
 	if err != nil || reused.JSON200 == nil {
@@ -639,7 +647,7 @@ func TestRevocationOnTwoInstances(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ended("refresh-token reuse", reused.JSON200.AccessToken, two, one)
+	wantEnded(t, "refresh-token reuse", reused.JSON200.AccessToken, two, one)
 
 	live, err := one.Client(t).LoginWithResponse(ctx, client.Credentials{Email: email, Password: testapp.TestPassword})
 	if err != nil || live.JSON200 == nil {
@@ -649,5 +657,5 @@ func TestRevocationOnTwoInstances(t *testing.T) {
 	if err != nil || del.StatusCode() != http.StatusNoContent {
 		t.Fatalf("delete = %v %d", err, del.StatusCode())
 	}
-	ended("account deletion", live.JSON200.AccessToken, one, two)
+	wantEnded(t, "account deletion", live.JSON200.AccessToken, one, two)
 }

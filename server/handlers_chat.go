@@ -23,19 +23,12 @@ func (s *Server) Chat(ctx context.Context, req apiserver.ChatRequestObject) (api
 	if err != nil {
 		return nil, err
 	}
-	callCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(s.drained, cancel)()
-	answer, err := turn.Complete(callCtx)
+	answer, err := s.complete(ctx, turn)
 	if err != nil {
-		if s.drained.Err() != nil {
-			return nil, errShuttingDown
-		}
 		return nil, err
 	}
 	usage := apiserver.Usage{}
 	if answer.Usage != nil {
-		s.metrics.CountTokens(turn.ListedModel(), answer.Usage.PromptTokens, answer.Usage.CompletionTokens)
 		usage = apiserver.Usage{PromptTokens: answer.Usage.PromptTokens, CompletionTokens: answer.Usage.CompletionTokens}
 	}
 	return apiserver.Chat200JSONResponse{
@@ -46,6 +39,55 @@ func (s *Server) Chat(ctx context.Context, req apiserver.ChatRequestObject) (api
 		Usage:      usage,
 		DoneReason: answer.DoneReason,
 	}, nil
+}
+
+// complete asks the model for the turn's whole answer and counts its tokens.
+func (s *Server) complete(ctx context.Context, turn *chat.Turn) (chat.Message, error) {
+	var answer chat.Message
+	err := s.untilDrained(ctx, func(ctx context.Context) (err error) {
+		answer, err = turn.Complete(ctx)
+		return err
+	})
+	if err != nil {
+		return chat.Message{}, err
+	}
+	if answer.Usage != nil {
+		s.metrics.CountTokens(turn.ListedModel(), answer.Usage.PromptTokens, answer.Usage.CompletionTokens)
+	}
+	return answer, nil
+}
+
+// embed turns texts into vectors with model, holding one of the caller's model calls as a chat does, and
+// accounts for the call.
+func (s *Server) embed(ctx context.Context, model string, input []string) (provider.EmbedResponse, error) {
+	release, err := s.acquireModelCall(ctx)
+	if err != nil {
+		return provider.EmbedResponse{}, err
+	}
+	defer release()
+	p := principal(ctx)
+	var resp provider.EmbedResponse
+	err = s.untilDrained(ctx, func(ctx context.Context) (err error) {
+		resp, err = s.chat.Embed(ctx, chat.EmbedRequest{
+			UserID: p.UserID, APIKeyID: p.APIKeyID, RequestID: requestIDFrom(ctx), Model: model, Input: input,
+		})
+		return err
+	})
+	return resp, err
+}
+
+// untilDrained runs a model call that a shutdown of the server ends early, with errShuttingDown.
+func (s *Server) untilDrained(ctx context.Context, call func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.drained, cancel)()
+	if err := call(ctx); err != nil {
+		if s.drained.Err() != nil {
+			return errShuttingDown
+		}
+		return err
+	}
+	return nil
 }
 
 // firstChunkGrace is how much longer than the wait for a model-server slot (DS_OLLAMA_QUEUE_WAIT) a stream
@@ -65,10 +107,19 @@ func (s *Server) StreamChat(ctx context.Context, req apiserver.StreamChatRequest
 		release()
 		return nil, err
 	}
+	return s.newChatStream(ctx, release, turn, nativeEvents{
+		meta:      apiserver.StreamMeta{ConversationId: turn.Conversation.ID, MessageId: turn.AnswerID, Model: turn.Model()},
+		requestID: requestIDFrom(ctx),
+	}), nil
+}
+
+// newChatStream returns the stream of turn's answer, written as events says; it gives back the user's
+// model-call slot with release when it ends.
+func (s *Server) newChatStream(ctx context.Context, release func(), turn *chat.Turn, events streamEvents) chatStream {
 	return chatStream{
 		ctx:          ctx,
 		release:      release,
-		meta:         apiserver.StreamMeta{ConversationId: turn.Conversation.ID, MessageId: turn.AnswerID, Model: turn.Model()},
+		events:       events,
 		model:        turn.ListedModel(),
 		chunks:       turn.Stream,
 		draining:     s.drained.Done(),
@@ -78,8 +129,7 @@ func (s *Server) StreamChat(ctx context.Context, req apiserver.StreamChatRequest
 		start:        time.Now(),
 		firstWait:    s.cfg.OllamaQueueWait + firstChunkGrace,
 		failure:      func(err error) *core.Error { return s.failure(ctx, err) },
-		requestID:    requestIDFrom(ctx),
-	}, nil
+	}
 }
 
 func (s *Server) beginTurn(ctx context.Context, body apiserver.ChatRequest) (*chat.Turn, error) {
@@ -91,8 +141,10 @@ func (s *Server) beginTurn(ctx context.Context, body apiserver.ChatRequest) (*ch
 	if err != nil {
 		return nil, err
 	}
+	p := principal(ctx)
 	return s.chat.Begin(ctx, chat.Request{
-		UserID: userID(ctx), ConversationID: body.ConversationId, Model: body.Model, Messages: msgs, Options: options,
+		UserID: p.UserID, APIKeyID: p.APIKeyID, RequestID: requestIDFrom(ctx), ConversationID: body.ConversationId,
+		Model: body.Model, Messages: msgs, Options: options,
 	})
 }
 

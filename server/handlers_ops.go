@@ -13,23 +13,59 @@ import (
 // readinessTimeout bounds how long a readiness probe waits for a dependency.
 const readinessTimeout = 2 * time.Second
 
+// upstreamCheckTimeout bounds how long a readiness probe waits for the model servers, which it reports
+// without waiting on them long.
+const upstreamCheckTimeout = time.Second
+
+// upstreamHealth is a provider in front of several model servers (the router) that can say which answer.
+type upstreamHealth interface {
+	Health(ctx context.Context) map[string]error
+}
+
 // GetHealth implements GET /healthz: the process is up.
 func (s *Server) GetHealth(context.Context, apiserver.GetHealthRequestObject) (apiserver.GetHealthResponseObject, error) {
 	return apiserver.GetHealth200JSONResponse{Status: apiserver.Ok}, nil
 }
 
-// GetReadiness implements GET /readyz: 200 when the database answers, else 503 naming it.
+// GetReadiness implements GET /readyz: 200 when the database answers, else 503 naming it. Either way its
+// checks report each model server, as "upstream:<name>": "ok" or "unavailable". A model server that does not
+// answer leaves the instance ready: it still serves accounts, conversations and the other servers' models,
+// and every instance sees the same model servers, so taking it out of rotation would help nobody.
 func (s *Server) GetReadiness(ctx context.Context, _ apiserver.GetReadinessRequestObject) (apiserver.GetReadinessResponseObject, error) {
 	ctx, cancel := context.WithTimeout(ctx, readinessTimeout)
 	defer cancel()
-	if err := s.database.Ping(ctx); err != nil {
-		s.logger.WarnContext(ctx, "not ready", "component", "database", "error", err)
+	upstreams := make(chan map[string]string, 1)
+	go func() { upstreams <- s.upstreamChecks(ctx) }()
+	dbErr := s.database.Ping(ctx)
+	checks := <-upstreams
+	if dbErr != nil {
+		s.logger.WarnContext(ctx, "not ready", "component", "database", "error", dbErr)
 		body := problemBody(core.Errorf(core.NotReady, "not ready: database"), requestIDFrom(ctx))
-		body.Checks = &map[string]string{"database": "unavailable"}
+		checks["database"] = "unavailable"
+		body.Checks = &checks
 		return apiserver.GetReadiness503ApplicationProblemPlusJSONResponse(body), nil
 	}
-	checks := map[string]string{"database": "ok"}
+	checks["database"] = "ok"
 	return apiserver.GetReadiness200JSONResponse{Status: apiserver.Ok, Checks: &checks}, nil
+}
+
+// upstreamChecks returns the readiness checks of the model servers, logging those that do not answer.
+func (s *Server) upstreamChecks(ctx context.Context) map[string]string {
+	checks := map[string]string{}
+	h, ok := s.provider.(upstreamHealth)
+	if !ok {
+		return checks
+	}
+	ctx, cancel := context.WithTimeout(ctx, upstreamCheckTimeout)
+	defer cancel()
+	for name, err := range h.Health(ctx) {
+		checks["upstream:"+name] = "ok"
+		if err != nil {
+			checks["upstream:"+name] = "unavailable"
+			s.logger.WarnContext(ctx, "model server unavailable", "component", "upstream:"+name, "error", err)
+		}
+	}
+	return checks
 }
 
 // GetOpenAPI implements GET /openapi.yaml: the contract as written.

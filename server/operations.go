@@ -18,7 +18,11 @@ var (
 	ipLimitedOperations = map[string]bool{"signup": true, "login": true, "refresh": true, "logout": true, "deleteMe": true}
 	// modelOperations hold a model call: they have a stricter per-user policy, a long write deadline, and
 	// only a share of the instance's in-flight slots.
-	modelOperations = map[string]bool{"chat": true, "streamChat": true}
+	modelOperations = map[string]bool{
+		"chat": true, "streamChat": true,
+		"openaiCreateChatCompletion": true, "openaiCreateEmbedding": true,
+		"ollamaChat": true, "ollamaGenerate": true, "ollamaEmbed": true,
+	}
 	// probeOperations answer health probes: they skip the in-flight limit, so that an overloaded instance
 	// still says whether it is alive.
 	probeOperations = map[string]bool{"getHealth": true, "getReadiness": true}
@@ -48,6 +52,23 @@ func operationIndex() (map[string]string, error) {
 		}
 	}
 	return index, nil
+}
+
+// checkOperations fails when a set above names an operation the contract does not have, so that renaming
+// an operation in the contract cannot silently drop its limits.
+func checkOperations(index map[string]string) error {
+	known := make(map[string]bool, len(index))
+	for _, op := range index {
+		known[op] = true
+	}
+	for _, set := range []map[string]bool{ipLimitedOperations, modelOperations, probeOperations} {
+		for op := range set {
+			if !known[op] {
+				return fmt.Errorf("operation %q is not in the contract", op)
+			}
+		}
+	}
+	return nil
 }
 
 // operationMiddleware puts the operationId of the matched route in the request context, for the middleware

@@ -63,6 +63,9 @@ func kindOf(code core.Code) problemKind {
 	return problemKinds[core.Internal]
 }
 
+// errNoSuchRoute answers a route that does not exist, and an admin route to anybody but an admin.
+var errNoSuchRoute = core.Errorf(core.NotFound, "no such route")
+
 // internalError is what clients see of an error the service did not expect.
 func internalError(err error) *core.Error {
 	return core.Wrap(core.Internal, err, "an unexpected error occurred")
@@ -98,7 +101,7 @@ func echoError(he *echo.HTTPError) *core.Error {
 	case http.StatusUnauthorized:
 		return core.Errorf(core.Unauthorized, "a valid bearer token is required")
 	case http.StatusNotFound:
-		return core.Errorf(core.NotFound, "no such route")
+		return errNoSuchRoute
 	case http.StatusMethodNotAllowed:
 		return core.Errorf(core.MethodNotAllowed, "the route does not allow this method")
 	case http.StatusUnsupportedMediaType:
@@ -171,7 +174,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return // the client went away; there is nobody to answer
 	}
 	e := s.failure(ctx, err)
-	if err := writeProblem(c, e); err != nil {
+	if err := writeError(c, e); err != nil {
 		s.logger.DebugContext(ctx, "write problem", "error", err)
 	}
 }
@@ -208,6 +211,19 @@ func problemBody(e *core.Error, requestID string) apiserver.Problem {
 
 // problemType turns a slug into the problem type URI.
 func problemType(slug string) string { return "urn:deepersensor:problem:" + slug }
+
+// writeError answers with e in the wire dialect of the request's path: the OpenAI- and Ollama-compatible
+// APIs have error bodies of their own; everything else answers problem+json.
+func writeError(c echo.Context, e *core.Error) error {
+	switch path := c.Request().URL.Path; {
+	case strings.HasPrefix(path, "/openai/"):
+		return writeOpenAIError(c.Response(), e)
+	case strings.HasPrefix(path, "/ollama/"):
+		return writeOllamaError(c.Response(), e)
+	default:
+		return writeProblem(c, e)
+	}
+}
 
 // writeProblem answers with e as a problem, with the headers its code calls for.
 func writeProblem(c echo.Context, e *core.Error) error {

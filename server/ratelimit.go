@@ -30,6 +30,7 @@ const (
 	policyUser              = "user"
 	policyChat              = "chat"
 	policyStreams           = "streams"
+	policyKeyLookupIP       = "key_lookup_ip"
 )
 
 func policy(name string, r config.Rate) ratelimit.Policy {

@@ -26,6 +26,7 @@ import (
 	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
+	"github.com/deepersensor/deepersensor/usage"
 )
 
 // Deps are what the server needs from the rest of the program.
@@ -34,6 +35,7 @@ type Deps struct {
 	Logger   *slog.Logger
 	Auth     *auth.Service
 	Chat     *chat.Service
+	Usage    *usage.Service
 	Provider provider.Provider
 	// Database is pinged by the readiness probe.
 	Database Pinger
@@ -54,6 +56,7 @@ type Server struct {
 	logger   *slog.Logger
 	auth     *auth.Service
 	chat     *chat.Service
+	usage    *usage.Service
 	provider provider.Provider
 	database Pinger
 	limits   Limits
@@ -78,8 +81,8 @@ var _ apiserver.StrictServerInterface = (*Server)(nil)
 // New wires the Echo app: middleware in order, request validation against the contract, and the routes.
 func New(d Deps) (*Server, error) {
 	s := &Server{
-		cfg: d.Config, logger: d.Logger, auth: d.Auth, chat: d.Chat, provider: d.Provider, database: d.Database,
-		limits: d.Limits, metrics: d.Metrics,
+		cfg: d.Config, logger: d.Logger, auth: d.Auth, chat: d.Chat, usage: d.Usage, provider: d.Provider,
+		database: d.Database, limits: d.Limits, metrics: d.Metrics,
 	}
 	s.drained, s.drain = context.WithCancel(context.Background())
 	e := echo.New()
@@ -100,7 +103,11 @@ func New(d Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkOperations(operations); err != nil {
+		return nil, err
+	}
 
+	e.Pre(openaiModelID)
 	e.Use(requestIDMiddleware, operationMiddleware(operations))
 	if d.Tracing {
 		e.Use(otelecho.Middleware("deepersensor"))
@@ -128,11 +135,13 @@ func New(d Deps) (*Server, error) {
 		middleware.BodyLimit(strconv.FormatInt(d.Config.BodyLimit, 10)+"B"),
 		strictJSON,
 		clientMiddleware,
+		hideAdminMethods,
 		s.limitByIP,
 		echomw.OapiRequestValidatorWithOptions(spec, &echomw.Options{
 			Skipper: func(c echo.Context) bool { return !strings.HasPrefix(c.Path(), "/v1/") },
 			Options: openapi3filter.Options{AuthenticationFunc: s.authenticate},
 		}),
+		s.authenticateCompatible,
 		s.limitByUser,
 	)
 	registerDocs(e)
@@ -181,8 +190,8 @@ func cors(origins []string) echo.MiddlewareFunc {
 	}
 	return middleware.CORSWithConfig(middleware.CORSConfig{
 		AllowOrigins:  origins,
-		AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType, echo.HeaderXRequestID},
-		ExposeHeaders: []string{echo.HeaderXRequestID, "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"},
+		AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType, echo.HeaderXRequestID, conversationHeader},
+		ExposeHeaders: []string{echo.HeaderXRequestID, "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", conversationHeader},
 		MaxAge:        600,
 	})
 }

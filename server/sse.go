@@ -44,12 +44,16 @@ func (s *sseWriter) start() {
 	s.w.WriteHeader(http.StatusOK)
 }
 
-// event writes one event whose data is v encoded as JSON, on one line.
+// event writes one event whose data is v encoded as JSON, on one line; an empty name writes an unnamed
+// event, as OpenAI's streams have.
 func (s *sseWriter) event(name string, v any) error {
 	s.buf.Reset()
-	s.buf.WriteString("event: ")
-	s.buf.WriteString(name)
-	s.buf.WriteString("\ndata: ")
+	if name != "" {
+		s.buf.WriteString("event: ")
+		s.buf.WriteString(name)
+		s.buf.WriteByte('\n')
+	}
+	s.buf.WriteString("data: ")
 	if err := s.enc.Encode(v); err != nil { // ends the line
 		return err
 	}
@@ -78,13 +82,54 @@ func (s *sseWriter) send() error {
 	return s.rc.Flush()
 }
 
-// chatStream is the 200 answer of POST /v1/chat/stream. It implements the generated response interface, so
-// the route stays on the strict server, and relays the model's chunks as events: meta first, a delta per
-// chunk, then exactly one done or error.
+// streamEvents write a chat stream in one wire dialect: the native API's named events, or the chunks of the
+// OpenAI-compatible API.
+type streamEvents interface {
+	// begin writes what comes before the answer's first piece.
+	begin(sse *sseWriter) error
+	// delta writes one piece of the answer.
+	delta(sse *sseWriter, content string) error
+	// done writes the end of a complete answer, from its final chunk.
+	done(sse *sseWriter, final provider.Chunk) error
+	// fail writes the error that ends the stream midway.
+	fail(sse *sseWriter, e *core.Error) error
+	// refuse answers a failure that came before the stream began, with its own status.
+	refuse(w http.ResponseWriter, e *core.Error) error
+}
+
+// nativeEvents are the events of POST /v1/chat/stream: meta first, a delta per chunk, then exactly one done
+// or error.
+type nativeEvents struct {
+	meta      apiserver.StreamMeta
+	requestID string
+}
+
+func (n nativeEvents) begin(sse *sseWriter) error { return sse.event("meta", n.meta) }
+
+func (n nativeEvents) delta(sse *sseWriter, content string) error {
+	return sse.event("delta", apiserver.StreamDelta{Content: content})
+}
+
+func (n nativeEvents) done(sse *sseWriter, final provider.Chunk) error {
+	return sse.event("done", apiserver.StreamDone{
+		MessageId: n.meta.MessageId, DoneReason: final.DoneReason, Usage: toAPIUsage(final.Usage),
+	})
+}
+
+func (n nativeEvents) fail(sse *sseWriter, e *core.Error) error {
+	return sse.event("error", problemBody(e, n.requestID))
+}
+
+func (n nativeEvents) refuse(w http.ResponseWriter, e *core.Error) error {
+	return writeProblemTo(w, e, n.requestID, false)
+}
+
+// chatStream is the 200 answer of a streamed chat. It implements the generated response interface, so the
+// route stays on the strict server, and relays the model's chunks as its events say.
 type chatStream struct {
 	ctx          context.Context
 	release      func() // gives back the user's stream slot when the stream ends
-	meta         apiserver.StreamMeta
+	events       streamEvents
 	chunks       func(context.Context) iter.Seq2[provider.Chunk, error]
 	draining     <-chan struct{} // closed when the server ends its streams to shut down
 	heartbeat    time.Duration
@@ -93,12 +138,11 @@ type chatStream struct {
 	// failure within it, such as the model server being full, answers with its own status and headers, as
 	// the non-streamed route does; a slower model gets the meta event and heartbeats meanwhile.
 	firstWait time.Duration
-	// failure turns a failure into the core error the client is told, and requestID names the request.
-	failure   func(error) *core.Error
-	requestID string
-	metrics   *metrics.Metrics
-	model     string    // the metrics label of the model: its name as the model server lists it
-	start     time.Time // when the request arrived, for the time to first token
+	// failure turns a failure into the core error the client is told.
+	failure func(error) *core.Error
+	metrics *metrics.Metrics
+	model   string    // the metrics label of the model: its name as the model server lists it
+	start   time.Time // when the request arrived, for the time to first token
 }
 
 type streamItem struct {
@@ -106,9 +150,12 @@ type streamItem struct {
 	err   error
 }
 
-// VisitStreamChatResponse writes the stream. The model is read on its own goroutine so that heartbeats go
-// out while it is silent; when the client leaves, the read stops and the upstream request is cancelled.
-func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
+// VisitStreamChatResponse writes the stream of POST /v1/chat/stream.
+func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error { return cs.relay(w) }
+
+// relay writes the stream. The model is read on its own goroutine so that heartbeats go out while it is
+// silent; when the client leaves, the read stops and the upstream request is cancelled.
+func (cs chatStream) relay(w http.ResponseWriter) error {
 	defer cs.release()
 	ctx, cancel := context.WithCancel(cs.ctx)
 	items := make(chan streamItem, 16)
@@ -142,8 +189,8 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 	defer func() { cancel(); <-producerDone }()
 
 	first, early := cs.awaitFirst(ctx, items)
-	if early && first.err != nil {
-		return writeProblemTo(w, cs.failure(first.err), cs.requestID, false)
+	if early && first.err != nil && ctx.Err() == nil {
+		return cs.events.refuse(w, cs.failure(first.err))
 	}
 	sse := newSSEWriter(w, cs.writeTimeout)
 	sse.start()
@@ -163,15 +210,17 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 			firstToken = false
 			cs.metrics.TimeToFirstToken.WithLabelValues(model).Observe(time.Since(cs.start).Seconds())
 		}
-		return sse.event("delta", apiserver.StreamDelta{Content: content})
+		return cs.events.delta(sse, content)
 	}
 	fail := func(err error) {
 		cancelled = false
-		_ = sse.event("error", problemBody(cs.failure(err), cs.requestID))
+		_ = cs.events.fail(sse, cs.failure(err))
 	}
 	// handle relays one item and reports whether the stream is over.
 	handle := func(item streamItem) bool {
 		switch {
+		case item.err != nil && ctx.Err() != nil:
+			return true // the client left: the model's stream ended for that, and nobody is listening
 		case item.err != nil:
 			fail(item.err)
 			return true
@@ -184,16 +233,14 @@ func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error {
 			cancelled = false
 			usage := item.chunk.Usage
 			cs.metrics.CountTokens(model, usage.PromptTokens, usage.CompletionTokens)
-			_ = sse.event("done", apiserver.StreamDone{
-				MessageId: cs.meta.MessageId, DoneReason: item.chunk.DoneReason, Usage: toAPIUsage(usage),
-			})
+			_ = cs.events.done(sse, item.chunk)
 			return true
 		case item.chunk.Content != "":
 			return delta(item.chunk.Content) != nil
 		}
 		return false
 	}
-	if err := sse.event("meta", cs.meta); err != nil {
+	if err := cs.events.begin(sse); err != nil {
 		return nil // the client is gone; nothing more to say
 	}
 	if early && handle(first) {
@@ -243,6 +290,7 @@ func (cs chatStream) awaitFirst(ctx context.Context, items <-chan streamItem) (s
 		return item, true
 	case <-timer.C:
 	case <-ctx.Done():
+	case <-cs.draining:
 	}
 	return streamItem{}, false
 }

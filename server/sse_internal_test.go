@@ -12,6 +12,7 @@ import (
 
 	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/apiserver"
+	"github.com/deepersensor/deepersensor/internal/sse"
 	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
 )
@@ -45,7 +46,8 @@ func BenchmarkRelay(b *testing.B) {
 	m := metrics.New()
 	b.ReportAllocs()
 	cs := chatStream{
-		ctx: context.Background(), release: func() {}, meta: apiserver.StreamMeta{ConversationId: uuid.New(), MessageId: uuid.New(), Model: "tiny"},
+		ctx: context.Background(), release: func() {},
+		events: nativeEvents{meta: apiserver.StreamMeta{ConversationId: uuid.New(), MessageId: uuid.New(), Model: "tiny"}},
 		chunks: chunks(b.N, " token"), heartbeat: time.Hour, writeTimeout: time.Minute, metrics: m, start: time.Now(),
 		failure: func(err error) *core.Error { return core.Wrap(core.Internal, err, "x") },
 	}
@@ -98,18 +100,20 @@ func TestRelayEndsWithExactlyOneTerminalEvent(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recordingWriter{h: http.Header{}}
 			cs := chatStream{
-				ctx: context.Background(), release: func() {}, meta: apiserver.StreamMeta{Model: "tiny"}, chunks: tt.chunks,
+				ctx: context.Background(), release: func() {}, events: nativeEvents{meta: apiserver.StreamMeta{Model: "tiny"}}, chunks: tt.chunks,
 				heartbeat: time.Hour, metrics: metrics.New(), start: time.Now(),
 				failure: func(err error) *core.Error { return core.Wrap(core.UpstreamFailed, err, "x") },
 			}
 			if err := cs.VisitStreamChatResponse(rec); err != nil {
 				t.Fatal(err)
 			}
+			events, err := sse.ReadAll(strings.NewReader(rec.body.String()))
+			if err != nil {
+				t.Fatal(err)
+			}
 			var names []string
-			for _, line := range strings.Split(rec.body.String(), "\n") {
-				if name, ok := strings.CutPrefix(line, "event: "); ok {
-					names = append(names, name)
-				}
+			for _, ev := range events {
+				names = append(names, ev.Type)
 			}
 			if got := strings.Join(names, ","); got != tt.want {
 				t.Errorf("events = %s, want %s", got, tt.want)

@@ -7,7 +7,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/deepersensor/deepersensor/chat"
-	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/db"
 )
 
@@ -74,13 +73,16 @@ func (s *Store) RenameConversation(ctx context.Context, id, userID uuid.UUID, ti
 }
 
 // DeleteConversation deletes a conversation of userID with its messages, which no longer count as stored.
+// The conversation is locked first, so that an answer being stored meanwhile is counted and freed too.
 func (s *Store) DeleteConversation(ctx context.Context, id, userID uuid.UUID) error {
-	n, err := s.q.DeleteConversation(ctx, db.DeleteConversationParams{ID: id, UserID: userID})
+	err := s.inTx(ctx, func(q *db.Queries) error {
+		if _, err := q.LockConversation(ctx, db.LockConversationParams{ID: id, UserID: userID}); err != nil {
+			return err
+		}
+		return q.DeleteConversation(ctx, db.DeleteConversationParams{ID: id, UserID: userID})
+	})
 	if err != nil {
 		return fmt.Errorf("delete conversation %s: %w", id, interpretError(err, "conversation"))
-	}
-	if n == 0 {
-		return fmt.Errorf("delete conversation %s: %w", id, core.Errorf(core.NotFound, "conversation not found"))
 	}
 	return nil
 }

@@ -506,3 +506,45 @@ func TestWriteForADeletedOwner(t *testing.T) {
 	_, err := st.CreateConversation(context.Background(), uuid.New(), "t", "tiny", userMessage("hi"), 0)
 	wantCode(t, "a conversation of a user that is gone", err, core.NotFound)
 }
+
+// TestDeleteWhileAnAnswerIsStored deletes a conversation while another transaction is adding a message to
+// it: the delete waits for it, and the user's stored count ends at zero.
+func TestDeleteWhileAnAnswerIsStored(t *testing.T) {
+	ctx := context.Background()
+	st := store.New(pool)
+	ada, err := st.CreateUser(ctx, "race-"+uuid.NewString()+"@example.com", "hash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = pool.Exec(ctx, "DELETE FROM users WHERE id = $1", ada.ID) })
+	conv, err := st.CreateConversation(ctx, ada.ID, "t", "tiny", userMessage("hi"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answering, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = answering.Rollback(ctx) }()
+	if _, err := store.New(answering).AppendMessages(ctx, ada.ID, conv.ID,
+		[]chat.NewMessage{{Role: "assistant", Content: "an answer", Status: chat.StatusComplete}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	deleted := make(chan error, 1)
+	go func() { deleted <- st.DeleteConversation(ctx, conv.ID, ada.ID) }()
+	select {
+	case err := <-deleted:
+		t.Fatalf("the delete did not wait for the answer being stored: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := answering.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	if err := pool.QueryRow(ctx, "SELECT stored_bytes FROM users WHERE id = $1", ada.ID).Scan(&n); err != nil || n != 0 {
+		t.Errorf("stored bytes after the delete = %d (%v), want 0", n, err)
+	}
+}

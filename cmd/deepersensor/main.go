@@ -3,11 +3,16 @@
 //
 // `deepersensor healthcheck` asks a running server's /healthz and exits 0 when it answers 200; container
 // health checks use it, since the image has no shell or curl.
+//
+// `deepersensor admin grant EMAIL` makes the account with EMAIL an admin, and `deepersensor admin revoke
+// EMAIL` an ordinary user again, in the database of DS_DATABASE_URL: roles change only on the server's
+// machine, never through the API.
 package main
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,33 +27,59 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
-		if err := healthcheck(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, "healthcheck:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	cfg, err := config.Load()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	logger := newLogger(cfg)
-	if err := app.Run(ctx, cfg, logger); err != nil {
-		logger.Error("server stopped", "error", err)
-		os.Exit(1)
-	}
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// newLogger logs JSON in production and text in development, at the configured level.
-func newLogger(cfg config.Config) *slog.Logger {
+// usage is the command line's help.
+const usage = `usage: deepersensor                      serve the API
+       deepersensor healthcheck          ask the running server's /healthz
+       deepersensor admin grant EMAIL    make the account with EMAIL an admin
+       deepersensor admin revoke EMAIL   make the account with EMAIL an ordinary user again
+`
+
+// run runs the command that args name and returns its exit code: 0 when it succeeded, 1 when it failed, 2
+// for a bad command line or configuration.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 0:
+		return serve(ctx, stdout, stderr)
+	case args[0] == "healthcheck" && len(args) == 1:
+		if err := healthcheck(ctx); err != nil {
+			fmt.Fprintln(stderr, "healthcheck:", err)
+			return 1
+		}
+		return 0
+	case args[0] == "admin":
+		return admin(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return 2
+}
+
+// serve serves the API until ctx ends.
+func serve(ctx context.Context, stdout, stderr io.Writer) int {
+	cfg, err := config.Load()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	logger := newLogger(cfg, stdout)
+	if err := app.Run(ctx, cfg, logger); err != nil {
+		logger.Error("server stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+// newLogger logs to w, JSON in production and text in development, at the configured level.
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.SlogLevel()}
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stdout, opts))
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stdout, opts))
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // healthcheck asks the server at DS_HTTP_ADDR for /healthz.

@@ -125,8 +125,12 @@ func (c *cli) newClient(email string) (*sdk.Client, error) {
 	}))
 }
 
-// session returns a client logged in with the saved session for the server.
+// session returns a client that uses the API key in DS_API_KEY or, without one, the saved session for the
+// server.
 func (c *cli) session() (*sdk.Client, error) {
+	if key := c.getenv("DS_API_KEY"); key != "" {
+		return sdk.New(c.server, sdk.WithUserAgent("dsctl"), sdk.WithAPIKey(key))
+	}
 	creds, err := c.loadCredentials()
 	if errors.Is(err, fs.ErrNotExist) || (err == nil && creds.Server != c.server) {
 		return nil, fmt.Errorf("not logged in to %s; log in with: dsctl login", c.server)

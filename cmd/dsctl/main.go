@@ -1,5 +1,5 @@
 // Command dsctl is the command-line client of a DeeperSensor server: log in, list models, chat with
-// streamed answers and manage stored conversations. It is built on the sdk package.
+// streamed answers, and manage stored conversations and API keys. It is built on the sdk package.
 //
 // Usage:
 //
@@ -47,10 +47,16 @@ Commands:
   conversations list [-limit N] [-cursor C]
   conversations show ID
   conversations rm ID
+  keys create [-expires DURATION|TIME] NAME
+                                         create an API key; its secret is printed once, alone on stdout
+  keys list                              list your API keys
+  keys rm ID                             revoke an API key
 
 Global flags (also accepted after the command):
   --server URL   the server (default $DS_SERVER, else ` + defaultServer + `)
   --json         print machine-readable JSON instead of text
+
+With DS_API_KEY set to an API key, every command but signup and login uses it instead of the saved session.
 `
 
 // cli is one run of the command: its streams, environment and global flags.
@@ -95,6 +101,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		fmt.Fprintln(stderr)
 		return 130
+	case sdk.IsUnauthorized(err) && getenv("DS_API_KEY") != "" && fs.Arg(0) != "login":
+		fmt.Fprintf(stderr, "error: %v\nThe API key in DS_API_KEY is revoked, expired or unknown.\n", err)
+		return 1
 	case sdk.IsUnauthorized(err) && fs.Arg(0) != "login":
 		fmt.Fprintf(stderr, "error: %v\nLog in again with: dsctl login\n", err)
 		return 1
@@ -153,6 +162,8 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return c.chat(ctx, args)
 	case "conversations", "conv":
 		return c.conversations(ctx, args)
+	case "keys":
+		return c.keys(ctx, args)
 	}
 	return usageError(fmt.Sprintf("unknown command %q", cmd))
 }

@@ -23,6 +23,24 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for AccountRole.
+const (
+	AccountRoleAdmin AccountRole = "admin"
+	AccountRoleUser  AccountRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the AccountRole enum.
+func (e AccountRole) Valid() bool {
+	switch e {
+	case AccountRoleAdmin:
+		return true
+	case AccountRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for AssistantMessageRole.
 const (
 	AssistantMessageRoleAssistant AssistantMessageRole = "assistant"
@@ -71,6 +89,237 @@ func (e MessageStatus) Valid() bool {
 	}
 }
 
+// Defines values for OllamaAssistantMessageRole.
+const (
+	OllamaAssistantMessageRoleAssistant OllamaAssistantMessageRole = "assistant"
+)
+
+// Valid indicates whether the value is a known member of the OllamaAssistantMessageRole enum.
+func (e OllamaAssistantMessageRole) Valid() bool {
+	switch e {
+	case OllamaAssistantMessageRoleAssistant:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OllamaMessageRole.
+const (
+	OllamaMessageRoleAssistant OllamaMessageRole = "assistant"
+	OllamaMessageRoleSystem    OllamaMessageRole = "system"
+	OllamaMessageRoleUser      OllamaMessageRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the OllamaMessageRole enum.
+func (e OllamaMessageRole) Valid() bool {
+	switch e {
+	case OllamaMessageRoleAssistant:
+		return true
+	case OllamaMessageRoleSystem:
+		return true
+	case OllamaMessageRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIAssistantMessageRole.
+const (
+	OpenAIAssistantRole OpenAIAssistantMessageRole = "assistant"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIAssistantMessageRole enum.
+func (e OpenAIAssistantMessageRole) Valid() bool {
+	switch e {
+	case OpenAIAssistantRole:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatCompletionObject.
+const (
+	OpenAIObjectChatCompletion OpenAIChatCompletionObject = "chat.completion"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionObject enum.
+func (e OpenAIChatCompletionObject) Valid() bool {
+	switch e {
+	case OpenAIObjectChatCompletion:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatCompletionChunkObject.
+const (
+	OpenAIObjectChatCompletionChunk OpenAIChatCompletionChunkObject = "chat.completion.chunk"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionChunkObject enum.
+func (e OpenAIChatCompletionChunkObject) Valid() bool {
+	switch e {
+	case OpenAIObjectChatCompletionChunk:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatMessageRole.
+const (
+	OpenAIRoleAssistant OpenAIChatMessageRole = "assistant"
+	OpenAIRoleSystem    OpenAIChatMessageRole = "system"
+	OpenAIRoleUser      OpenAIChatMessageRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatMessageRole enum.
+func (e OpenAIChatMessageRole) Valid() bool {
+	switch e {
+	case OpenAIRoleAssistant:
+		return true
+	case OpenAIRoleSystem:
+		return true
+	case OpenAIRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChunkChoiceFinishReason.
+const (
+	OpenAIChunkFinishLength OpenAIChunkChoiceFinishReason = "length"
+	OpenAIChunkFinishStop   OpenAIChunkChoiceFinishReason = "stop"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChunkChoiceFinishReason enum.
+func (e OpenAIChunkChoiceFinishReason) Valid() bool {
+	switch e {
+	case OpenAIChunkFinishLength:
+		return true
+	case OpenAIChunkFinishStop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIDeltaRole.
+const (
+	OpenAIDeltaAssistant OpenAIDeltaRole = "assistant"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIDeltaRole enum.
+func (e OpenAIDeltaRole) Valid() bool {
+	switch e {
+	case OpenAIDeltaAssistant:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingObject.
+const (
+	OpenAIObjectEmbedding OpenAIEmbeddingObject = "embedding"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingObject enum.
+func (e OpenAIEmbeddingObject) Valid() bool {
+	switch e {
+	case OpenAIObjectEmbedding:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingListObject.
+const (
+	OpenAIObjectEmbeddingList OpenAIEmbeddingListObject = "list"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingListObject enum.
+func (e OpenAIEmbeddingListObject) Valid() bool {
+	switch e {
+	case OpenAIObjectEmbeddingList:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingRequestEncodingFormat.
+const (
+	OpenAIEncodingBase64 OpenAIEmbeddingRequestEncodingFormat = "base64"
+	OpenAIEncodingFloat  OpenAIEmbeddingRequestEncodingFormat = "float"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingRequestEncodingFormat enum.
+func (e OpenAIEmbeddingRequestEncodingFormat) Valid() bool {
+	switch e {
+	case OpenAIEncodingBase64:
+		return true
+	case OpenAIEncodingFloat:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIFinishReason.
+const (
+	OpenAIFinishLength OpenAIFinishReason = "length"
+	OpenAIFinishStop   OpenAIFinishReason = "stop"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIFinishReason enum.
+func (e OpenAIFinishReason) Valid() bool {
+	switch e {
+	case OpenAIFinishLength:
+		return true
+	case OpenAIFinishStop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIModelObject.
+const (
+	OpenAIObjectModel OpenAIModelObject = "model"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIModelObject enum.
+func (e OpenAIModelObject) Valid() bool {
+	switch e {
+	case OpenAIObjectModel:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIModelListObject.
+const (
+	OpenAIObjectModelList OpenAIModelListObject = "list"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIModelListObject enum.
+func (e OpenAIModelListObject) Valid() bool {
+	switch e {
+	case OpenAIObjectModelList:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Role.
 const (
 	RoleAssistant Role = "assistant"
@@ -107,6 +356,94 @@ func (e TokenPairTokenType) Valid() bool {
 	}
 }
 
+// Defines values for GetAdminUsageParamsGroupBy.
+const (
+	GetAdminUsageParamsGroupByDay   GetAdminUsageParamsGroupBy = "day"
+	GetAdminUsageParamsGroupByModel GetAdminUsageParamsGroupBy = "model"
+	GetAdminUsageParamsGroupByUser  GetAdminUsageParamsGroupBy = "user"
+)
+
+// Valid indicates whether the value is a known member of the GetAdminUsageParamsGroupBy enum.
+func (e GetAdminUsageParamsGroupBy) Valid() bool {
+	switch e {
+	case GetAdminUsageParamsGroupByDay:
+		return true
+	case GetAdminUsageParamsGroupByModel:
+		return true
+	case GetAdminUsageParamsGroupByUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetUsageParamsGroupBy.
+const (
+	GetUsageParamsGroupByDay   GetUsageParamsGroupBy = "day"
+	GetUsageParamsGroupByModel GetUsageParamsGroupBy = "model"
+)
+
+// Valid indicates whether the value is a known member of the GetUsageParamsGroupBy enum.
+func (e GetUsageParamsGroupBy) Valid() bool {
+	switch e {
+	case GetUsageParamsGroupByDay:
+		return true
+	case GetUsageParamsGroupByModel:
+		return true
+	default:
+		return false
+	}
+}
+
+// APIKey defines model for APIKey.
+type APIKey struct {
+	CreatedAt time.Time `json:"created_at"`
+
+	// ExpiresAt When the key stops working; null when it does not expire.
+	ExpiresAt *time.Time         `json:"expires_at"`
+	Id        openapi_types.UUID `json:"id"`
+
+	// LastUsedAt When the key was last used (its first use at once, later ones at most a minute late); null until its first use.
+	LastUsedAt *time.Time `json:"last_used_at"`
+
+	// Name Example: laptop
+	Name string `json:"name"`
+
+	// Prefix The first 11 characters of the secret (`ds_` and 8 more), safe to show.
+	//
+	// Example: ds_Q2hvb3Nl
+	Prefix string `json:"prefix"`
+}
+
+// APIKeyList defines model for APIKeyList.
+type APIKeyList struct {
+	// Items Newest first.
+	Items []APIKey `json:"items"`
+}
+
+// AccountRole `admin` may also use the admin routes.
+type AccountRole string
+
+// AdminUser defines model for AdminUser.
+type AdminUser struct {
+	CreatedAt time.Time          `json:"created_at"`
+	Email     string             `json:"email"`
+	Id        openapi_types.UUID `json:"id"`
+	Quotas    UserQuotas         `json:"quotas"`
+
+	// Role `admin` may also use the admin routes.
+	Role           AccountRole `json:"role"`
+	UsageThisMonth MonthUsage  `json:"usage_this_month"`
+}
+
+// AdminUserPage defines model for AdminUserPage.
+type AdminUserPage struct {
+	Items []AdminUser `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *string `json:"next_cursor"`
+}
+
 // AssistantMessage defines model for AssistantMessage.
 type AssistantMessage struct {
 	Content   string               `json:"content"`
@@ -122,7 +459,7 @@ type AssistantMessageRole string
 type AuditEvent struct {
 	CreatedAt time.Time `json:"created_at"`
 
-	// Event What happened: `signup`, `login_success`, `login_failure`, `refresh_reuse`, `logout` or `account_deletion_failure`; other names may be added.
+	// Event What happened: `signup`, `login_success`, `login_failure`, `refresh_reuse`, `logout`, `account_deletion_failure`, `api_key_created`, `api_key_revoked`, `admin_granted`, `admin_revoked` (by `deepersensor admin` on the server's machine) or `quotas_set` (you set a user's quotas, as an admin); other names may be added.
 	//
 	// Example: login_success
 	Event string `json:"event"`
@@ -162,7 +499,7 @@ type ChatMessageInput struct {
 type ChatOptions struct {
 	FrequencyPenalty *float32 `json:"frequency_penalty,omitempty"`
 
-	// NumCtx The context window in tokens, at most `DS_CHAT_MAX_CONTEXT` (default 32768); a larger one is a 422.
+	// NumCtx The context window in tokens, 1 to `DS_CHAT_MAX_CONTEXT` (default 32768); a value outside is a 422.
 	NumCtx *int `json:"num_ctx,omitempty"`
 
 	// NumPredict The most tokens to generate, 1 to `DS_CHAT_MAX_PREDICT` (default 4096); a value outside is a 422.
@@ -241,6 +578,33 @@ type ConversationPage struct {
 type ConversationUpdate struct {
 	// Title Example: Sky colours
 	Title string `json:"title"`
+}
+
+// CreatedAPIKey defines model for CreatedAPIKey.
+type CreatedAPIKey struct {
+	CreatedAt time.Time `json:"created_at"`
+
+	// ExpiresAt When the key stops working; null when it does not expire.
+	ExpiresAt *time.Time         `json:"expires_at"`
+	Id        openapi_types.UUID `json:"id"`
+
+	// LastUsedAt When the key was last used (its first use at once, later ones at most a minute late); null until its first use.
+	LastUsedAt *time.Time `json:"last_used_at"`
+
+	// Name Example: laptop
+	Name string `json:"name"`
+
+	// Prefix The first 11 characters of the secret (`ds_` and 8 more), safe to show.
+	//
+	// Example: ds_Q2hvb3Nl
+	Prefix string `json:"prefix"`
+
+	// Secret The key, shown this once: `ds_` and 43 characters of base64url, 256 random bits. Send it as
+	// `Authorization: Bearer <secret>`.
+	//
+	//
+	// Example: ds_Q2hvb3NlIGEgbG9uZyByYW5kb20gc2VjcmV0IGhlcmU
+	Secret string `json:"secret"`
 }
 
 // Credentials defines model for Credentials.
@@ -367,6 +731,673 @@ type ModelList struct {
 // Example: llama3.2:latest
 type ModelName = string
 
+// MonthUsage defines model for MonthUsage.
+type MonthUsage struct {
+	CompletionTokens int64 `json:"completion_tokens"`
+	PromptTokens     int64 `json:"prompt_tokens"`
+
+	// Requests Model calls, whatever their outcome.
+	Requests int64 `json:"requests"`
+}
+
+// NewAPIKey defines model for NewAPIKey.
+type NewAPIKey struct {
+	// ExpiresAt When the key stops working; in the future. Without it the key works until revoked.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// Name What the key is for, to tell your keys apart; trimmed, must not be blank or hold NUL.
+	//
+	// Example: laptop
+	Name string `json:"name"`
+}
+
+// OllamaAnswerBase The fields of every answer of `/ollama/api/chat` and `/ollama/api/generate`, whole or one line of a
+// stream. `done_reason` and the counters come with `done: true` only, and counters that are zero are
+// left out, as Ollama does.
+type OllamaAnswerBase struct {
+	CreatedAt time.Time `json:"created_at"`
+	Done      bool      `json:"done"`
+
+	// DoneReason Why the model stopped, such as `stop` or `length`.
+	DoneReason string `json:"done_reason,omitempty"`
+
+	// EvalCount Tokens of the answer.
+	EvalCount int `json:"eval_count,omitempty"`
+
+	// EvalDuration Nanoseconds spent writing the answer.
+	EvalDuration int64 `json:"eval_duration,omitempty"`
+
+	// LoadDuration Nanoseconds spent loading the model.
+	LoadDuration int64 `json:"load_duration,omitempty"`
+
+	// Model The model as the request named it, or, on the last line, the model that answered.
+	//
+	// Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// PromptEvalCount Tokens of the prompt.
+	PromptEvalCount int `json:"prompt_eval_count,omitempty"`
+
+	// PromptEvalDuration Nanoseconds spent reading the prompt.
+	PromptEvalDuration int64 `json:"prompt_eval_duration,omitempty"`
+
+	// TotalDuration Nanoseconds the whole call took on the model server.
+	TotalDuration int64 `json:"total_duration,omitempty"`
+}
+
+// OllamaAssistantMessage defines model for OllamaAssistantMessage.
+type OllamaAssistantMessage struct {
+	Content string                     `json:"content"`
+	Role    OllamaAssistantMessageRole `json:"role"`
+}
+
+// OllamaAssistantMessageRole defines model for OllamaAssistantMessage.Role.
+type OllamaAssistantMessageRole string
+
+// OllamaChatAnswer An answer of `/ollama/api/chat`, or one line of its stream.
+type OllamaChatAnswer struct {
+	CreatedAt time.Time `json:"created_at"`
+	Done      bool      `json:"done"`
+
+	// DoneReason Why the model stopped, such as `stop` or `length`.
+	DoneReason string `json:"done_reason,omitempty"`
+
+	// EvalCount Tokens of the answer.
+	EvalCount int `json:"eval_count,omitempty"`
+
+	// EvalDuration Nanoseconds spent writing the answer.
+	EvalDuration int64 `json:"eval_duration,omitempty"`
+
+	// LoadDuration Nanoseconds spent loading the model.
+	LoadDuration int64                  `json:"load_duration,omitempty"`
+	Message      OllamaAssistantMessage `json:"message"`
+
+	// Model The model as the request named it, or, on the last line, the model that answered.
+	//
+	// Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// PromptEvalCount Tokens of the prompt.
+	PromptEvalCount int `json:"prompt_eval_count,omitempty"`
+
+	// PromptEvalDuration Nanoseconds spent reading the prompt.
+	PromptEvalDuration int64 `json:"prompt_eval_duration,omitempty"`
+
+	// TotalDuration Nanoseconds the whole call took on the model server.
+	TotalDuration int64 `json:"total_duration,omitempty"`
+}
+
+// OllamaChatRequest Ollama's chat request. Fields not listed here, such as `keep_alive`, are ignored.
+type OllamaChatRequest struct {
+	// Format A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Format *OllamaUnsupported `json:"format,omitempty"`
+
+	// Messages The whole conversation, oldest first.
+	Messages []OllamaMessage `json:"messages"`
+
+	// Model A model, such as `llama3.2`, `llama3.2:latest` or `namespace/model:tag`.
+	//
+	// Example: llama3.2:latest
+	Model OllamaModelName `json:"model"`
+
+	// Options Model parameters (`temperature`, `seed`, `num_predict`, `num_ctx`, `top_k`, `top_p`, `stop`, ...),
+	// passed to the model as they are, within the bounds of `POST /v1/chat`: `num_ctx` at most
+	// `DS_CHAT_MAX_CONTEXT`, `num_predict` from 1 to `DS_CHAT_MAX_PREDICT`; a value beyond them is a 422.
+	//
+	//
+	// Example: {"num_predict":128,"temperature":0}
+	Options *OllamaOptions `json:"options,omitempty"`
+	Stream  *bool          `json:"stream,omitempty"`
+
+	// Think A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Think *OllamaUnsupported `json:"think,omitempty"`
+
+	// Tools A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Tools *OllamaUnsupported `json:"tools,omitempty"`
+}
+
+// OllamaEmbedRequest Ollama's embedding request. Fields not listed here, such as `truncate`, are ignored.
+type OllamaEmbedRequest struct {
+	// Input One text, or a list of them.
+	//
+	// Example: Why is the sky blue?
+	Input OllamaEmbedRequest_Input `json:"input"`
+
+	// Model A model, such as `llama3.2`, `llama3.2:latest` or `namespace/model:tag`.
+	//
+	// Example: llama3.2:latest
+	Model OllamaModelName `json:"model"`
+}
+
+// OllamaEmbedRequestInput0 defines model for OllamaEmbedRequest.Input.0.
+type OllamaEmbedRequestInput0 = string
+
+// OllamaEmbedRequestInput1 defines model for OllamaEmbedRequest.Input.1.
+type OllamaEmbedRequestInput1 = []string
+
+// OllamaEmbedRequest_Input One text, or a list of them.
+//
+// Example: Why is the sky blue?
+type OllamaEmbedRequest_Input struct {
+	union json.RawMessage
+}
+
+// OllamaEmbeddings defines model for OllamaEmbeddings.
+type OllamaEmbeddings struct {
+	// Embeddings One vector per input text, in their order.
+	Embeddings [][]float64 `json:"embeddings"`
+
+	// Model Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// PromptEvalCount Tokens of the input; left out when the model server does not count them.
+	PromptEvalCount int `json:"prompt_eval_count,omitempty"`
+}
+
+// OllamaError Ollama's error body; also the last line of a stream that failed midway.
+type OllamaError struct {
+	// Error Example: model 'llama3.2:latest' not found
+	Error string `json:"error"`
+}
+
+// OllamaGenerateAnswer An answer of `/ollama/api/generate`, or one line of its stream.
+type OllamaGenerateAnswer struct {
+	CreatedAt time.Time `json:"created_at"`
+	Done      bool      `json:"done"`
+
+	// DoneReason Why the model stopped, such as `stop` or `length`.
+	DoneReason string `json:"done_reason,omitempty"`
+
+	// EvalCount Tokens of the answer.
+	EvalCount int `json:"eval_count,omitempty"`
+
+	// EvalDuration Nanoseconds spent writing the answer.
+	EvalDuration int64 `json:"eval_duration,omitempty"`
+
+	// LoadDuration Nanoseconds spent loading the model.
+	LoadDuration int64 `json:"load_duration,omitempty"`
+
+	// Model The model as the request named it, or, on the last line, the model that answered.
+	//
+	// Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// PromptEvalCount Tokens of the prompt.
+	PromptEvalCount int `json:"prompt_eval_count,omitempty"`
+
+	// PromptEvalDuration Nanoseconds spent reading the prompt.
+	PromptEvalDuration int64  `json:"prompt_eval_duration,omitempty"`
+	Response           string `json:"response"`
+
+	// TotalDuration Nanoseconds the whole call took on the model server.
+	TotalDuration int64 `json:"total_duration,omitempty"`
+}
+
+// OllamaGenerateRequest Ollama's completion request. Fields not listed here, such as `keep_alive`, are ignored.
+type OllamaGenerateRequest struct {
+	// Context A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Context *OllamaUnsupported `json:"context,omitempty"`
+
+	// Format A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Format *OllamaUnsupported `json:"format,omitempty"`
+
+	// Images A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Images *OllamaUnsupported `json:"images,omitempty"`
+
+	// Model A model, such as `llama3.2`, `llama3.2:latest` or `namespace/model:tag`.
+	//
+	// Example: llama3.2:latest
+	Model OllamaModelName `json:"model"`
+
+	// Options Model parameters (`temperature`, `seed`, `num_predict`, `num_ctx`, `top_k`, `top_p`, `stop`, ...),
+	// passed to the model as they are, within the bounds of `POST /v1/chat`: `num_ctx` at most
+	// `DS_CHAT_MAX_CONTEXT`, `num_predict` from 1 to `DS_CHAT_MAX_PREDICT`; a value beyond them is a 422.
+	//
+	//
+	// Example: {"num_predict":128,"temperature":0}
+	Options *OllamaOptions `json:"options,omitempty"`
+
+	// Prompt Example: Why is the sky blue?
+	Prompt string `json:"prompt"`
+
+	// Raw A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Raw    *OllamaUnsupported `json:"raw,omitempty"`
+	Stream *bool              `json:"stream,omitempty"`
+
+	// Suffix A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Suffix *OllamaUnsupported `json:"suffix,omitempty"`
+
+	// System Instructions for the model, sent before the prompt as a system message.
+	System *string `json:"system,omitempty"`
+
+	// Template A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Template *OllamaUnsupported `json:"template,omitempty"`
+
+	// Think A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Think *OllamaUnsupported `json:"think,omitempty"`
+}
+
+// OllamaMessage defines model for OllamaMessage.
+type OllamaMessage struct {
+	// Content Example: Why is the sky blue?
+	Content *string `json:"content,omitempty"`
+
+	// Images A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Images *OllamaUnsupported `json:"images,omitempty"`
+
+	// Role `tool` messages are not supported.
+	Role OllamaMessageRole `json:"role"`
+}
+
+// OllamaMessageRole `tool` messages are not supported.
+type OllamaMessageRole string
+
+// OllamaModel defines model for OllamaModel.
+type OllamaModel struct {
+	Details OllamaModelDetails `json:"details"`
+
+	// Digest Empty; the gateway's model list does not carry it.
+	Digest string `json:"digest"`
+
+	// Model Example: llama3.2:latest
+	Model      string    `json:"model"`
+	ModifiedAt time.Time `json:"modified_at"`
+
+	// Name Example: llama3.2:latest
+	Name string `json:"name"`
+
+	// Size Bytes on disk.
+	Size int64 `json:"size"`
+}
+
+// OllamaModelDetails defines model for OllamaModelDetails.
+type OllamaModelDetails struct {
+	Families []string `json:"families"`
+
+	// Family Example: llama
+	Family string `json:"family"`
+
+	// Format Such as `gguf`; empty when not known.
+	Format string `json:"format"`
+
+	// ParameterSize Example: 3.2B
+	ParameterSize string `json:"parameter_size"`
+	ParentModel   string `json:"parent_model"`
+
+	// QuantizationLevel Example: Q4_K_M
+	QuantizationLevel string `json:"quantization_level"`
+}
+
+// OllamaModelList defines model for OllamaModelList.
+type OllamaModelList struct {
+	Models []OllamaModel `json:"models"`
+}
+
+// OllamaModelName A model, such as `llama3.2`, `llama3.2:latest` or `namespace/model:tag`.
+//
+// Example: llama3.2:latest
+type OllamaModelName = string
+
+// OllamaOptions Model parameters (`temperature`, `seed`, `num_predict`, `num_ctx`, `top_k`, `top_p`, `stop`, ...),
+// passed to the model as they are, within the bounds of `POST /v1/chat`: `num_ctx` at most
+// `DS_CHAT_MAX_CONTEXT`, `num_predict` from 1 to `DS_CHAT_MAX_PREDICT`; a value beyond them is a 422.
+//
+// Example: {"num_predict":128,"temperature":0}
+type OllamaOptions map[string]interface{}
+
+// OllamaShowAnswer defines model for OllamaShowAnswer.
+type OllamaShowAnswer struct {
+	// Capabilities Example: ["completion"]
+	Capabilities []string           `json:"capabilities"`
+	Details      OllamaModelDetails `json:"details"`
+
+	// ModelInfo `general.architecture` and `<architecture>.context_length`, when known.
+	ModelInfo  map[string]interface{} `json:"model_info"`
+	ModifiedAt time.Time              `json:"modified_at"`
+
+	// Parameters The model's default parameters, one per line.
+	Parameters string `json:"parameters"`
+}
+
+// OllamaShowRequest Fields not listed here, such as `verbose`, are ignored.
+type OllamaShowRequest struct {
+	// Model A model, such as `llama3.2`, `llama3.2:latest` or `namespace/model:tag`.
+	//
+	// Example: llama3.2:latest
+	Model OllamaModelName `json:"model"`
+}
+
+// OllamaUnsupported A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+// false, or an empty string, array or object) is a 400.
+type OllamaUnsupported = any
+
+// OllamaVersion defines model for OllamaVersion.
+type OllamaVersion struct {
+	// Version Example: 0.1.0
+	Version string `json:"version"`
+}
+
+// OpenAIAssistantMessage defines model for OpenAIAssistantMessage.
+type OpenAIAssistantMessage struct {
+	Content string `json:"content"`
+
+	// Refusal Always null.
+	Refusal *string                    `json:"refusal"`
+	Role    OpenAIAssistantMessageRole `json:"role"`
+}
+
+// OpenAIAssistantMessageRole defines model for OpenAIAssistantMessage.Role.
+type OpenAIAssistantMessageRole string
+
+// OpenAIChatCompletion defines model for OpenAIChatCompletion.
+type OpenAIChatCompletion struct {
+	Choices []OpenAIChoice `json:"choices"`
+
+	// Created Unix seconds.
+	Created int64 `json:"created"`
+
+	// Id Example: chatcmpl-9d2b5b1e0c5e4d578a0e2b9d2d3c4e5f
+	Id string `json:"id"`
+
+	// Model The model that answered.
+	Model  string                     `json:"model"`
+	Object OpenAIChatCompletionObject `json:"object"`
+	Usage  OpenAIUsage                `json:"usage"`
+}
+
+// OpenAIChatCompletionObject defines model for OpenAIChatCompletion.Object.
+type OpenAIChatCompletionObject string
+
+// OpenAIChatCompletionChunk The data of each event of a streamed chat completion.
+type OpenAIChatCompletionChunk struct {
+	// Choices One choice; none in the usage chunk.
+	Choices []OpenAIChunkChoice `json:"choices"`
+	Created int64               `json:"created"`
+
+	// Id The same for every chunk of a completion.
+	Id     string                          `json:"id"`
+	Model  string                          `json:"model"`
+	Object OpenAIChatCompletionChunkObject `json:"object"`
+	Usage  *OpenAIUsage                    `json:"usage,omitempty"`
+}
+
+// OpenAIChatCompletionChunkObject defines model for OpenAIChatCompletionChunk.Object.
+type OpenAIChatCompletionChunkObject string
+
+// OpenAIChatCompletionRequest A chat completion request; fields not listed here are accepted and ignored.
+type OpenAIChatCompletionRequest struct {
+	// Functions Not supported; a non-empty list is a 400.
+	Functions *[]map[string]interface{} `json:"functions,omitempty"`
+
+	// Logprobs Not supported; true is a 400.
+	Logprobs *bool `json:"logprobs,omitempty"`
+
+	// MaxCompletionTokens The most tokens to generate, at most `DS_CHAT_MAX_PREDICT` (default 4096).
+	MaxCompletionTokens *int `json:"max_completion_tokens,omitempty"`
+
+	// MaxTokens The older name of `max_completion_tokens`, which wins when both are sent.
+	MaxTokens *int `json:"max_tokens,omitempty"`
+
+	// Messages The whole conversation so far, oldest first.
+	Messages []OpenAIChatMessage `json:"messages"`
+
+	// Model Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// N Only 1 is supported.
+	N    *int `json:"n,omitempty"`
+	Seed *int `json:"seed,omitempty"`
+
+	// Stop A sequence, or a list of sequences, at which the model stops.
+	Stop *OpenAIChatCompletionRequest_Stop `json:"stop,omitempty"`
+
+	// Stream Answer as a stream of chunks.
+	Stream        *bool `json:"stream,omitempty"`
+	StreamOptions *struct {
+		// IncludeUsage Send a last chunk with the usage and no choices.
+		IncludeUsage *bool `json:"include_usage,omitempty"`
+	} `json:"stream_options,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+
+	// Tools Not supported; a non-empty list is a 400.
+	Tools *[]map[string]interface{} `json:"tools,omitempty"`
+
+	// TopLogprobs Not supported; above 0 is a 400.
+	TopLogprobs *int     `json:"top_logprobs,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+
+	// User Accepted and ignored.
+	User *string `json:"user,omitempty"`
+}
+
+// OpenAIChatCompletionRequestStop0 defines model for OpenAIChatCompletionRequest.Stop.0.
+type OpenAIChatCompletionRequestStop0 = string
+
+// OpenAIChatCompletionRequestStop1 defines model for OpenAIChatCompletionRequest.Stop.1.
+type OpenAIChatCompletionRequestStop1 = []string
+
+// OpenAIChatCompletionRequest_Stop A sequence, or a list of sequences, at which the model stops.
+type OpenAIChatCompletionRequest_Stop struct {
+	union json.RawMessage
+}
+
+// OpenAIChatMessage defines model for OpenAIChatMessage.
+type OpenAIChatMessage struct {
+	// Content The text, or a list of text parts, which are joined with a line break.
+	Content OpenAIChatMessage_Content `json:"content"`
+
+	// Name Accepted and ignored.
+	Name *string               `json:"name,omitempty"`
+	Role OpenAIChatMessageRole `json:"role"`
+}
+
+// OpenAIChatMessageContent0 defines model for OpenAIChatMessage.Content.0.
+type OpenAIChatMessageContent0 = string
+
+// OpenAIChatMessageContent1 defines model for OpenAIChatMessage.Content.1.
+type OpenAIChatMessageContent1 = []OpenAIContentPart
+
+// OpenAIChatMessage_Content The text, or a list of text parts, which are joined with a line break.
+type OpenAIChatMessage_Content struct {
+	union json.RawMessage
+}
+
+// OpenAIChatMessageRole defines model for OpenAIChatMessage.Role.
+type OpenAIChatMessageRole string
+
+// OpenAIChoice defines model for OpenAIChoice.
+type OpenAIChoice struct {
+	// FinishReason Why the model stopped, from the model server's `done_reason`.
+	FinishReason OpenAIFinishReason `json:"finish_reason"`
+	Index        int                `json:"index"`
+
+	// Logprobs Always null.
+	Logprobs *map[string]interface{} `json:"logprobs"`
+	Message  OpenAIAssistantMessage  `json:"message"`
+}
+
+// OpenAIChunkChoice defines model for OpenAIChunkChoice.
+type OpenAIChunkChoice struct {
+	Delta        OpenAIDelta                    `json:"delta"`
+	FinishReason *OpenAIChunkChoiceFinishReason `json:"finish_reason"`
+	Index        int                            `json:"index"`
+}
+
+// OpenAIChunkChoiceFinishReason defines model for OpenAIChunkChoice.FinishReason.
+type OpenAIChunkChoiceFinishReason string
+
+// OpenAIContentPart defines model for OpenAIContentPart.
+type OpenAIContentPart struct {
+	// Text Example: Why is the sky blue?
+	Text *string `json:"text,omitempty"`
+
+	// Type Only `text`; `image_url`, `input_audio` and `file` parts are refused with 400.
+	//
+	// Example: text
+	Type string `json:"type"`
+}
+
+// OpenAIDelta defines model for OpenAIDelta.
+type OpenAIDelta struct {
+	Content *string          `json:"content,omitempty"`
+	Role    *OpenAIDeltaRole `json:"role,omitempty"`
+}
+
+// OpenAIDeltaRole defines model for OpenAIDelta.Role.
+type OpenAIDeltaRole string
+
+// OpenAIEmbedding defines model for OpenAIEmbedding.
+type OpenAIEmbedding struct {
+	// Embedding The vector, or the base64 of its little-endian float32 values with `encoding_format` base64.
+	Embedding OpenAIEmbedding_Embedding `json:"embedding"`
+	Index     int                       `json:"index"`
+	Object    OpenAIEmbeddingObject     `json:"object"`
+}
+
+// OpenAIEmbeddingEmbedding0 defines model for OpenAIEmbedding.Embedding.0.
+type OpenAIEmbeddingEmbedding0 = []float64
+
+// OpenAIEmbeddingEmbedding1 defines model for OpenAIEmbedding.Embedding.1.
+type OpenAIEmbeddingEmbedding1 = string
+
+// OpenAIEmbedding_Embedding The vector, or the base64 of its little-endian float32 values with `encoding_format` base64.
+type OpenAIEmbedding_Embedding struct {
+	union json.RawMessage
+}
+
+// OpenAIEmbeddingObject defines model for OpenAIEmbedding.Object.
+type OpenAIEmbeddingObject string
+
+// OpenAIEmbeddingList defines model for OpenAIEmbeddingList.
+type OpenAIEmbeddingList struct {
+	Data []OpenAIEmbedding `json:"data"`
+
+	// Model The model that answered.
+	Model  string                    `json:"model"`
+	Object OpenAIEmbeddingListObject `json:"object"`
+	Usage  OpenAIEmbeddingUsage      `json:"usage"`
+}
+
+// OpenAIEmbeddingListObject defines model for OpenAIEmbeddingList.Object.
+type OpenAIEmbeddingListObject string
+
+// OpenAIEmbeddingRequest An embedding request; fields not listed here are accepted and ignored.
+type OpenAIEmbeddingRequest struct {
+	// Dimensions Not supported; any value is a 400.
+	Dimensions     *int                                  `json:"dimensions,omitempty"`
+	EncodingFormat *OpenAIEmbeddingRequestEncodingFormat `json:"encoding_format,omitempty"`
+
+	// Input A text, or a list of texts.
+	Input OpenAIEmbeddingRequest_Input `json:"input"`
+
+	// Model Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// User Accepted and ignored.
+	User *string `json:"user,omitempty"`
+}
+
+// OpenAIEmbeddingRequestEncodingFormat defines model for OpenAIEmbeddingRequest.EncodingFormat.
+type OpenAIEmbeddingRequestEncodingFormat string
+
+// OpenAIEmbeddingRequestInput0 defines model for OpenAIEmbeddingRequest.Input.0.
+type OpenAIEmbeddingRequestInput0 = string
+
+// OpenAIEmbeddingRequestInput1 defines model for OpenAIEmbeddingRequest.Input.1.
+type OpenAIEmbeddingRequestInput1 = []string
+
+// OpenAIEmbeddingRequest_Input A text, or a list of texts.
+type OpenAIEmbeddingRequest_Input struct {
+	union json.RawMessage
+}
+
+// OpenAIEmbeddingUsage defines model for OpenAIEmbeddingUsage.
+type OpenAIEmbeddingUsage struct {
+	PromptTokens int `json:"prompt_tokens"`
+	TotalTokens  int `json:"total_tokens"`
+}
+
+// OpenAIError defines model for OpenAIError.
+type OpenAIError struct {
+	// Code A machine-readable reason, such as `model_not_found` or `rate_limit_exceeded`.
+	//
+	// Example: invalid_value
+	Code *string `json:"code"`
+
+	// Message What went wrong, for a person.
+	//
+	// Example: tools are not supported
+	Message string `json:"message"`
+
+	// Param The request field at fault, if one is.
+	//
+	// Example: tools
+	Param *string `json:"param"`
+
+	// Type The kind of error: `invalid_request_error`, `authentication_error`, `permission_error`, `not_found_error`, `rate_limit_error` or `server_error`.
+	//
+	// Example: invalid_request_error
+	Type string `json:"type"`
+}
+
+// OpenAIErrorResponse An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIErrorResponse struct {
+	Error OpenAIError `json:"error"`
+}
+
+// OpenAIFinishReason Why the model stopped, from the model server's `done_reason`.
+type OpenAIFinishReason string
+
+// OpenAIModel defines model for OpenAIModel.
+type OpenAIModel struct {
+	// Created When the model was last changed, in Unix seconds.
+	Created int64 `json:"created"`
+
+	// Id Example: llama3.2:latest
+	Id     string            `json:"id"`
+	Object OpenAIModelObject `json:"object"`
+
+	// OwnedBy The part of the id before its first `/`, or `library`.
+	//
+	// Example: library
+	OwnedBy string `json:"owned_by"`
+}
+
+// OpenAIModelObject defines model for OpenAIModel.Object.
+type OpenAIModelObject string
+
+// OpenAIModelList defines model for OpenAIModelList.
+type OpenAIModelList struct {
+	Data   []OpenAIModel         `json:"data"`
+	Object OpenAIModelListObject `json:"object"`
+}
+
+// OpenAIModelListObject defines model for OpenAIModelList.Object.
+type OpenAIModelListObject string
+
+// OpenAIUsage defines model for OpenAIUsage.
+type OpenAIUsage struct {
+	// CompletionTokens Example: 10
+	CompletionTokens int `json:"completion_tokens"`
+
+	// PromptTokens Example: 26
+	PromptTokens int `json:"prompt_tokens"`
+
+	// TotalTokens Example: 36
+	TotalTokens int `json:"total_tokens"`
+}
+
 // Problem An RFC 9457 problem details object.
 type Problem struct {
 	// Checks The state of each dependency, for readiness problems.
@@ -456,6 +1487,32 @@ type Usage struct {
 	PromptTokens int `json:"prompt_tokens"`
 }
 
+// UsageReport defines model for UsageReport.
+type UsageReport struct {
+	// From The first day of the period.
+	From  openapi_types.Date `json:"from"`
+	Items []UsageTotal       `json:"items"`
+
+	// To The last day of the period, included.
+	To openapi_types.Date `json:"to"`
+}
+
+// UsageTotal The calls of one group; only the key of the grouping is present (`day`, `model` or `user_id`).
+type UsageTotal struct {
+	CompletionTokens int64 `json:"completion_tokens"`
+
+	// Day A UTC day.
+	Day *openapi_types.Date `json:"day,omitempty"`
+
+	// Model The model that answered, as `GET /v1/models` lists it (`llama3.2:latest`, `gpu/llama-3.2-3b`).
+	Model        *string `json:"model,omitempty"`
+	PromptTokens int64   `json:"prompt_tokens"`
+
+	// Requests Model calls, whatever their outcome.
+	Requests int64               `json:"requests"`
+	UserId   *openapi_types.UUID `json:"user_id,omitempty"`
+}
+
 // User defines model for User.
 type User struct {
 	CreatedAt time.Time `json:"created_at"`
@@ -465,6 +1522,15 @@ type User struct {
 	Id    openapi_types.UUID `json:"id"`
 }
 
+// UserQuotas defines model for UserQuotas.
+type UserQuotas struct {
+	// TokensPerDay Tokens per UTC day; null for the default.
+	TokensPerDay *int64 `json:"tokens_per_day"`
+
+	// TokensPerMonth Tokens per calendar month (UTC); null for the default.
+	TokensPerMonth *int64 `json:"tokens_per_month"`
+}
+
 // ConversationID defines model for ConversationID.
 type ConversationID = openapi_types.UUID
 
@@ -472,6 +1538,15 @@ type ConversationID = openapi_types.UUID
 //
 // Example: llama3.2:latest
 type ModelNamePath = ModelName
+
+// OpenAIConversationHeader Example: new
+type OpenAIConversationHeader = string
+
+// UsageFrom Example: 2026-11-01
+type UsageFrom = openapi_types.Date
+
+// UsageTo Example: 2026-11-30
+type UsageTo = openapi_types.Date
 
 // BadGateway An RFC 9457 problem details object.
 type BadGateway = Problem
@@ -490,6 +1565,39 @@ type InternalError = Problem
 
 // NotFound An RFC 9457 problem details object.
 type NotFound = Problem
+
+// OpenAIBadGateway An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIBadGateway = OpenAIErrorResponse
+
+// OpenAIBadRequest An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIBadRequest = OpenAIErrorResponse
+
+// OpenAIForbidden An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIForbidden = OpenAIErrorResponse
+
+// OpenAIGatewayTimeout An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIGatewayTimeout = OpenAIErrorResponse
+
+// OpenAIInternalError An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIInternalError = OpenAIErrorResponse
+
+// OpenAINotFound An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAINotFound = OpenAIErrorResponse
+
+// OpenAIPayloadTooLarge An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIPayloadTooLarge = OpenAIErrorResponse
+
+// OpenAIServiceUnavailable An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIServiceUnavailable = OpenAIErrorResponse
+
+// OpenAITooManyRequests An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAITooManyRequests = OpenAIErrorResponse
+
+// OpenAIUnauthorized An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIUnauthorized = OpenAIErrorResponse
+
+// OpenAIUnsupportedMediaType An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIUnsupportedMediaType = OpenAIErrorResponse
 
 // PayloadTooLarge An RFC 9457 problem details object.
 type PayloadTooLarge = Problem
@@ -514,6 +1622,37 @@ type UnprocessableEntity = Problem
 
 // UnsupportedMediaType An RFC 9457 problem details object.
 type UnsupportedMediaType = Problem
+
+// OpenaiCreateChatCompletionParams defines parameters for OpenaiCreateChatCompletion.
+type OpenaiCreateChatCompletionParams struct {
+	// XDSConversationId `new` stores the exchange in a new conversation; the id of one of your conversations stores it there
+	// (another user's is a 404). Without it nothing is stored.
+	XDSConversationId *OpenAIConversationHeader `json:"X-DS-Conversation-Id,omitempty"`
+}
+
+// GetAdminUsageParams defines parameters for GetAdminUsage.
+type GetAdminUsageParams struct {
+	// From The first day of the period, in UTC.
+	From *UsageFrom `form:"from,omitempty" json:"from,omitempty"`
+
+	// To The last day of the period, in UTC, included; less than 366 days after `from`.
+	To *UsageTo `form:"to,omitempty" json:"to,omitempty"`
+
+	// GroupBy What the totals are summed by.
+	GroupBy *GetAdminUsageParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+}
+
+// GetAdminUsageParamsGroupBy defines parameters for GetAdminUsage.
+type GetAdminUsageParamsGroupBy string
+
+// ListUsersParams defines parameters for ListUsers.
+type ListUsersParams struct {
+	// Limit Page size.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
 
 // ListConversationsParams defines parameters for ListConversations.
 type ListConversationsParams struct {
@@ -542,6 +1681,45 @@ type ListMyAuditEventsParams struct {
 	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// GetUsageParams defines parameters for GetUsage.
+type GetUsageParams struct {
+	// From The first day of the period, in UTC.
+	From *UsageFrom `form:"from,omitempty" json:"from,omitempty"`
+
+	// To The last day of the period, in UTC, included; less than 366 days after `from`.
+	To *UsageTo `form:"to,omitempty" json:"to,omitempty"`
+
+	// GroupBy What the totals are summed by.
+	GroupBy *GetUsageParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+}
+
+// GetUsageParamsGroupBy defines parameters for GetUsage.
+type GetUsageParamsGroupBy string
+
+// OllamaChatJSONRequestBody defines body for OllamaChat for application/json ContentType.
+type OllamaChatJSONRequestBody = OllamaChatRequest
+
+// OllamaEmbedJSONRequestBody defines body for OllamaEmbed for application/json ContentType.
+type OllamaEmbedJSONRequestBody = OllamaEmbedRequest
+
+// OllamaGenerateJSONRequestBody defines body for OllamaGenerate for application/json ContentType.
+type OllamaGenerateJSONRequestBody = OllamaGenerateRequest
+
+// OllamaShowJSONRequestBody defines body for OllamaShow for application/json ContentType.
+type OllamaShowJSONRequestBody = OllamaShowRequest
+
+// OpenaiCreateChatCompletionJSONRequestBody defines body for OpenaiCreateChatCompletion for application/json ContentType.
+type OpenaiCreateChatCompletionJSONRequestBody = OpenAIChatCompletionRequest
+
+// OpenaiCreateEmbeddingJSONRequestBody defines body for OpenaiCreateEmbedding for application/json ContentType.
+type OpenaiCreateEmbeddingJSONRequestBody = OpenAIEmbeddingRequest
+
+// UpdateUserJSONRequestBody defines body for UpdateUser for application/json ContentType.
+type UpdateUserJSONRequestBody = UserQuotas
+
+// CreateAPIKeyJSONRequestBody defines body for CreateAPIKey for application/json ContentType.
+type CreateAPIKeyJSONRequestBody = NewAPIKey
+
 // LoginJSONRequestBody defines body for Login for application/json ContentType.
 type LoginJSONRequestBody = Credentials
 
@@ -566,17 +1744,375 @@ type UpdateConversationJSONRequestBody = ConversationUpdate
 // DeleteMeJSONRequestBody defines body for DeleteMe for application/json ContentType.
 type DeleteMeJSONRequestBody = DeleteAccountRequest
 
+// AsOllamaEmbedRequestInput0 returns the union data inside the OllamaEmbedRequest_Input as a OllamaEmbedRequestInput0
+func (t OllamaEmbedRequest_Input) AsOllamaEmbedRequestInput0() (OllamaEmbedRequestInput0, error) {
+	var body OllamaEmbedRequestInput0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOllamaEmbedRequestInput0 overwrites any union data inside the OllamaEmbedRequest_Input as the provided OllamaEmbedRequestInput0
+func (t *OllamaEmbedRequest_Input) FromOllamaEmbedRequestInput0(v OllamaEmbedRequestInput0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOllamaEmbedRequestInput0 performs a merge with any union data inside the OllamaEmbedRequest_Input, using the provided OllamaEmbedRequestInput0
+func (t *OllamaEmbedRequest_Input) MergeOllamaEmbedRequestInput0(v OllamaEmbedRequestInput0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOllamaEmbedRequestInput1 returns the union data inside the OllamaEmbedRequest_Input as a OllamaEmbedRequestInput1
+func (t OllamaEmbedRequest_Input) AsOllamaEmbedRequestInput1() (OllamaEmbedRequestInput1, error) {
+	var body OllamaEmbedRequestInput1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOllamaEmbedRequestInput1 overwrites any union data inside the OllamaEmbedRequest_Input as the provided OllamaEmbedRequestInput1
+func (t *OllamaEmbedRequest_Input) FromOllamaEmbedRequestInput1(v OllamaEmbedRequestInput1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOllamaEmbedRequestInput1 performs a merge with any union data inside the OllamaEmbedRequest_Input, using the provided OllamaEmbedRequestInput1
+func (t *OllamaEmbedRequest_Input) MergeOllamaEmbedRequestInput1(v OllamaEmbedRequestInput1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OllamaEmbedRequest_Input) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OllamaEmbedRequest_Input) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIChatCompletionRequestStop0 returns the union data inside the OpenAIChatCompletionRequest_Stop as a OpenAIChatCompletionRequestStop0
+func (t OpenAIChatCompletionRequest_Stop) AsOpenAIChatCompletionRequestStop0() (OpenAIChatCompletionRequestStop0, error) {
+	var body OpenAIChatCompletionRequestStop0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIChatCompletionRequestStop0 overwrites any union data inside the OpenAIChatCompletionRequest_Stop as the provided OpenAIChatCompletionRequestStop0
+func (t *OpenAIChatCompletionRequest_Stop) FromOpenAIChatCompletionRequestStop0(v OpenAIChatCompletionRequestStop0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIChatCompletionRequestStop0 performs a merge with any union data inside the OpenAIChatCompletionRequest_Stop, using the provided OpenAIChatCompletionRequestStop0
+func (t *OpenAIChatCompletionRequest_Stop) MergeOpenAIChatCompletionRequestStop0(v OpenAIChatCompletionRequestStop0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIChatCompletionRequestStop1 returns the union data inside the OpenAIChatCompletionRequest_Stop as a OpenAIChatCompletionRequestStop1
+func (t OpenAIChatCompletionRequest_Stop) AsOpenAIChatCompletionRequestStop1() (OpenAIChatCompletionRequestStop1, error) {
+	var body OpenAIChatCompletionRequestStop1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIChatCompletionRequestStop1 overwrites any union data inside the OpenAIChatCompletionRequest_Stop as the provided OpenAIChatCompletionRequestStop1
+func (t *OpenAIChatCompletionRequest_Stop) FromOpenAIChatCompletionRequestStop1(v OpenAIChatCompletionRequestStop1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIChatCompletionRequestStop1 performs a merge with any union data inside the OpenAIChatCompletionRequest_Stop, using the provided OpenAIChatCompletionRequestStop1
+func (t *OpenAIChatCompletionRequest_Stop) MergeOpenAIChatCompletionRequestStop1(v OpenAIChatCompletionRequestStop1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIChatCompletionRequest_Stop) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIChatCompletionRequest_Stop) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIChatMessageContent0 returns the union data inside the OpenAIChatMessage_Content as a OpenAIChatMessageContent0
+func (t OpenAIChatMessage_Content) AsOpenAIChatMessageContent0() (OpenAIChatMessageContent0, error) {
+	var body OpenAIChatMessageContent0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIChatMessageContent0 overwrites any union data inside the OpenAIChatMessage_Content as the provided OpenAIChatMessageContent0
+func (t *OpenAIChatMessage_Content) FromOpenAIChatMessageContent0(v OpenAIChatMessageContent0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIChatMessageContent0 performs a merge with any union data inside the OpenAIChatMessage_Content, using the provided OpenAIChatMessageContent0
+func (t *OpenAIChatMessage_Content) MergeOpenAIChatMessageContent0(v OpenAIChatMessageContent0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIChatMessageContent1 returns the union data inside the OpenAIChatMessage_Content as a OpenAIChatMessageContent1
+func (t OpenAIChatMessage_Content) AsOpenAIChatMessageContent1() (OpenAIChatMessageContent1, error) {
+	var body OpenAIChatMessageContent1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIChatMessageContent1 overwrites any union data inside the OpenAIChatMessage_Content as the provided OpenAIChatMessageContent1
+func (t *OpenAIChatMessage_Content) FromOpenAIChatMessageContent1(v OpenAIChatMessageContent1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIChatMessageContent1 performs a merge with any union data inside the OpenAIChatMessage_Content, using the provided OpenAIChatMessageContent1
+func (t *OpenAIChatMessage_Content) MergeOpenAIChatMessageContent1(v OpenAIChatMessageContent1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIChatMessage_Content) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIChatMessage_Content) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIEmbeddingEmbedding0 returns the union data inside the OpenAIEmbedding_Embedding as a OpenAIEmbeddingEmbedding0
+func (t OpenAIEmbedding_Embedding) AsOpenAIEmbeddingEmbedding0() (OpenAIEmbeddingEmbedding0, error) {
+	var body OpenAIEmbeddingEmbedding0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingEmbedding0 overwrites any union data inside the OpenAIEmbedding_Embedding as the provided OpenAIEmbeddingEmbedding0
+func (t *OpenAIEmbedding_Embedding) FromOpenAIEmbeddingEmbedding0(v OpenAIEmbeddingEmbedding0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingEmbedding0 performs a merge with any union data inside the OpenAIEmbedding_Embedding, using the provided OpenAIEmbeddingEmbedding0
+func (t *OpenAIEmbedding_Embedding) MergeOpenAIEmbeddingEmbedding0(v OpenAIEmbeddingEmbedding0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIEmbeddingEmbedding1 returns the union data inside the OpenAIEmbedding_Embedding as a OpenAIEmbeddingEmbedding1
+func (t OpenAIEmbedding_Embedding) AsOpenAIEmbeddingEmbedding1() (OpenAIEmbeddingEmbedding1, error) {
+	var body OpenAIEmbeddingEmbedding1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingEmbedding1 overwrites any union data inside the OpenAIEmbedding_Embedding as the provided OpenAIEmbeddingEmbedding1
+func (t *OpenAIEmbedding_Embedding) FromOpenAIEmbeddingEmbedding1(v OpenAIEmbeddingEmbedding1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingEmbedding1 performs a merge with any union data inside the OpenAIEmbedding_Embedding, using the provided OpenAIEmbeddingEmbedding1
+func (t *OpenAIEmbedding_Embedding) MergeOpenAIEmbeddingEmbedding1(v OpenAIEmbeddingEmbedding1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIEmbedding_Embedding) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIEmbedding_Embedding) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIEmbeddingRequestInput0 returns the union data inside the OpenAIEmbeddingRequest_Input as a OpenAIEmbeddingRequestInput0
+func (t OpenAIEmbeddingRequest_Input) AsOpenAIEmbeddingRequestInput0() (OpenAIEmbeddingRequestInput0, error) {
+	var body OpenAIEmbeddingRequestInput0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingRequestInput0 overwrites any union data inside the OpenAIEmbeddingRequest_Input as the provided OpenAIEmbeddingRequestInput0
+func (t *OpenAIEmbeddingRequest_Input) FromOpenAIEmbeddingRequestInput0(v OpenAIEmbeddingRequestInput0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingRequestInput0 performs a merge with any union data inside the OpenAIEmbeddingRequest_Input, using the provided OpenAIEmbeddingRequestInput0
+func (t *OpenAIEmbeddingRequest_Input) MergeOpenAIEmbeddingRequestInput0(v OpenAIEmbeddingRequestInput0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIEmbeddingRequestInput1 returns the union data inside the OpenAIEmbeddingRequest_Input as a OpenAIEmbeddingRequestInput1
+func (t OpenAIEmbeddingRequest_Input) AsOpenAIEmbeddingRequestInput1() (OpenAIEmbeddingRequestInput1, error) {
+	var body OpenAIEmbeddingRequestInput1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingRequestInput1 overwrites any union data inside the OpenAIEmbeddingRequest_Input as the provided OpenAIEmbeddingRequestInput1
+func (t *OpenAIEmbeddingRequest_Input) FromOpenAIEmbeddingRequestInput1(v OpenAIEmbeddingRequestInput1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingRequestInput1 performs a merge with any union data inside the OpenAIEmbeddingRequest_Input, using the provided OpenAIEmbeddingRequestInput1
+func (t *OpenAIEmbeddingRequest_Input) MergeOpenAIEmbeddingRequestInput1(v OpenAIEmbeddingRequestInput1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIEmbeddingRequest_Input) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIEmbeddingRequest_Input) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
 	// GetHealth Liveness: the process is up
 	// (GET /healthz)
 	GetHealth(ctx echo.Context) error
+	// OllamaChat Chat with a model, as Ollama's POST /api/chat
+	// (POST /ollama/api/chat)
+	OllamaChat(ctx echo.Context) error
+	// OllamaEmbed Embed texts, as Ollama's POST /api/embed
+	// (POST /ollama/api/embed)
+	OllamaEmbed(ctx echo.Context) error
+	// OllamaGenerate Complete a prompt, as Ollama's POST /api/generate
+	// (POST /ollama/api/generate)
+	OllamaGenerate(ctx echo.Context) error
+	// OllamaShow Show one model, as Ollama's POST /api/show
+	// (POST /ollama/api/show)
+	OllamaShow(ctx echo.Context) error
+	// OllamaTags List the models, as Ollama's GET /api/tags
+	// (GET /ollama/api/tags)
+	OllamaTags(ctx echo.Context) error
+	// OllamaVersion This API's version, as Ollama's GET /api/version
+	// (GET /ollama/api/version)
+	OllamaVersion(ctx echo.Context) error
+	// OpenaiCreateChatCompletion Create a chat completion (OpenAI-compatible)
+	// (POST /openai/v1/chat/completions)
+	OpenaiCreateChatCompletion(ctx echo.Context, params OpenaiCreateChatCompletionParams) error
+	// OpenaiCreateEmbedding Create embeddings (OpenAI-compatible)
+	// (POST /openai/v1/embeddings)
+	OpenaiCreateEmbedding(ctx echo.Context) error
+	// OpenaiListModels List the models (OpenAI-compatible)
+	// (GET /openai/v1/models)
+	OpenaiListModels(ctx echo.Context) error
+	// OpenaiGetModel Show one model (OpenAI-compatible)
+	// (GET /openai/v1/models/{model})
+	OpenaiGetModel(ctx echo.Context, model string) error
 	// GetOpenAPI This contract
 	// (GET /openapi.yaml)
 	GetOpenAPI(ctx echo.Context) error
 	// GetReadiness Readiness: the database answers
 	// (GET /readyz)
 	GetReadiness(ctx echo.Context) error
+	// GetAdminUsage Everybody's model calls and tokens, by user, model or day
+	// (GET /v1/admin/usage)
+	GetAdminUsage(ctx echo.Context, params GetAdminUsageParams) error
+	// ListUsers Every account, with its usage this month and its quotas
+	// (GET /v1/admin/users)
+	ListUsers(ctx echo.Context, params ListUsersParams) error
+	// UpdateUser Set a user's token quotas
+	// (PATCH /v1/admin/users/{id})
+	UpdateUser(ctx echo.Context, id openapi_types.UUID) error
+	// ListAPIKeys Your API keys
+	// (GET /v1/api-keys)
+	ListAPIKeys(ctx echo.Context) error
+	// CreateAPIKey Create an API key
+	// (POST /v1/api-keys)
+	CreateAPIKey(ctx echo.Context) error
+	// DeleteAPIKey Revoke an API key
+	// (DELETE /v1/api-keys/{id})
+	DeleteAPIKey(ctx echo.Context, id openapi_types.UUID) error
 	// Login Log in with email and password
 	// (POST /v1/auth/login)
 	Login(ctx echo.Context) error
@@ -625,6 +2161,9 @@ type ServerInterface interface {
 	// GetModel Show one model
 	// (GET /v1/models/{name})
 	GetModel(ctx echo.Context, name ModelNamePath) error
+	// GetUsage Your model calls and tokens, by day or by model
+	// (GET /v1/usage)
+	GetUsage(ctx echo.Context, params GetUsageParams) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -638,6 +2177,123 @@ func (w *ServerInterfaceWrapper) GetHealth(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetHealth(ctx)
+	return err
+}
+
+// OllamaChat converts echo context to params.
+func (w *ServerInterfaceWrapper) OllamaChat(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OllamaChat(ctx)
+	return err
+}
+
+// OllamaEmbed converts echo context to params.
+func (w *ServerInterfaceWrapper) OllamaEmbed(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OllamaEmbed(ctx)
+	return err
+}
+
+// OllamaGenerate converts echo context to params.
+func (w *ServerInterfaceWrapper) OllamaGenerate(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OllamaGenerate(ctx)
+	return err
+}
+
+// OllamaShow converts echo context to params.
+func (w *ServerInterfaceWrapper) OllamaShow(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OllamaShow(ctx)
+	return err
+}
+
+// OllamaTags converts echo context to params.
+func (w *ServerInterfaceWrapper) OllamaTags(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OllamaTags(ctx)
+	return err
+}
+
+// OllamaVersion converts echo context to params.
+func (w *ServerInterfaceWrapper) OllamaVersion(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OllamaVersion(ctx)
+	return err
+}
+
+// OpenaiCreateChatCompletion converts echo context to params.
+func (w *ServerInterfaceWrapper) OpenaiCreateChatCompletion(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params OpenaiCreateChatCompletionParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "X-DS-Conversation-Id" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-DS-Conversation-Id")]; found {
+		var XDSConversationId OpenAIConversationHeader
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for X-DS-Conversation-Id, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-DS-Conversation-Id", valueList[0], &XDSConversationId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter X-DS-Conversation-Id: %s", err))
+		}
+
+		params.XDSConversationId = &XDSConversationId
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OpenaiCreateChatCompletion(ctx, params)
+	return err
+}
+
+// OpenaiCreateEmbedding converts echo context to params.
+func (w *ServerInterfaceWrapper) OpenaiCreateEmbedding(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OpenaiCreateEmbedding(ctx)
+	return err
+}
+
+// OpenaiListModels converts echo context to params.
+func (w *ServerInterfaceWrapper) OpenaiListModels(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OpenaiListModels(ctx)
+	return err
+}
+
+// OpenaiGetModel converts echo context to params.
+func (w *ServerInterfaceWrapper) OpenaiGetModel(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "model" -------------
+	var model string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "model", ctx.Param("model"), &model, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter model: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.OpenaiGetModel(ctx, model)
 	return err
 }
 
@@ -656,6 +2312,113 @@ func (w *ServerInterfaceWrapper) GetReadiness(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.GetReadiness(ctx)
+	return err
+}
+
+// GetAdminUsage converts echo context to params.
+func (w *ServerInterfaceWrapper) GetAdminUsage(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetAdminUsageParams
+	// ------------- Optional query parameter "from" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", ctx.QueryParams(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter from: %s", err))
+	}
+
+	// ------------- Optional query parameter "to" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", ctx.QueryParams(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
+	}
+
+	// ------------- Optional query parameter "group_by" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", ctx.QueryParams(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter group_by: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetAdminUsage(ctx, params)
+	return err
+}
+
+// ListUsers converts echo context to params.
+func (w *ServerInterfaceWrapper) ListUsers(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListUsersParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListUsers(ctx, params)
+	return err
+}
+
+// UpdateUser converts echo context to params.
+func (w *ServerInterfaceWrapper) UpdateUser(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id openapi_types.UUID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.UpdateUser(ctx, id)
+	return err
+}
+
+// ListAPIKeys converts echo context to params.
+func (w *ServerInterfaceWrapper) ListAPIKeys(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListAPIKeys(ctx)
+	return err
+}
+
+// CreateAPIKey converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateAPIKey(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateAPIKey(ctx)
+	return err
+}
+
+// DeleteAPIKey converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteAPIKey(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id openapi_types.UUID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteAPIKey(ctx, id)
 	return err
 }
 
@@ -886,6 +2649,38 @@ func (w *ServerInterfaceWrapper) GetModel(ctx echo.Context) error {
 	return err
 }
 
+// GetUsage converts echo context to params.
+func (w *ServerInterfaceWrapper) GetUsage(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetUsageParams
+	// ------------- Optional query parameter "from" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", ctx.QueryParams(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter from: %s", err))
+	}
+
+	// ------------- Optional query parameter "to" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", ctx.QueryParams(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
+	}
+
+	// ------------- Optional query parameter "group_by" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", ctx.QueryParams(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter group_by: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetUsage(ctx, params)
+	return err
+}
+
 // This is a simple interface which specifies echo.Route addition functions which
 // are present on both echo.Echo and echo.Group, since we want to allow using
 // either of them for path registration
@@ -940,6 +2735,9 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.DELETE(options.BaseURL+"/v1/me", wrapper.DeleteMe, options.OperationMiddlewares["deleteMe"]...)
 	router.GET(options.BaseURL+"/v1/me", wrapper.GetMe, options.OperationMiddlewares["getMe"]...)
 	router.GET(options.BaseURL+"/v1/me/audit", wrapper.ListMyAuditEvents, options.OperationMiddlewares["listMyAuditEvents"]...)
+	router.GET(options.BaseURL+"/v1/api-keys", wrapper.ListAPIKeys, options.OperationMiddlewares["listAPIKeys"]...)
+	router.POST(options.BaseURL+"/v1/api-keys", wrapper.CreateAPIKey, options.OperationMiddlewares["createAPIKey"]...)
+	router.DELETE(options.BaseURL+"/v1/api-keys/:id", wrapper.DeleteAPIKey, options.OperationMiddlewares["deleteAPIKey"]...)
 	router.GET(options.BaseURL+"/v1/models", wrapper.ListModels, options.OperationMiddlewares["listModels"]...)
 	router.GET(options.BaseURL+"/v1/models/:name", wrapper.GetModel, options.OperationMiddlewares["getModel"]...)
 	router.POST(options.BaseURL+"/v1/chat", wrapper.Chat, options.OperationMiddlewares["chat"]...)
@@ -949,8 +2747,22 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/conversations/:id", wrapper.GetConversation, options.OperationMiddlewares["getConversation"]...)
 	router.PATCH(options.BaseURL+"/v1/conversations/:id", wrapper.UpdateConversation, options.OperationMiddlewares["updateConversation"]...)
 	router.GET(options.BaseURL+"/v1/conversations/:id/messages", wrapper.ListMessages, options.OperationMiddlewares["listMessages"]...)
+	router.GET(options.BaseURL+"/v1/usage", wrapper.GetUsage, options.OperationMiddlewares["getUsage"]...)
+	router.GET(options.BaseURL+"/v1/admin/usage", wrapper.GetAdminUsage, options.OperationMiddlewares["getAdminUsage"]...)
+	router.GET(options.BaseURL+"/v1/admin/users", wrapper.ListUsers, options.OperationMiddlewares["listUsers"]...)
+	router.PATCH(options.BaseURL+"/v1/admin/users/:id", wrapper.UpdateUser, options.OperationMiddlewares["updateUser"]...)
+	router.POST(options.BaseURL+"/openai/v1/chat/completions", wrapper.OpenaiCreateChatCompletion, options.OperationMiddlewares["openaiCreateChatCompletion"]...)
+	router.GET(options.BaseURL+"/openai/v1/models", wrapper.OpenaiListModels, options.OperationMiddlewares["openaiListModels"]...)
+	router.GET(options.BaseURL+"/openai/v1/models/:model", wrapper.OpenaiGetModel, options.OperationMiddlewares["openaiGetModel"]...)
+	router.POST(options.BaseURL+"/openai/v1/embeddings", wrapper.OpenaiCreateEmbedding, options.OperationMiddlewares["openaiCreateEmbedding"]...)
 	router.GET(options.BaseURL+"/healthz", wrapper.GetHealth, options.OperationMiddlewares["getHealth"]...)
 	router.GET(options.BaseURL+"/readyz", wrapper.GetReadiness, options.OperationMiddlewares["getReadiness"]...)
+	router.POST(options.BaseURL+"/ollama/api/chat", wrapper.OllamaChat, options.OperationMiddlewares["ollamaChat"]...)
+	router.POST(options.BaseURL+"/ollama/api/generate", wrapper.OllamaGenerate, options.OperationMiddlewares["ollamaGenerate"]...)
+	router.POST(options.BaseURL+"/ollama/api/embed", wrapper.OllamaEmbed, options.OperationMiddlewares["ollamaEmbed"]...)
+	router.GET(options.BaseURL+"/ollama/api/tags", wrapper.OllamaTags, options.OperationMiddlewares["ollamaTags"]...)
+	router.POST(options.BaseURL+"/ollama/api/show", wrapper.OllamaShow, options.OperationMiddlewares["ollamaShow"]...)
+	router.GET(options.BaseURL+"/ollama/api/version", wrapper.OllamaVersion, options.OperationMiddlewares["ollamaVersion"]...)
 	router.GET(options.BaseURL+"/openapi.yaml", wrapper.GetOpenAPI, options.OperationMiddlewares["getOpenAPI"]...)
 
 }
@@ -966,6 +2778,62 @@ type GatewayTimeoutApplicationProblemPlusJSONResponse Problem
 type InternalErrorApplicationProblemPlusJSONResponse Problem
 
 type NotFoundApplicationProblemPlusJSONResponse Problem
+
+type OllamaErrorResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+type OllamaErrorJSONResponse struct {
+	Body OllamaError
+
+	Headers OllamaErrorResponseHeaders
+}
+
+type OpenAIBadGatewayJSONResponse OpenAIErrorResponse
+
+type OpenAIBadRequestJSONResponse OpenAIErrorResponse
+
+type OpenAIForbiddenJSONResponse OpenAIErrorResponse
+
+type OpenAIGatewayTimeoutJSONResponse OpenAIErrorResponse
+
+type OpenAIInternalErrorJSONResponse OpenAIErrorResponse
+
+type OpenAINotFoundJSONResponse OpenAIErrorResponse
+
+type OpenAIPayloadTooLargeJSONResponse OpenAIErrorResponse
+
+type OpenAIServiceUnavailableResponseHeaders struct {
+	RetryAfter *int
+}
+type OpenAIServiceUnavailableJSONResponse struct {
+	Body OpenAIErrorResponse
+
+	Headers OpenAIServiceUnavailableResponseHeaders
+}
+
+type OpenAITooManyRequestsResponseHeaders struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+type OpenAITooManyRequestsJSONResponse struct {
+	Body OpenAIErrorResponse
+
+	Headers OpenAITooManyRequestsResponseHeaders
+}
+
+type OpenAIUnauthorizedResponseHeaders struct {
+	WWWAuthenticate *string
+}
+type OpenAIUnauthorizedJSONResponse struct {
+	Body OpenAIErrorResponse
+
+	Headers OpenAIUnauthorizedResponseHeaders
+}
+
+type OpenAIUnsupportedMediaTypeJSONResponse OpenAIErrorResponse
 
 type PayloadTooLargeApplicationProblemPlusJSONResponse Problem
 
@@ -1028,6 +2896,2433 @@ func (response GetHealth200JSONResponse) VisitGetHealthResponse(w http.ResponseW
 	return err
 }
 
+type OllamaChatRequestObject struct {
+	Body *OllamaChatJSONRequestBody
+}
+
+type OllamaChatResponseObject interface {
+	VisitOllamaChatResponse(w http.ResponseWriter) error
+}
+
+type OllamaChat200JSONResponse OllamaChatAnswer
+
+func (response OllamaChat200JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat200ApplicationxNdjsonResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response OllamaChat200ApplicationxNdjsonResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type OllamaChat400JSONResponse struct{ OllamaErrorJSONResponse }
+
+func (response OllamaChat400JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat401ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChat401JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaChat401ResponseHeaders
+}
+
+func (response OllamaChat401JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat404ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChat404JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaChat404ResponseHeaders
+}
+
+func (response OllamaChat404JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat413ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChat413JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaChat413ResponseHeaders
+}
+
+func (response OllamaChat413JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat415ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChat415JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaChat415ResponseHeaders
+}
+
+func (response OllamaChat415JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat422ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChat422JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaChat422ResponseHeaders
+}
+
+func (response OllamaChat422JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat429ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChat429JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaChat429ResponseHeaders
+}
+
+func (response OllamaChat429JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat500ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChat500JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaChat500ResponseHeaders
+}
+
+func (response OllamaChat500JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat502ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChat502JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaChat502ResponseHeaders
+}
+
+func (response OllamaChat502JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat503ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChat503JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaChat503ResponseHeaders
+}
+
+func (response OllamaChat503JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaChat504ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChat504JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaChat504ResponseHeaders
+}
+
+func (response OllamaChat504JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbedRequestObject struct {
+	Body *OllamaEmbedJSONRequestBody
+}
+
+type OllamaEmbedResponseObject interface {
+	VisitOllamaEmbedResponse(w http.ResponseWriter) error
+}
+
+type OllamaEmbed200JSONResponse OllamaEmbeddings
+
+func (response OllamaEmbed200JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed400JSONResponse struct{ OllamaErrorJSONResponse }
+
+func (response OllamaEmbed400JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed401ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbed401JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaEmbed401ResponseHeaders
+}
+
+func (response OllamaEmbed401JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed404ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbed404JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaEmbed404ResponseHeaders
+}
+
+func (response OllamaEmbed404JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed413ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbed413JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaEmbed413ResponseHeaders
+}
+
+func (response OllamaEmbed413JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed415ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbed415JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaEmbed415ResponseHeaders
+}
+
+func (response OllamaEmbed415JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed422ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbed422JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaEmbed422ResponseHeaders
+}
+
+func (response OllamaEmbed422JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed429ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbed429JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaEmbed429ResponseHeaders
+}
+
+func (response OllamaEmbed429JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed500ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbed500JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaEmbed500ResponseHeaders
+}
+
+func (response OllamaEmbed500JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed502ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbed502JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaEmbed502ResponseHeaders
+}
+
+func (response OllamaEmbed502JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed503ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbed503JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaEmbed503ResponseHeaders
+}
+
+func (response OllamaEmbed503JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaEmbed504ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbed504JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaEmbed504ResponseHeaders
+}
+
+func (response OllamaEmbed504JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerateRequestObject struct {
+	Body *OllamaGenerateJSONRequestBody
+}
+
+type OllamaGenerateResponseObject interface {
+	VisitOllamaGenerateResponse(w http.ResponseWriter) error
+}
+
+type OllamaGenerate200JSONResponse OllamaGenerateAnswer
+
+func (response OllamaGenerate200JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate200ApplicationxNdjsonResponse struct {
+	Body          io.Reader
+	ContentLength int64
+}
+
+func (response OllamaGenerate200ApplicationxNdjsonResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type OllamaGenerate400JSONResponse struct{ OllamaErrorJSONResponse }
+
+func (response OllamaGenerate400JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate401ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerate401JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaGenerate401ResponseHeaders
+}
+
+func (response OllamaGenerate401JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate404ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerate404JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaGenerate404ResponseHeaders
+}
+
+func (response OllamaGenerate404JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate413ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerate413JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaGenerate413ResponseHeaders
+}
+
+func (response OllamaGenerate413JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate415ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerate415JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaGenerate415ResponseHeaders
+}
+
+func (response OllamaGenerate415JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate422ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerate422JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaGenerate422ResponseHeaders
+}
+
+func (response OllamaGenerate422JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate429ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerate429JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaGenerate429ResponseHeaders
+}
+
+func (response OllamaGenerate429JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate500ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerate500JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaGenerate500ResponseHeaders
+}
+
+func (response OllamaGenerate500JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate502ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerate502JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaGenerate502ResponseHeaders
+}
+
+func (response OllamaGenerate502JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate503ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerate503JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaGenerate503ResponseHeaders
+}
+
+func (response OllamaGenerate503JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaGenerate504ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerate504JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaGenerate504ResponseHeaders
+}
+
+func (response OllamaGenerate504JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShowRequestObject struct {
+	Body *OllamaShowJSONRequestBody
+}
+
+type OllamaShowResponseObject interface {
+	VisitOllamaShowResponse(w http.ResponseWriter) error
+}
+
+type OllamaShow200JSONResponse OllamaShowAnswer
+
+func (response OllamaShow200JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow400JSONResponse struct{ OllamaErrorJSONResponse }
+
+func (response OllamaShow400JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow401ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShow401JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaShow401ResponseHeaders
+}
+
+func (response OllamaShow401JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow404ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShow404JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaShow404ResponseHeaders
+}
+
+func (response OllamaShow404JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow413ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShow413JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaShow413ResponseHeaders
+}
+
+func (response OllamaShow413JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow415ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShow415JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaShow415ResponseHeaders
+}
+
+func (response OllamaShow415JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow422ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShow422JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaShow422ResponseHeaders
+}
+
+func (response OllamaShow422JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow429ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShow429JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaShow429ResponseHeaders
+}
+
+func (response OllamaShow429JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow500ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShow500JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaShow500ResponseHeaders
+}
+
+func (response OllamaShow500JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow502ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShow502JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaShow502ResponseHeaders
+}
+
+func (response OllamaShow502JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow503ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShow503JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaShow503ResponseHeaders
+}
+
+func (response OllamaShow503JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaShow504ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShow504JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaShow504ResponseHeaders
+}
+
+func (response OllamaShow504JSONResponse) VisitOllamaShowResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaTagsRequestObject struct {
+}
+
+type OllamaTagsResponseObject interface {
+	VisitOllamaTagsResponse(w http.ResponseWriter) error
+}
+
+type OllamaTags200JSONResponse OllamaModelList
+
+func (response OllamaTags200JSONResponse) VisitOllamaTagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaTags401JSONResponse struct{ OllamaErrorJSONResponse }
+
+func (response OllamaTags401JSONResponse) VisitOllamaTagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaTags429ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaTags429JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaTags429ResponseHeaders
+}
+
+func (response OllamaTags429JSONResponse) VisitOllamaTagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaTags500ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaTags500JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaTags500ResponseHeaders
+}
+
+func (response OllamaTags500JSONResponse) VisitOllamaTagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaTags502ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaTags502JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaTags502ResponseHeaders
+}
+
+func (response OllamaTags502JSONResponse) VisitOllamaTagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaTags503ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaTags503JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaTags503ResponseHeaders
+}
+
+func (response OllamaTags503JSONResponse) VisitOllamaTagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaTags504ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaTags504JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaTags504ResponseHeaders
+}
+
+func (response OllamaTags504JSONResponse) VisitOllamaTagsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaVersionRequestObject struct {
+}
+
+type OllamaVersionResponseObject interface {
+	VisitOllamaVersionResponse(w http.ResponseWriter) error
+}
+
+type OllamaVersion200JSONResponse OllamaVersion
+
+func (response OllamaVersion200JSONResponse) VisitOllamaVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaVersion401JSONResponse struct{ OllamaErrorJSONResponse }
+
+func (response OllamaVersion401JSONResponse) VisitOllamaVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaVersion429ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaVersion429JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaVersion429ResponseHeaders
+}
+
+func (response OllamaVersion429JSONResponse) VisitOllamaVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaVersion500ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaVersion500JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaVersion500ResponseHeaders
+}
+
+func (response OllamaVersion500JSONResponse) VisitOllamaVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OllamaVersion503ResponseHeaders struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaVersion503JSONResponse struct {
+	Body    OllamaError
+	Headers OllamaVersion503ResponseHeaders
+}
+
+func (response OllamaVersion503JSONResponse) VisitOllamaVersionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletionRequestObject struct {
+	Params OpenaiCreateChatCompletionParams
+	Body   *OpenaiCreateChatCompletionJSONRequestBody
+}
+
+type OpenaiCreateChatCompletionResponseObject interface {
+	VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error
+}
+
+type OpenaiCreateChatCompletion200ResponseHeaders struct {
+	XDSConversationId *openapi_types.UUID
+}
+
+type OpenaiCreateChatCompletion200JSONResponse struct {
+	Body    OpenAIChatCompletion
+	Headers OpenaiCreateChatCompletion200ResponseHeaders
+}
+
+func (response OpenaiCreateChatCompletion200JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XDSConversationId != nil {
+		w.Header().Set("X-DS-Conversation-Id", fmt.Sprint(*response.Headers.XDSConversationId))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion200TexteventStreamResponse struct {
+	Body          io.Reader
+	Headers       OpenaiCreateChatCompletion200ResponseHeaders
+	ContentLength int64
+}
+
+func (response OpenaiCreateChatCompletion200TexteventStreamResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	if response.ContentLength != 0 {
+		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	if response.Headers.XDSConversationId != nil {
+		w.Header().Set("X-DS-Conversation-Id", fmt.Sprint(*response.Headers.XDSConversationId))
+	}
+	w.WriteHeader(200)
+
+	if closer, ok := response.Body.(io.ReadCloser); ok {
+		defer closer.Close()
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		// If w doesn't support flushing, fall back to io.Copy.
+		_, err := io.Copy(w, response.Body)
+		return err
+	}
+	// text/event-stream messages are typically small; use a
+	// modest buffer and flush after each chunk so clients see
+	// events immediately instead of waiting on OS buffering.
+	buf := make([]byte, 4096)
+	for {
+		n, err := response.Body.Read(buf)
+		if n > 0 {
+			if _, writeErr := w.Write(buf[:n]); writeErr != nil {
+				return writeErr
+			}
+			flusher.Flush()
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+type OpenaiCreateChatCompletion400JSONResponse struct{ OpenAIBadRequestJSONResponse }
+
+func (response OpenaiCreateChatCompletion400JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion401JSONResponse struct{ OpenAIUnauthorizedJSONResponse }
+
+func (response OpenaiCreateChatCompletion401JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion403JSONResponse struct{ OpenAIForbiddenJSONResponse }
+
+func (response OpenaiCreateChatCompletion403JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion404JSONResponse struct{ OpenAINotFoundJSONResponse }
+
+func (response OpenaiCreateChatCompletion404JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion413JSONResponse struct {
+	OpenAIPayloadTooLargeJSONResponse
+}
+
+func (response OpenaiCreateChatCompletion413JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion415JSONResponse struct {
+	OpenAIUnsupportedMediaTypeJSONResponse
+}
+
+func (response OpenaiCreateChatCompletion415JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion429JSONResponse struct {
+	OpenAITooManyRequestsJSONResponse
+}
+
+func (response OpenaiCreateChatCompletion429JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion500JSONResponse struct {
+	OpenAIInternalErrorJSONResponse
+}
+
+func (response OpenaiCreateChatCompletion500JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion502JSONResponse struct{ OpenAIBadGatewayJSONResponse }
+
+func (response OpenaiCreateChatCompletion502JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion503JSONResponse struct {
+	OpenAIServiceUnavailableJSONResponse
+}
+
+func (response OpenaiCreateChatCompletion503JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateChatCompletion504JSONResponse struct {
+	OpenAIGatewayTimeoutJSONResponse
+}
+
+func (response OpenaiCreateChatCompletion504JSONResponse) VisitOpenaiCreateChatCompletionResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbeddingRequestObject struct {
+	Body *OpenaiCreateEmbeddingJSONRequestBody
+}
+
+type OpenaiCreateEmbeddingResponseObject interface {
+	VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error
+}
+
+type OpenaiCreateEmbedding200JSONResponse OpenAIEmbeddingList
+
+func (response OpenaiCreateEmbedding200JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbedding400JSONResponse struct{ OpenAIBadRequestJSONResponse }
+
+func (response OpenaiCreateEmbedding400JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbedding401JSONResponse struct{ OpenAIUnauthorizedJSONResponse }
+
+func (response OpenaiCreateEmbedding401JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbedding404JSONResponse struct{ OpenAINotFoundJSONResponse }
+
+func (response OpenaiCreateEmbedding404JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbedding413JSONResponse struct {
+	OpenAIPayloadTooLargeJSONResponse
+}
+
+func (response OpenaiCreateEmbedding413JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbedding415JSONResponse struct {
+	OpenAIUnsupportedMediaTypeJSONResponse
+}
+
+func (response OpenaiCreateEmbedding415JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbedding429JSONResponse struct {
+	OpenAITooManyRequestsJSONResponse
+}
+
+func (response OpenaiCreateEmbedding429JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbedding500JSONResponse struct {
+	OpenAIInternalErrorJSONResponse
+}
+
+func (response OpenaiCreateEmbedding500JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbedding502JSONResponse struct{ OpenAIBadGatewayJSONResponse }
+
+func (response OpenaiCreateEmbedding502JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbedding503JSONResponse struct {
+	OpenAIServiceUnavailableJSONResponse
+}
+
+func (response OpenaiCreateEmbedding503JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiCreateEmbedding504JSONResponse struct {
+	OpenAIGatewayTimeoutJSONResponse
+}
+
+func (response OpenaiCreateEmbedding504JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiListModelsRequestObject struct {
+}
+
+type OpenaiListModelsResponseObject interface {
+	VisitOpenaiListModelsResponse(w http.ResponseWriter) error
+}
+
+type OpenaiListModels200JSONResponse OpenAIModelList
+
+func (response OpenaiListModels200JSONResponse) VisitOpenaiListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiListModels401JSONResponse struct{ OpenAIUnauthorizedJSONResponse }
+
+func (response OpenaiListModels401JSONResponse) VisitOpenaiListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiListModels429JSONResponse struct {
+	OpenAITooManyRequestsJSONResponse
+}
+
+func (response OpenaiListModels429JSONResponse) VisitOpenaiListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiListModels500JSONResponse struct {
+	OpenAIInternalErrorJSONResponse
+}
+
+func (response OpenaiListModels500JSONResponse) VisitOpenaiListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiListModels502JSONResponse struct{ OpenAIBadGatewayJSONResponse }
+
+func (response OpenaiListModels502JSONResponse) VisitOpenaiListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiListModels503JSONResponse struct {
+	OpenAIServiceUnavailableJSONResponse
+}
+
+func (response OpenaiListModels503JSONResponse) VisitOpenaiListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiListModels504JSONResponse struct {
+	OpenAIGatewayTimeoutJSONResponse
+}
+
+func (response OpenaiListModels504JSONResponse) VisitOpenaiListModelsResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiGetModelRequestObject struct {
+	Model string `json:"model"`
+}
+
+type OpenaiGetModelResponseObject interface {
+	VisitOpenaiGetModelResponse(w http.ResponseWriter) error
+}
+
+type OpenaiGetModel200JSONResponse OpenAIModel
+
+func (response OpenaiGetModel200JSONResponse) VisitOpenaiGetModelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiGetModel400JSONResponse struct{ OpenAIBadRequestJSONResponse }
+
+func (response OpenaiGetModel400JSONResponse) VisitOpenaiGetModelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiGetModel401JSONResponse struct{ OpenAIUnauthorizedJSONResponse }
+
+func (response OpenaiGetModel401JSONResponse) VisitOpenaiGetModelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiGetModel404JSONResponse struct{ OpenAINotFoundJSONResponse }
+
+func (response OpenaiGetModel404JSONResponse) VisitOpenaiGetModelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiGetModel429JSONResponse struct {
+	OpenAITooManyRequestsJSONResponse
+}
+
+func (response OpenaiGetModel429JSONResponse) VisitOpenaiGetModelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiGetModel500JSONResponse struct {
+	OpenAIInternalErrorJSONResponse
+}
+
+func (response OpenaiGetModel500JSONResponse) VisitOpenaiGetModelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiGetModel502JSONResponse struct{ OpenAIBadGatewayJSONResponse }
+
+func (response OpenaiGetModel502JSONResponse) VisitOpenaiGetModelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiGetModel503JSONResponse struct {
+	OpenAIServiceUnavailableJSONResponse
+}
+
+func (response OpenaiGetModel503JSONResponse) VisitOpenaiGetModelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type OpenaiGetModel504JSONResponse struct {
+	OpenAIGatewayTimeoutJSONResponse
+}
+
+func (response OpenaiGetModel504JSONResponse) VisitOpenaiGetModelResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetOpenAPIRequestObject struct {
 }
 
@@ -1085,6 +5380,894 @@ func (response GetReadiness503ApplicationProblemPlusJSONResponse) VisitGetReadin
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminUsageRequestObject struct {
+	Params GetAdminUsageParams
+}
+
+type GetAdminUsageResponseObject interface {
+	VisitGetAdminUsageResponse(w http.ResponseWriter) error
+}
+
+type GetAdminUsage200JSONResponse UsageReport
+
+func (response GetAdminUsage200JSONResponse) VisitGetAdminUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminUsage400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetAdminUsage400ApplicationProblemPlusJSONResponse) VisitGetAdminUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminUsage401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetAdminUsage401ApplicationProblemPlusJSONResponse) VisitGetAdminUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminUsage404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response GetAdminUsage404ApplicationProblemPlusJSONResponse) VisitGetAdminUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminUsage422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response GetAdminUsage422ApplicationProblemPlusJSONResponse) VisitGetAdminUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminUsage429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response GetAdminUsage429ApplicationProblemPlusJSONResponse) VisitGetAdminUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminUsage500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response GetAdminUsage500ApplicationProblemPlusJSONResponse) VisitGetAdminUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetAdminUsage503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetAdminUsage503ApplicationProblemPlusJSONResponse) VisitGetAdminUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUsersRequestObject struct {
+	Params ListUsersParams
+}
+
+type ListUsersResponseObject interface {
+	VisitListUsersResponse(w http.ResponseWriter) error
+}
+
+type ListUsers200JSONResponse AdminUserPage
+
+func (response ListUsers200JSONResponse) VisitListUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUsers400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response ListUsers400ApplicationProblemPlusJSONResponse) VisitListUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUsers401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListUsers401ApplicationProblemPlusJSONResponse) VisitListUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUsers404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response ListUsers404ApplicationProblemPlusJSONResponse) VisitListUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUsers429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListUsers429ApplicationProblemPlusJSONResponse) VisitListUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUsers500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response ListUsers500ApplicationProblemPlusJSONResponse) VisitListUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListUsers503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListUsers503ApplicationProblemPlusJSONResponse) VisitListUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateUserRequestObject struct {
+	Id   openapi_types.UUID `json:"id"`
+	Body *UpdateUserJSONRequestBody
+}
+
+type UpdateUserResponseObject interface {
+	VisitUpdateUserResponse(w http.ResponseWriter) error
+}
+
+type UpdateUser200JSONResponse AdminUser
+
+func (response UpdateUser200JSONResponse) VisitUpdateUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateUser400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateUser400ApplicationProblemPlusJSONResponse) VisitUpdateUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateUser401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateUser401ApplicationProblemPlusJSONResponse) VisitUpdateUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateUser404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateUser404ApplicationProblemPlusJSONResponse) VisitUpdateUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateUser413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateUser413ApplicationProblemPlusJSONResponse) VisitUpdateUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateUser415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateUser415ApplicationProblemPlusJSONResponse) VisitUpdateUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateUser422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateUser422ApplicationProblemPlusJSONResponse) VisitUpdateUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateUser429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateUser429ApplicationProblemPlusJSONResponse) VisitUpdateUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateUser500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateUser500ApplicationProblemPlusJSONResponse) VisitUpdateUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type UpdateUser503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response UpdateUser503ApplicationProblemPlusJSONResponse) VisitUpdateUserResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAPIKeysRequestObject struct {
+}
+
+type ListAPIKeysResponseObject interface {
+	VisitListAPIKeysResponse(w http.ResponseWriter) error
+}
+
+type ListAPIKeys200JSONResponse APIKeyList
+
+func (response ListAPIKeys200JSONResponse) VisitListAPIKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAPIKeys401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response ListAPIKeys401ApplicationProblemPlusJSONResponse) VisitListAPIKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAPIKeys429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response ListAPIKeys429ApplicationProblemPlusJSONResponse) VisitListAPIKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAPIKeys500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response ListAPIKeys500ApplicationProblemPlusJSONResponse) VisitListAPIKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListAPIKeys503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListAPIKeys503ApplicationProblemPlusJSONResponse) VisitListAPIKeysResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAPIKeyRequestObject struct {
+	Body *CreateAPIKeyJSONRequestBody
+}
+
+type CreateAPIKeyResponseObject interface {
+	VisitCreateAPIKeyResponse(w http.ResponseWriter) error
+}
+
+type CreateAPIKey201JSONResponse CreatedAPIKey
+
+func (response CreateAPIKey201JSONResponse) VisitCreateAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAPIKey400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CreateAPIKey400ApplicationProblemPlusJSONResponse) VisitCreateAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAPIKey401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response CreateAPIKey401ApplicationProblemPlusJSONResponse) VisitCreateAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAPIKey409ApplicationProblemPlusJSONResponse Problem
+
+func (response CreateAPIKey409ApplicationProblemPlusJSONResponse) VisitCreateAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAPIKey413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateAPIKey413ApplicationProblemPlusJSONResponse) VisitCreateAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAPIKey415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CreateAPIKey415ApplicationProblemPlusJSONResponse) VisitCreateAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAPIKey422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response CreateAPIKey422ApplicationProblemPlusJSONResponse) VisitCreateAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAPIKey429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response CreateAPIKey429ApplicationProblemPlusJSONResponse) VisitCreateAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAPIKey500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response CreateAPIKey500ApplicationProblemPlusJSONResponse) VisitCreateAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CreateAPIKey503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CreateAPIKey503ApplicationProblemPlusJSONResponse) VisitCreateAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAPIKeyRequestObject struct {
+	Id openapi_types.UUID `json:"id"`
+}
+
+type DeleteAPIKeyResponseObject interface {
+	VisitDeleteAPIKeyResponse(w http.ResponseWriter) error
+}
+
+type DeleteAPIKey204Response struct {
+}
+
+func (response DeleteAPIKey204Response) VisitDeleteAPIKeyResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type DeleteAPIKey400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteAPIKey400ApplicationProblemPlusJSONResponse) VisitDeleteAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAPIKey401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteAPIKey401ApplicationProblemPlusJSONResponse) VisitDeleteAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAPIKey404ApplicationProblemPlusJSONResponse struct {
+	NotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteAPIKey404ApplicationProblemPlusJSONResponse) VisitDeleteAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAPIKey429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteAPIKey429ApplicationProblemPlusJSONResponse) VisitDeleteAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAPIKey500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteAPIKey500ApplicationProblemPlusJSONResponse) VisitDeleteAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type DeleteAPIKey503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response DeleteAPIKey503ApplicationProblemPlusJSONResponse) VisitDeleteAPIKeyResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -3592,17 +8775,201 @@ func (response GetModel504ApplicationProblemPlusJSONResponse) VisitGetModelRespo
 	return err
 }
 
+type GetUsageRequestObject struct {
+	Params GetUsageParams
+}
+
+type GetUsageResponseObject interface {
+	VisitGetUsageResponse(w http.ResponseWriter) error
+}
+
+type GetUsage200JSONResponse UsageReport
+
+func (response GetUsage200JSONResponse) VisitGetUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetUsage400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response GetUsage400ApplicationProblemPlusJSONResponse) VisitGetUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetUsage401ApplicationProblemPlusJSONResponse struct {
+	UnauthorizedApplicationProblemPlusJSONResponse
+}
+
+func (response GetUsage401ApplicationProblemPlusJSONResponse) VisitGetUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetUsage422ApplicationProblemPlusJSONResponse struct {
+	UnprocessableEntityApplicationProblemPlusJSONResponse
+}
+
+func (response GetUsage422ApplicationProblemPlusJSONResponse) VisitGetUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetUsage429ApplicationProblemPlusJSONResponse struct {
+	TooManyRequestsApplicationProblemPlusJSONResponse
+}
+
+func (response GetUsage429ApplicationProblemPlusJSONResponse) VisitGetUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RateLimitLimit != nil {
+		w.Header().Set("RateLimit-Limit", fmt.Sprint(*response.Headers.RateLimitLimit))
+	}
+	if response.Headers.RateLimitRemaining != nil {
+		w.Header().Set("RateLimit-Remaining", fmt.Sprint(*response.Headers.RateLimitRemaining))
+	}
+	if response.Headers.RateLimitReset != nil {
+		w.Header().Set("RateLimit-Reset", fmt.Sprint(*response.Headers.RateLimitReset))
+	}
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetUsage500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response GetUsage500ApplicationProblemPlusJSONResponse) VisitGetUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type GetUsage503ApplicationProblemPlusJSONResponse struct {
+	ServiceUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response GetUsage503ApplicationProblemPlusJSONResponse) VisitGetUsageResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 // StrictServerInterface represents all server handlers.
 type StrictServerInterface interface {
 	// GetHealth Liveness: the process is up
 	// (GET /healthz)
 	GetHealth(ctx context.Context, request GetHealthRequestObject) (GetHealthResponseObject, error)
+	// OllamaChat Chat with a model, as Ollama's POST /api/chat
+	// (POST /ollama/api/chat)
+	OllamaChat(ctx context.Context, request OllamaChatRequestObject) (OllamaChatResponseObject, error)
+	// OllamaEmbed Embed texts, as Ollama's POST /api/embed
+	// (POST /ollama/api/embed)
+	OllamaEmbed(ctx context.Context, request OllamaEmbedRequestObject) (OllamaEmbedResponseObject, error)
+	// OllamaGenerate Complete a prompt, as Ollama's POST /api/generate
+	// (POST /ollama/api/generate)
+	OllamaGenerate(ctx context.Context, request OllamaGenerateRequestObject) (OllamaGenerateResponseObject, error)
+	// OllamaShow Show one model, as Ollama's POST /api/show
+	// (POST /ollama/api/show)
+	OllamaShow(ctx context.Context, request OllamaShowRequestObject) (OllamaShowResponseObject, error)
+	// OllamaTags List the models, as Ollama's GET /api/tags
+	// (GET /ollama/api/tags)
+	OllamaTags(ctx context.Context, request OllamaTagsRequestObject) (OllamaTagsResponseObject, error)
+	// OllamaVersion This API's version, as Ollama's GET /api/version
+	// (GET /ollama/api/version)
+	OllamaVersion(ctx context.Context, request OllamaVersionRequestObject) (OllamaVersionResponseObject, error)
+	// OpenaiCreateChatCompletion Create a chat completion (OpenAI-compatible)
+	// (POST /openai/v1/chat/completions)
+	OpenaiCreateChatCompletion(ctx context.Context, request OpenaiCreateChatCompletionRequestObject) (OpenaiCreateChatCompletionResponseObject, error)
+	// OpenaiCreateEmbedding Create embeddings (OpenAI-compatible)
+	// (POST /openai/v1/embeddings)
+	OpenaiCreateEmbedding(ctx context.Context, request OpenaiCreateEmbeddingRequestObject) (OpenaiCreateEmbeddingResponseObject, error)
+	// OpenaiListModels List the models (OpenAI-compatible)
+	// (GET /openai/v1/models)
+	OpenaiListModels(ctx context.Context, request OpenaiListModelsRequestObject) (OpenaiListModelsResponseObject, error)
+	// OpenaiGetModel Show one model (OpenAI-compatible)
+	// (GET /openai/v1/models/{model})
+	OpenaiGetModel(ctx context.Context, request OpenaiGetModelRequestObject) (OpenaiGetModelResponseObject, error)
 	// GetOpenAPI This contract
 	// (GET /openapi.yaml)
 	GetOpenAPI(ctx context.Context, request GetOpenAPIRequestObject) (GetOpenAPIResponseObject, error)
 	// GetReadiness Readiness: the database answers
 	// (GET /readyz)
 	GetReadiness(ctx context.Context, request GetReadinessRequestObject) (GetReadinessResponseObject, error)
+	// GetAdminUsage Everybody's model calls and tokens, by user, model or day
+	// (GET /v1/admin/usage)
+	GetAdminUsage(ctx context.Context, request GetAdminUsageRequestObject) (GetAdminUsageResponseObject, error)
+	// ListUsers Every account, with its usage this month and its quotas
+	// (GET /v1/admin/users)
+	ListUsers(ctx context.Context, request ListUsersRequestObject) (ListUsersResponseObject, error)
+	// UpdateUser Set a user's token quotas
+	// (PATCH /v1/admin/users/{id})
+	UpdateUser(ctx context.Context, request UpdateUserRequestObject) (UpdateUserResponseObject, error)
+	// ListAPIKeys Your API keys
+	// (GET /v1/api-keys)
+	ListAPIKeys(ctx context.Context, request ListAPIKeysRequestObject) (ListAPIKeysResponseObject, error)
+	// CreateAPIKey Create an API key
+	// (POST /v1/api-keys)
+	CreateAPIKey(ctx context.Context, request CreateAPIKeyRequestObject) (CreateAPIKeyResponseObject, error)
+	// DeleteAPIKey Revoke an API key
+	// (DELETE /v1/api-keys/{id})
+	DeleteAPIKey(ctx context.Context, request DeleteAPIKeyRequestObject) (DeleteAPIKeyResponseObject, error)
 	// Login Log in with email and password
 	// (POST /v1/auth/login)
 	Login(ctx context.Context, request LoginRequestObject) (LoginResponseObject, error)
@@ -3651,6 +9018,9 @@ type StrictServerInterface interface {
 	// GetModel Show one model
 	// (GET /v1/models/{name})
 	GetModel(ctx context.Context, request GetModelRequestObject) (GetModelResponseObject, error)
+	// GetUsage Your model calls and tokens, by day or by model
+	// (GET /v1/usage)
+	GetUsage(ctx context.Context, request GetUsageRequestObject) (GetUsageResponseObject, error)
 }
 
 type StrictHandlerFunc func(ctx echo.Context, request any) (any, error)
@@ -3682,6 +9052,378 @@ func (sh *strictHandler) GetHealth(ctx echo.Context) error {
 		return err
 	} else if validResponse, ok := response.(GetHealthResponseObject); ok {
 		return validResponse.VisitGetHealthResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// OllamaChat operation middleware
+func (sh *strictHandler) OllamaChat(ctx echo.Context) error {
+	var request OllamaChatRequestObject
+
+	var body OllamaChatJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OllamaChat(ctx.Request().Context(), request.(OllamaChatRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OllamaChat")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OllamaChatResponseObject); ok {
+		return validResponse.VisitOllamaChatResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// OllamaEmbed operation middleware
+func (sh *strictHandler) OllamaEmbed(ctx echo.Context) error {
+	var request OllamaEmbedRequestObject
+
+	var body OllamaEmbedJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OllamaEmbed(ctx.Request().Context(), request.(OllamaEmbedRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OllamaEmbed")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OllamaEmbedResponseObject); ok {
+		return validResponse.VisitOllamaEmbedResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// OllamaGenerate operation middleware
+func (sh *strictHandler) OllamaGenerate(ctx echo.Context) error {
+	var request OllamaGenerateRequestObject
+
+	var body OllamaGenerateJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OllamaGenerate(ctx.Request().Context(), request.(OllamaGenerateRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OllamaGenerate")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OllamaGenerateResponseObject); ok {
+		return validResponse.VisitOllamaGenerateResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// OllamaShow operation middleware
+func (sh *strictHandler) OllamaShow(ctx echo.Context) error {
+	var request OllamaShowRequestObject
+
+	var body OllamaShowJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OllamaShow(ctx.Request().Context(), request.(OllamaShowRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OllamaShow")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OllamaShowResponseObject); ok {
+		return validResponse.VisitOllamaShowResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// OllamaTags operation middleware
+func (sh *strictHandler) OllamaTags(ctx echo.Context) error {
+	var request OllamaTagsRequestObject
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OllamaTags(ctx.Request().Context(), request.(OllamaTagsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OllamaTags")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OllamaTagsResponseObject); ok {
+		return validResponse.VisitOllamaTagsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// OllamaVersion operation middleware
+func (sh *strictHandler) OllamaVersion(ctx echo.Context) error {
+	var request OllamaVersionRequestObject
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OllamaVersion(ctx.Request().Context(), request.(OllamaVersionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OllamaVersion")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OllamaVersionResponseObject); ok {
+		return validResponse.VisitOllamaVersionResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// OpenaiCreateChatCompletion operation middleware
+func (sh *strictHandler) OpenaiCreateChatCompletion(ctx echo.Context, params OpenaiCreateChatCompletionParams) error {
+	var request OpenaiCreateChatCompletionRequestObject
+
+	request.Params = params
+
+	var body OpenaiCreateChatCompletionJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OpenaiCreateChatCompletion(ctx.Request().Context(), request.(OpenaiCreateChatCompletionRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OpenaiCreateChatCompletion")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OpenaiCreateChatCompletionResponseObject); ok {
+		return validResponse.VisitOpenaiCreateChatCompletionResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// OpenaiCreateEmbedding operation middleware
+func (sh *strictHandler) OpenaiCreateEmbedding(ctx echo.Context) error {
+	var request OpenaiCreateEmbeddingRequestObject
+
+	var body OpenaiCreateEmbeddingJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OpenaiCreateEmbedding(ctx.Request().Context(), request.(OpenaiCreateEmbeddingRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OpenaiCreateEmbedding")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OpenaiCreateEmbeddingResponseObject); ok {
+		return validResponse.VisitOpenaiCreateEmbeddingResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// OpenaiListModels operation middleware
+func (sh *strictHandler) OpenaiListModels(ctx echo.Context) error {
+	var request OpenaiListModelsRequestObject
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OpenaiListModels(ctx.Request().Context(), request.(OpenaiListModelsRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OpenaiListModels")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OpenaiListModelsResponseObject); ok {
+		return validResponse.VisitOpenaiListModelsResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// OpenaiGetModel operation middleware
+func (sh *strictHandler) OpenaiGetModel(ctx echo.Context, model string) error {
+	var request OpenaiGetModelRequestObject
+
+	request.Model = model
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.OpenaiGetModel(ctx.Request().Context(), request.(OpenaiGetModelRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "OpenaiGetModel")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(OpenaiGetModelResponseObject); ok {
+		return validResponse.VisitOpenaiGetModelResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -3728,6 +9470,198 @@ func (sh *strictHandler) GetReadiness(ctx echo.Context) error {
 		return err
 	} else if validResponse, ok := response.(GetReadinessResponseObject); ok {
 		return validResponse.VisitGetReadinessResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// GetAdminUsage operation middleware
+func (sh *strictHandler) GetAdminUsage(ctx echo.Context, params GetAdminUsageParams) error {
+	var request GetAdminUsageRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetAdminUsage(ctx.Request().Context(), request.(GetAdminUsageRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetAdminUsage")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetAdminUsageResponseObject); ok {
+		return validResponse.VisitGetAdminUsageResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListUsers operation middleware
+func (sh *strictHandler) ListUsers(ctx echo.Context, params ListUsersParams) error {
+	var request ListUsersRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListUsers(ctx.Request().Context(), request.(ListUsersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListUsers")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListUsersResponseObject); ok {
+		return validResponse.VisitListUsersResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// UpdateUser operation middleware
+func (sh *strictHandler) UpdateUser(ctx echo.Context, id openapi_types.UUID) error {
+	var request UpdateUserRequestObject
+
+	request.Id = id
+
+	var body UpdateUserJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.UpdateUser(ctx.Request().Context(), request.(UpdateUserRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "UpdateUser")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(UpdateUserResponseObject); ok {
+		return validResponse.VisitUpdateUserResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// ListAPIKeys operation middleware
+func (sh *strictHandler) ListAPIKeys(ctx echo.Context) error {
+	var request ListAPIKeysRequestObject
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.ListAPIKeys(ctx.Request().Context(), request.(ListAPIKeysRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListAPIKeys")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(ListAPIKeysResponseObject); ok {
+		return validResponse.VisitListAPIKeysResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// CreateAPIKey operation middleware
+func (sh *strictHandler) CreateAPIKey(ctx echo.Context) error {
+	var request CreateAPIKeyRequestObject
+
+	var body CreateAPIKeyJSONRequestBody
+	var err error
+	if binder, ok := ctx.Echo().Binder.(*echo.DefaultBinder); ok {
+		// A request validator built on kin-openapi's openapi3filter with
+		// KeepValidatedValue leaves the value it validated on the body. Bind
+		// that value, matching member names exactly, so the handler receives
+		// what was validated instead of a second, case-insensitive decode.
+		// Otherwise bind only the request body, so that path and query
+		// parameters are not also bound into the body struct.
+		if vb, ok := ctx.Request().Body.(interface{ ValidatedValue() any }); !ok || runtime.BindJSONValue(vb.ValidatedValue(), &body) != nil {
+			err = binder.BindBody(ctx, &body)
+		}
+	} else {
+		// A custom binder is installed on the Echo instance; defer to it
+		// entirely, since echo.Binder does not expose body-only binding and
+		// the binder may do more than decode (for example call ctx.Validate).
+		err = ctx.Bind(&body)
+	}
+	if err != nil {
+		return err
+	}
+	request.Body = &body
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.CreateAPIKey(ctx.Request().Context(), request.(CreateAPIKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CreateAPIKey")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(CreateAPIKeyResponseObject); ok {
+		return validResponse.VisitCreateAPIKeyResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
+// DeleteAPIKey operation middleware
+func (sh *strictHandler) DeleteAPIKey(ctx echo.Context, id openapi_types.UUID) error {
+	var request DeleteAPIKeyRequestObject
+
+	request.Id = id
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.DeleteAPIKey(ctx.Request().Context(), request.(DeleteAPIKeyRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "DeleteAPIKey")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(DeleteAPIKeyResponseObject); ok {
+		return validResponse.VisitDeleteAPIKeyResponse(ctx.Response())
 	} else if response != nil {
 		return fmt.Errorf("unexpected response type: %T", response)
 	}
@@ -4301,145 +10235,340 @@ func (sh *strictHandler) GetModel(ctx echo.Context, name ModelNamePath) error {
 	return nil
 }
 
+// GetUsage operation middleware
+func (sh *strictHandler) GetUsage(ctx echo.Context, params GetUsageParams) error {
+	var request GetUsageRequestObject
+
+	request.Params = params
+
+	handler := func(ctx echo.Context, request interface{}) (interface{}, error) {
+		return sh.ssi.GetUsage(ctx.Request().Context(), request.(GetUsageRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "GetUsage")
+	}
+
+	response, err := handler(ctx, request)
+
+	if err != nil {
+		return err
+	} else if validResponse, ok := response.(GetUsageResponseObject); ok {
+		return validResponse.VisitGetUsageResponse(ctx.Response())
+	} else if response != nil {
+		return fmt.Errorf("unexpected response type: %T", response)
+	}
+	return nil
+}
+
 // Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
 // Stored as a slice of fixed-width chunks rather than one concatenated
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H15cxs39uBXQfX+qiLtNimSOizRf+zKspxRxociyeNkTK0a7H4k8VMT6ABo0YxH330LD+iTzUOHM8ms",
-	"U6lEJBvAwwPeffRXLxTTRHDgWnn9r94EaAQS/7ygGt6yKdP4H/NNBCqULNFMcK/vXU2A8HQ6BEnEiEj4",
-	"LQWlFdETIImIWTgnNI7FTBHGCSXDVCrd9nxPhROYUjOdnifg9T3GNYxBevf3frHmBUwp44yPm9fNV4th",
-	"pM0CZtUwlRK4fvhSChq2dwmh4JEiKdcsxvlHaRzbyQlThN5RFtNhDISOKePr1wMt58cjDXL5WlqQGWWa",
-	"DGEkpNmllnPGx2vmvve9hEo6Be1O7kTwO5CKmtnPXjdjMCw984MiLDKLMPNrQvXE8z1Op7hM5PmeQTeT",
-	"EHl9LVMoAzMSckq11/fSFJ90wCktzdkZ0N6JCOL3dArnZt5GWKbmkR8UMUv6RKXhhFBFgjimU7rb7vVj",
-	"qkHpgGx9vHjbAh6KCAglwU6wvQRo/N8qsP9Lwsjre/9jp7j9O/ZXtZMDbFErQSWCK0DMvqLRj1TDjM7N",
-	"p1BwDRzvDk2SmIWIzZ1EimEM0//138rs8KsHX+g0icHuXVMWe31PZ9smiRR3LAJJRpTFkGEblL5hkdf3",
-	"Ot2fXh/8vPdr793u+73z/Z8PLl5cHl4d/aPzyVwKTXWqvP5+p+d7mmmziIGRZEDmB5JK3o8AEpAKuBKy",
-	"74DsZ8u33PL3m6Lp3E5gkbTkTOuba5vpX9Howu7wiTg0LCLuk2mqDMUQSu5ozCKCXxMaRRKU8nwPpBSG",
-	"Lj5/9UYM4igb6fneFJSiY4Of1ZPcXz/mVPY6neqpZNtefyqMIxgtt+iznYqbz/CvKY0N8UJEhCRDCfTW",
-	"8m5zIJKG+iUJLKYDQnlEAovGAInUskODTDzRE8FHMQufep6UExqGIuWazJieED1hyh0EfGFKK+9xp3BU",
-	"nEIO6fojCLNHnwv3YvjfEGq3FUJjCTSaI/4ctV6xKYhUPz9niVhEuNCEcjUDieKS5QzyoZxmr8Cmg5tk",
-	"gD+A22g35Buxm+YdI7LPuAbJaXxq7vPTb2zK4UsCoYaIIIUQEaIe8lhGXmIZGaTkEuQdSGIh3oR52HHP",
-	"gtzjyhYNG08lEMGJSCVRLIKXyAxyxhKRCcSJIiPGI8Jy3SwWY4Xofy/0G5Hy6ImYL6sveNIjnPRxDKJ0",
-	"pd8LTd64qdbhmQvdsss+B6LfC6v5WDbhG67MkFGb3c1FKi3+zuk8FjS6EuItlWN4BmaRHd1QRHOzXmzm",
-	"lURPKCe9ztGL7n6PDOcaHsl+u7sFdp0AJKdcMz0nV0IQu4sNOIfdd0sL0UIIn411NO3bCcIRG6cSIhIb",
-	"OwHRb0iRhfCR5+r/87NrZoyOYv7H8ZES1h3M5GNl0nUIL4PwXKhmXGnKQ0D7SZOQJjQ0F2ErEHcgzflC",
-	"FGzj3Td4UQ5w93ERTcNUzc2vkZjxl9ZcItSYWCRAc6uF9lZgrISyYVv8tGw/7umdktGGW7rUQtIxvEnj",
-	"+Innbii6YoQpMhFxRHoHh3u7+51Ox9KcMa3N3u3Xe/sHhhWQKZ0TpYWElySCGDQQJYxWJsiU3gKRQkwf",
-	"yQpL1+aNkEMWRcA3uCzK4qVlTORnuy0cZsRp6IrMRBpHRJvtIXHSOAZJEqq0vRv2OeJOxHw3L9A04FvB",
-	"68ubd8e/3Fxefbg4fX3z6ter08ub89OLm4+XpxfB9kvDZieMj8mMKjsoapNPlGnzXSTA8mEj2/oZzqun",
-	"V0Z+e8ANFq7ELXC14qI0XBAahqDUjTZDjaUy/2ky/DFkH9hPZx9/P+u+Z2fqbKqTf56cHZxN37Bfez+z",
-	"tyc/deCXY/PM3//R/ZmNfm7Dbqcd9mI+nL7pRL/8ZGwd+JIwCerGmMtHRs2QMJKgJvlSu7/1Wi9mp8cb",
-	"/GNuhBl14+7FK6DSkMimB4+IOadMNmocePA4P0kok22LSvGO8rkTIOqJxCepBsvUCXwJASKIfMc+GCe7",
-	"RFl/zONoqFeyN4yEM3CTHPD1tGSAayFwz2SOH5PSfo1J5bZMtoLyWiXG66hrQhWhxlLkcxJOqFZEppwb",
-	"gqDKKCeGvrYCI5HNIy2lJdCpsl6ZJkdiK/ckruS5Vb9j2VXXqrgFN5qkGFGbyDn9NpzEPJ058R4nOj5y",
-	"muqJkOx3eKrymzkphkh2jlSYIrm/63G8v1vc2wqwG+kKxePPcWXfMaXMPTNKsHWFkFBCBFwzGqva/fr0",
-	"6VPrONUT82tINSw6GQPLoAJzi+MY+BgaXaq519KeVyKF4cVGA7IK6xOPLZNlnzvXbTeN814Z0TIEMowp",
-	"v232WDWMXfRfVaZ5pM+q1yvfghIKnNK+0W0oDfsWrqsZxHHLOa+GqbZOuxQyY8mI0ESbxV9W3Vaq5rf6",
-	"yFWaJEJqiN5BxOgVbuzJ6jwaFLlDsS7uH2dE7ZdPJYeaINgE4d7kXPKBrakZ2MIRz21HmSMI6tsO2hgM",
-	"cFOZlY6VYsYa0O+yS/zVS6RIQGoGdQFfI1DfCyVQDdEN1ZUoRGTkmXNuLYxh0QYRC9+Twp4p8HTq9T97",
-	"NAPUu26KbxRBhs8uWCLQviqotARrMYM18816x2nE9Omd22kNBY/YJmRTVY/o04RqMqFJAhyiPgkUG/M0",
-	"CXwSxGLM+I1KUfMsvnC+HvNFpipKSBW4J0SqA8OfA+ezvUGtmIli4Esi9ASkIz2jLBh6iCLAWFNOPV5l",
-	"/caDS5bEsGJmdH3npa/4oUI6BTKSYlpdqtfZbXfa3e5u+0Xj0Zco8+sqHhT5qAKVfVvlZVYS9cKqqQJ5",
-	"Q8eNp1Za9QdFPiqQrWPzJK5vBePHqzetQ2MnUk2mQmmy33UOmypQkQp1vNNpd71119jeIMR7BboKgh5w",
-	"r88byZtpmFb/WMV8SlRyny9GpaRz85nDF30TplKJhujqOVWoxwb2gcCYamOwdqMZSBI6hpeEp3FMhDtS",
-	"Y1earw0KzQ/W02PDiGt4AO6mClITek4mNGN9ZzxJ9Ur+V5zipwkyWXSP3M7JME7hfxtNgH55C3ysJ17/",
-	"YH9/98D3poxn33RXcLlVOL8wz9T3V2Nvy7b2AbGP+6BRxMwHGp+X9jeisYK6HLk020TFzw43Br6CyJxY",
-	"7gEyR1JF1AivJQ/nNwlwGltFbUq/sKnh4D3Ehf271cvBtakLeHnS6U2ovyyNk2tzR2aMR2KGJI9WvZ+T",
-	"W/D68ubkb8dX6F44+fD+6vSXq4BsRTCiaazJbu/FweH2S0IzB6Pg1v9F9nq9dkGLeTzfApRIiFxIrSna",
-	"obSDw15mDsaS80nXfKwAdH5x+vrspAzQXufoAOGxSpNItWLROpASCQp4CI/DsIQEqG4c2+2UBncaxiqw",
-	"9tIiTEqLpMI/SkTQ7XTWksCUfjmzQw8XOYqGaWKQmkpYutcmcLVIbm5rO+yU99htQq8ZlVRHrVznfgnV",
-	"lQLrC7wk91U1ircTwTXjKdioa/nxl0RMmbluRGkqjbbNYWZusbkpa7WpzHBZkj9UdvGhq9PwtlRyG1Wy",
-	"fjgyYeYP5HsKE3xseoyeAIr3jeTHArutXICDPUS3+9RdvA7IeR6QOeJ7omCA6+DKeGWd1dpFSzi8Xnrs",
-	"Ko03O/W1BxYJDjcSqDNy6krkvOSKNwSYQFRK2THfWK0wRsILqioIUuzyS7JWB6ibDKg8bTDwo326ht46",
-	"dgo4smmr2GjEfmmO51HfNzym/EIu/OLsxIZf0iR6IDhN9o2d389vZ2mTlSXWoeu1s5m/ejSOP4zQ3bGS",
-	"UsqovvfruF7LaIzinj3kExFH5osRc7mCGzGR0r2rMwgzn1yvglrWhSpo8OPpFdm56+5U4gg7X1l0v5PB",
-	"GZCRkAirzGF3mupsAqirSiBUAuGOIT9MWc2RVtvA4tld107vOXT62on+R2j1pS19RFpYRFJOoAVjvLyd",
-	"k1DEIpWqqsz31uoxNUDt5I2gFQ7URZhsRtwi6Ug2nUKEGWDmAKkRxyFV0GJcAVdMszuI51UuTyP6f9yn",
-	"doiRyNKGdnudBm5m1PyZkFEVK6GQEkJNJkIqIEOqNci50UISy4BK6l7vsIKmw7UmrssAzBduwthrjPMd",
-	"W//GUtWqDPsi43HekR+sKWOe881NxeQCOcVrmTlOqlh8/ObX3pGVm37DII7y5KiaoWW90eUzyhC5SqYX",
-	"T6/L1VwNt12+mLoJ/L8BjW2ecU0UTyC8XWGONgnS+tyZO7bwDYrb9U5BN6oJ2D+r63O9U6CMjA0k5qV9",
-	"+Gn6WrN31cGx1h3lIFkjt6oE/OHfqySMXDjWiCxjHX07PSATb2uUgByLl/nh1wJtjBuMGLYZ5JARGxjG",
-	"zIow1WRobQjnva0k99g0cTJl0YxaqeIILZsV8/3zD9cNdxiNMKtbqs2VSxx1xkeiQbMMaUKHLGa5rMzY",
-	"WQ4Ws9ZBfj2WsZL8Ijiv0k3sWPbDPE85Yi3SJCRCakWYrkiQ7m6386LX5G0Y0SmL6zd/LcwZ9yjz8/E4",
-	"HXmN8rxcj7K84iPzSRXP++gfS0CSmNmbvEYmZHvJAays7ldPr1mvLQ5/UeKZ6efVTWNdyhKbjI3YA1mz",
-	"LVlZmL+oe1mJ3xvFfq8N3233XjWN+S2lXLPfrbkbw501H4txP+/d/P3mXdPIbI3qOb6y+WmcREzdVnxB",
-	"jOuDvQY3Yu3oXJUOzl5Fnp/hfWGnjdtoZFTmTN+yJoUNL9/mVkqZNdSIoslfo5aD894ddT09x5KxrX6y",
-	"biMax3NbBEFt+CyhIaAWTomm41r8bOG+rDYgEtQlzdL/9/Nx65+09XundXRd/Nm+6e+0rv/nfzVdhSwG",
-	"vLgLTi7enJCjvf0XxAWciY2KK5fSvOi3f4ROtshKjPxH6Qg0nJAIEuAR8HDuo/iUQCPGQakMKFViKcXx",
-	"RLkvoiFoOjNiaiYFH9s5qWFPqq6vb1iNtBiudckeTWwSFV5MlUU2aZfHeW3ie3lPG93lknLfwOEfFP6M",
-	"lbDeWKOx/NJy5lHr7HXwlFioWqJYmOX/dnV1TuwDJBQRVNaxxVaLjvXM1l49nRG0VbAb67XqwnGRlD9e",
-	"nBmCZXyMAvqW8cjcTXdQ1SU2rv5aa/O7/A/nmMs1YnerKwfbxJwubHh/qYVbyxStCJsHJY0+xWitAtG4",
-	"jVrihporDVMXwvb8lYkcvneJSupriDVtvi8R1TTnM0FkHgwIhsobONtS+23RB700jOogEhxWA2STmjiN",
-	"SRAJDkuBqnn2l1nsmwYKnmDJlVaqutizWZej4x2sOx+LDqk0Caaw+oweHBx5IIqWOek3DUS4DzhLE0qK",
-	"POoFmq3mkS8yqp8+XWFID4xOoUhw7BI4EYg+sQmTpN1uB+1GqVXKJl9fOW+BcYmqbmiFFx41c+8FxrOg",
-	"c4iE/paCTxTj4xhaqQK3ipGUwfmHS+tip6me7LjZmjdUzmcvWIhLbF/r46lguw53ZfIK6prO9OMyj1Bm",
-	"adpZq5boYXPMXkwT3fR472Ctcl4d7Des3ww8yGfKYssc0qv8yo/zczW5lTI35konEmYjhKlken5p+Jvd",
-	"nc3CNvRTfHqTQfDTpyuvSWsNyjcmwEy1+nXFtDgbTF1+j5HPGhjtusVmJ1onNlOTOcO2CsRrVDwuUfGw",
-	"uR8K4lFrIpSGiIxdZS/jBjSuDV/F9BUSUz5O6diZ8KqfObiVTxQoxQRXPhYLoPky4Nb3w4zuXKnZzGL6",
-	"xqYpyhMUGcIEdSbuFLTj87P2gA84Kq0KXVzBsqTcgGxlNsi2NZbiGZ0rElIp57Uy1TY5vQM5J1l7B3yI",
-	"gRrwqjL70rJILNcSM062MMWm2zs0m5Q01CAxcyEom0+tYNs6+aWEGDcnxgq3cVEquCBSpMaEdkXKwV7v",
-	"KLBGX6V6zbp76GL9xkuST5T1qLBqOe53wM2Gg1rxReCXv8qLI1yNf60+IiAuy55snZ1evSHmTtGEkUjS",
-	"kd5uE3xUDXgCsp6Lacv4KSdn53cH+Y+KmCOeTUQMhIOeCXlLtijZOdgjw3nmDNpuk2NelAqW6gQH3KJK",
-	"kWC/s9uEq5euTmVK57ZWTPB4ThIq8QabxbO5fKIE0eae6iJKk53ILUCSLcb4uD0wTDxmIXCFrNm1GTlO",
-	"aDiBVq/dMYqLjB3Zqf7Ozmw2a1P8uS3keMeNVTtvz05O31+e4pjCPKlS4/H5med7hlQsqXbaXfu0SIDT",
-	"hKGPp9PeRe+IniAT2plg3ON38/fYVrYIzF9igp9FXt/7EbQLjdRamvQ6nYdVqGUmmiduN88dd2svSR13",
-	"9QJY+Zq0K4zW63++9j2VTqdUzr2+95bdgbHn+9YzXh5omB8dK4zLZHtX3rWZbcehrj2n03gVjj4kwC3+",
-	"H4CkbNJCVLnl+iQ7qBW1Jk0IcWCQSITpFLXXVTi5cilb2LdjFRaw5cTKO3KR+UuefE0K545RzIdUQXFl",
-	"nvcGGZjnVpmVd7bJw35n93GFHI1Q10qh82IPLjQ6mOZ9kj/9b6rW5kK3EJRnqhgs/GhF8avlhy9JYJGU",
-	"1dSwNbczv1KWZDNMuenUqvtaUYVQrxSqISX2AnQqOeowEyF1K2Z3EFWNDus6LVkJTomyP7fJsXXw5UF6",
-	"O4CTlN9yMeMDbv14Y3Zn648VnWY7cHIQIrIoB18WE45TULmENk9mMsd5CHk04NXBhYiibrS0VX6jVGH1",
-	"plEYtslswmILlJhxkKhrOMVtSiBWMJuABB93lIDMtoI/0zj3TYJB1RiwYmM4J5RM03BCYiHMsiGwOBeE",
-	"VabxFs8mv/avRDR/GKNwmn6Del9kVqzOhtj4ypdTYO6rdoCWKdw387ymGfPndlyR973v7W3yeKn7FQ7p",
-	"rh/ysVZdudfdXT+o3icEx+1vslhDTZwZ3OttMnixZhLHHm2Cx2qFN3LxDRBa7edT8P7Voxr6eKzUOsTY",
-	"kBQqnDm95rRdYmHmpBaZl+vqtIx73YlbUAScPVLiS5k7y1lWZMt8wF9+UMSGyKyhAzyyunWZ6WHgQPAQ",
-	"/AEX3M2f6dWruJZPYub6LNgKrqp6vIQL2A5Qj2YDT2lHsDEDqHm6N+IBe83uRudmwkOwbNkcY0S2kMHn",
-	"IXr72IyqTJQYg941/8rGbLcfyz7+PZzgr07NpzyqkJUYEVolvNUU7R5dRdKluRSRQlMNfRs5cOU/qS2q",
-	"FkiK51hdg61GaoBY+W+uT3ZnjOwf8Jzg3R76y9iHecZeUqsBLGUSRgfKEGJmH/Dg9eXNxembi9PLv928",
-	"OX539vZXrCg6/vE0IFtHHRLRuSrb7a71jlkBFTafTMTMgEXESAN37awchBA1sRGHuP9IPvJdl/gP4iBf",
-	"wgnlY1ggV5sfUG1gs5qZ2DrsMi+pksSl/f0/VMHuPtCpUIokeL1O76DV7bZ6+1fdTr9j/v1n7spv2q61",
-	"yIdH8CLcg9bBqENbe+ERbR3Rvd3WftQd9UYvhodht7v5hjHgscSJkzczpYo4wB8t6DsbUMxJqWPpdxvh",
-	"D+cJJ3jEpOhiu5TuwwldYQ98YnoiUk2CWlg4cIylEkZh+dV6aa0Tpv1VpZO2kHrAbcpZUUhZqcRsk4Xa",
-	"TCrzKUuD7CwGBhrHBgTqQj8ToXCCAd+0gVtz4zayrm9bySEy4IiAvc5uBiLlc9vTjeUt3QZ8wI8RSN+l",
-	"JdsGyFxoHxvwKVTQnN1lgTS2lsV71mHe7tv8mkW5mUalqU+GMBc8wuDLtNB40GFjwxUY5WnsmkXOMh/b",
-	"8gBHrVXigOeGRh4wkSmvt+3K23Vhh69a+rCy3WWVRnUuVVniYTaD2eWAU1VdxRwR9ruzEg8db9i8vkmt",
-	"O5nQJ9mGRW3f59KwZb0QbBWDzfq5v86zMBbyJDeXaqXK6s1VvQdItXomindAu6NOuL/f2h3tQ2tvdAit",
-	"4XA/bHWiF+Fh1Bn1aLdTS53Jq2tLhTcFql5BSFOFF/uCzmNg4wlRIUp594KBNaK1989MgB5FveH+sAut",
-	"Tmhgi/ZftA5pB1q94VHUi3bDPdgfFadQJF2VU4YashkOFxIWegf3DzwirIJe1SH6hyza2v5DleyNpE2p",
-	"tSiO2Vs/Jm+m/F3ir5f4vY3OOntzwlOUBDN0g9OrtX3Hy15oE1kKBaGOTxvrHd8OkpUF2Ti6vc8lXQO1",
-	"i4qusWNlzHKVo9y+q4huqFoSlZkqsLpB1lddkUDDF72DKXZOlAV9l35HOQnwhz7BRLwB3wqKJL5gGxUV",
-	"jvI2e85lVWbPYTZmsG1dlJOU39qoRS67rEsDcx/jOYEvNNTx3Ew44PmMmBGZT2g+bWNOjfsd06/NAy4c",
-	"ZuTwiZhOjZiPGQdFtoI+SRgfB9uYF0BYFGclTUYuxuwOLFJcmdMQxoyrmpQ1OgQixW6DSsnusAxdOq8J",
-	"Hmh2uu7IW5lojoV2LWw/vH17/O745uePpx9Pbz4dn10FPkniVJHefmeqtu2qVu1QscBwnU0wtw3SM80I",
-	"3zFjwPTx1TxqXtEFBnxrv7PboH1sEzoVNrV56qNOKGTEOJVzUo6plvJR3Isc8vQeMVq4UA36gj2sb6Q1",
-	"XEEcE3O/USfEKrM/n8awQFW1qtuCrAY8opr2yddBXY8YeP3BRprEwPMHpZRTHLeJlLfjDK5wSA1bA+/e",
-	"aNtlyq7CavaKAz/wEGpPIw3nDz8WtpJ+hAONhoQ/oCIy8PpfB1WlY+D1uz1/sKifmB/uEcKHJ3Pgnhx3",
-	"qLUuPcEEohPBtRQN5SfHNn8t4KIVmieD1W1Lfe+X1nEYQtx6lY5GqNmtmjMoAsx8zPiXItI/xOGl2s31",
-	"7VK/61Lfdam/kC6lCHWvVWldGurEzoLK3fblylS5U8vSNKq3TOmTypPVgtjPi4XfYyCK/Q7568x+S0HO",
-	"i/eZofCskKCLuXj9XsevtBpb3Wns3m9S/YJSV5Mg830kEu6YSFXeMKUJMFcpXoasXntYZxbXT7WWXaHb",
-	"5828wQ8xp5eJ/SI5a4nHodxYqdl2NtuutLPhaRxvrk7UG+80SJoPvGgUULmnf6yp+9dx45ZSSpV9w04V",
-	"b75tsyghBG7MChpqdudKi8ocokLpzawCmzpZssW+BQssw3aaqfRD2jQPoe4OtktEf7CD46EC9i94TewZ",
-	"EVrFeBZTL3XSWnYz/ExcrDlElFSiRM5m/pUNzPp5M9Jup1Ny2vOIcEGm1l1P+YDvkXfsleMQ6G7fciUS",
-	"VJMYqNK4rptgu02CckOQAAFSZEjDW6InUqTjiauqUFm5x0ZNzZpMvh9Br77+neePFD5INjzIBb3x6t2w",
-	"E+3SQ2jtDV+MWnvQpa2j0f5+6wXtDXfDvWgfDkY1A7WUP503QjFy/U/l7G0C8jH+3+tVUrnaTsdI1OeQ",
-	"1I8Ryq6X4RIDsEwL3/nyc/Nlo/gs8s8GnrmSNdcU9CaYikd2am9YNtc0oTqcLEp22wRwgbU90qWVFwmU",
-	"+gU+6sK63oTfJJr1h2vl1e6Jq0h8H9d/FMaWv5eEYxD5L0Tk370b354rXeC1qGmLjzEbdsqNbZcqkLnO",
-	"V03SyFvJbemiCW4pRkCHCrjeXqZNBuh4yFwC0wGva5TkgQplU+Y4U1k/57WOkrz3fb5d9wqOVT6KFc4T",
-	"6y/JvCf7j/SeVHVkTCY2LEquhMoezDLPSfdbe07+dArsdZM6tzGjLjd3XOMbWdYC+rta9rwMEJ2aFVOx",
-	"ygt/UH+IYub4atZ4LXO/1JshmO9VpRTcuUErVYQC312ri16+xBbejpicQuQXmmfeCmHAq28JNQy0SLOz",
-	"LQjcEtgJoan6J4NIaZEoMhPyFgsFXG0PETZsVqntqXYezjIWbSTKJvPdQmJtdpFqF6Dlt0QLwnRRGoRl",
-	"QJjL32+s8nclhdVSxiYmbxH8Dp6i+z57snJje+enlARlaHg2L9wTXkSXvTbRVqsJWS5W+2NfDpl1MwvL",
-	"ueHP9M65CnUylb8scisov5Ky9GbTMuHait+toAHAwKkqT3zLpF+vA2NFM78NQqrfazMe5JlFF/7S3Gt/",
-	"ac8Dx5a+tc37p6lLyLKYjTLW/v8q0nO1Wr4vTdifwg5NI/vq4qUmWF3KilHlRvaJYmPeShPfSlRlMy/w",
-	"tYf4NmYhXftrP1MDWpZp4FsX/QG3hcS5ooA55dlusncIKL9IuaoX9RZvD3RTZL2Qsq6G7QH/O8wV6FZC",
-	"x4zTXAVo9uoHS825efG2vu/B739P8HsfWY59FejCGzZZsvAuzM11gvLrKksvlcQQxCZs0MGksrq2RwPz",
-	"jxXAPCncXntz5RqDskb338Pta5jwr4Yp1pDmZ76penS9xofzzt1LE2/e2UeeSmfZSp+LFvB53/dKm/fi",
-	"mneuOofFNc+Y14LTut66PevX3tSevejJbp/tdbpHu0e73cMjNGw39I3kndBXVUaov44m8NdKPsPskjwP",
-	"XGVty+5YBNLmW5f9H1kL+eqN3/lqrtP9qsZd79zb2B7mLsnb0p9TPfGeLp6qr8qovB/D97QQtjt+/e0X",
-	"2ZsqivdSfHbEdu0vkl/e3dO9fOLbkGMZj5g3TAbeIO10dsN/gTCS6V/4CQbew2n3QZSbvcpkTVmT67X/",
-	"3Y/51+UUlxMxs+ESR8uLTKFaflztPfv52tCvreBYFjxxBSXW8kDek7/vFZsHosNCYs8OprGSNO9suYPs",
-	"wYG0kFTumsCiYZE5P9sF3aEYX9S/FxJz8bXmBgU/XX54n1UZCbkmX7e0EObrNiv6y/lvabxD9eIMlzau",
-	"tujN1RNgxUuZyqBUXNmLM9qGhn7pFRVuuvw0CNMK4lFpzlKHvPvr+/8XAAD//w==",
+	"7L1pd9s41j/4VXA0/3Niz1CyJC+J5RfPOFu1u7OV7XSqupQRIRKS0KYANQHaUefxd5+DewFuIiVKdlJV",
+	"3akXFUsisV5c3PV3v7YCOV9IwYRWrcHX1ozRkMXw5yXV7A2fcw3/M9+ETAUxX2guRWvQup4xIpL5mMVE",
+	"TkjM/pUwpRXRM0YWMuLBktAokneKcEEoGSex0p2W11LBjM2paU4vF6w1aHGh2ZTFrft7L+vzks0pF1xM",
+	"q/tNe4vYRJsOTK9BEsdM6O27UqxielcskCJUJBGaR9D+JIkibJxwRegt5REdR4zQKeVic39Mx8vziWZx",
+	"fV9akjvKNRmziYzNLHW85GK6oe17r7WgMZ0zbXfuhRS3LFbUtH7xsnoFg9wzTxThoemEm18XVM9aXkvQ",
+	"OXQTtryWWW4es7A10HHC8oOZyHhOdWvQShJ40g5O6djsnRnaWxmy6B2dsw+m3cqxzM0jTxQxXXpEJcGM",
+	"UEX8KKJzetjpDyKqmdI+2ft4+abNRCBDRijxD/z9mkHDP+uG/X9iNmkNWv/XQUb9B/irOkgHDMN/v2Di",
+	"/CK/on+BI7I6E1+wO58oLWOGp4B9CWZUTBkeAMHuCot+Bs/w0BweKZj5ZymTuPCMcs1xbZ6O2VDsUSHN",
+	"nyRRLDYbpwglR92j/Q75xPVMJto8bJ7hYmp+hRbCzlC4pcIjni3WL+2XV+38BNsXYYHg2Bc6X0Swruyu",
+	"co8/Kjplr2M5r97fCTdnJqRLM0ngDyzmMvTMwny8fpFu4r8SFi+zgU1Mg9UD6Xf7J+1er93ttbyMBkOq",
+	"Wf34rmX16CK6bnDm3yBKQhaekYgps7NUkMOTE/OKItQcaOKbofp189BywywOuw1mcW/oWS2kUAwO+XMa",
+	"/kQ1u6NL8ymQQjMBbIwuFhEPYCcPFrEcR2z+//xTmenm+jYLoSmPzPDcCSSLWN7ykMVkQnnE3MFnSo94",
+	"2Bq0ur2/vjz5+ejX/tvDd0cfjn8+uXx69ez69O/dT2Z+mupEtQbH3b7X0lzDBJ/TkLhBpjNKYjEIGVuw",
+	"WDGhZDywgxy47tu2+/umJ/YDNoCLVMNeypPrmOaf0/ASZ/jANTS3VTQg80QZ5k0ouaURDwl8TWgYxkyp",
+	"ltdicSwNi/7ta2vCWRS6N1tea86UIdLWoLW+kfvPu+zKUbdb3BU37c27wgUMo207fbRdse0ZFjWnkaF+",
+	"FhIZk3HM6A0yULMhMQ30GfFxpX1CRUh8XEYf7gu8mc1iwo6+kGIS8eCh+0kFoUEgE6HJHdczomdc2Y1g",
+	"X7jSqrXbLpxmu5COdPMWBO7Rx1p7Of4nC7SdCqFRzGi4hPWzp/Waz5lM9ONzlpCH5nIiVKg7FoPkxtO7",
+	"eltOc5Stph03cQPfgtto+8o3YjfVM4bFvhCaxYJGrww9P5xiE8G+LFigWUjghBAZgEi8KyPPsQw3UnLF",
+	"4lsWExxxE+aB7z3K4p4XpmjYeBIzIgUxYpPiIUORKmUsIZmxaKHIhIvQCEVWTYjkVMHyv5P6tUxE+MCV",
+	"zwtssNMTaHQ3BpEj6XdSk9e2qU3rLKRuY7ePsdDvJArhyCY8w5U5MGozOyOk4vq9BwF9E/FWLB3DV1p4",
+	"Up6U5PwnuUVsPJv8WKpJB48EFwQffaKImtEF8xyDZwR3wQh4mvgHtz2fTPmtleWVuWosyQ3IUbdbvLSE",
+	"1EOhksVCxpqFHjnq9oiQ9gIPYhYyoTmNlPnliCTiRsg7gZzCI0e9QzKW4ZJoKUlE4ykz3x3DMvz16v07",
+	"jxz1+ygOJGwojIgvJ2RsFkiZzmM2SRQLyXhJMo6r4KCaV09JTDVrR0bXxdGafuZULO2jAY0iReJEGH3b",
+	"I8fd7lBkB8180V9p2EpR5sdDMk7U0rSbiFQpNj8crb5lWF9IZKJRH8lbG4yu207146q9tk8f5DTpe6/1",
+	"6dOn9nmiZ2aFAyM6rypmzxmNWeyTYEajiAmzvlKYPapUrDOJO1X/Gsna9YRuXgnh/C6Ujhmdj1IBOxP7",
+	"1onhoN63BiKJokwxgBUdMUvyjQ8KTAgOyqVVJ9ZfZIX9xnPv1mSz7NxgTax8OQLqLq6IlJEiNGZwEtLT",
+	"la0HPpGxR9eUY7zfcG2qpFfPya6UxIk5AjImVN0oMpExuTNcxezx1EoqoWQqP7Ez4sO0UKxVJbkWh/Za",
+	"xmMehkw8bMmVljGdstEkiYqqR4UBYiajkPRPnh0dHne7XTJeaqacpoxfHx2fmEuBzOkSjQ1nJGQR04wo",
+	"aeRzw2tuGIklaPNVpLxg8ZwrxaX4Vlt2paU51EWzzJ1MopBoMzgz/gVVuEN2PYhd4OLkcrvRWFbehjPo",
+	"VIBdyxpq5eg/AKtYI/Fik03l3kbcA5uyk8uv2gaJ+PsvVEP51f+lbRlr++Klv0GGxa4bSLIN1hI2cSSk",
+	"HjkJNmeUgA0etkB2Oh22CoJu1VKmzXyr1XRCqhWiQAjDbwoCuTWr5lfrA11GkobXUr4xwtbDFs3dNVrK",
+	"EchuKyfXXRUg4nGFEl6MdsR+9/Rp77iPbLVmJb/jrVY1RGuImfBpErOQgBiZW0yjEPKAfcxEv0dihDlh",
+	"chMz5IoUn/59mCAXSlMRMA81BlwYkLfLHJKrVGYO5Z04Q0+PMybnRGGwKT9cSs4k2Wsp31KxtAxGPZD2",
+	"qWYjIIgR+xIwFpZEWvM7Egxxv3t2qlyQQ6LQ7VWzYfnWvxFDJrkRcpUbpIzh1p/RW0aoqlWWzG9WOihv",
+	"lPMutlPv6drNKvpa8+7JdsEV2qiR7I1SQ9bR2bAR87RzXD6E5j4KmuiZjPm/Wfg4ugJd8NENWxave6tt",
+	"j0HZI1reMGE2NXUCVlMZzVTHbyh/vjXirZiCJUWsWAVKtLOLRttUk/2YWSnespDTa3jyQQw7a3E0N02O",
+	"oPf81uQ6JdArucZH/iDXnZFl/PK0fbjkmssKTQ3i24gDO1gQe4eZBdFyefJKaK6X5FpK8saKKBut4zjv",
+	"tpayjWLNY5nHt5IxtpIudnRJrEgPu9jKc6tux0w+FhrdtOD5ITzWUjuBBIIENAnoggaGEPZ8ectis78s",
+	"9Pc9J6JUSiz5ZfruMssVGipeJ1H0wH3/DpaNXcz9ObLJbDubicUacNpgwHksahHszpk+VN42AofTXDNx",
+	"vYlEz9gyW6ah2PNfXo3env8yurp+f/nq5ej5r9evrkYfXl2OPl69uvT3z9IIlTuahqiQT5Rr811qGjO6",
+	"78CteXH38ovfGQqzCtfmyt9SpKVBwJQagbTQGrTY8q+z8U8Bf8//evHx3xe9d/xCXcz14h8vLk4u5q/5",
+	"r/2f+ZsXf+2yX87NM3/7e+9nPvm5ww67naAfifH8dTf85a9Ry2uxLwseMzXiojU47XYNeUxipmZpV4f/",
+	"6ref3r06b/CfoQjz1sjSBd7+zTceFuYD5dWuEdh4FJcWlMcdXMqmakKTw9dcD9jhDPVzPnVzw5lxk3Tg",
+	"m89S3jnyOG7KGq2C7Pn5vnKM156uGVWpshHMqC6oGVzD+drzzY1sHmmjnqwwCO6H6lG6OhoqHY1c65s1",
+	"i114fy+j28JgG8kK2eOPQbJ/APXko1jE0vBiIwGhwPrAbXN32W/dzx3bjI3QMlfLmJFxRMVNdVRWxbur",
+	"MVqFZnaMy+r381SQWwIrtDeihtxr3yI8645FUdv6useJdp5opzmZK3ShTednxdCssg9rS92zqTgPCkUa",
+	"NFe+7ndToo7zu1KjvG7el/TFNijGbXjjsfWoWuU17QhO7fmHi78xOFKLWC5YrDmGkQYxo0Z1p7oQzh2a",
+	"m8q6lErHNZNtaEXY/KcZQ33uhoE0uDCyZHzDxfSMGD2f3JkHuM6EPGytUw6Bdb2bl1DxwyDuldHwsEEg",
+	"uteKqNKjRKVTXTNsI5NCVDCEVexxrWwIc6KYUaQkGHkjajQfKRgoV3OpzMmYc5GYy59qtm8njAkEhUZ2",
+	"nyyGFOeDiCO60HJRNeNFzCb8y7qQ7F7PsOiYBprFqe6jWBAzTfb8UI0w4PIZmcuY7XtE0QmoPWom7zog",
+	"5LpRhGr0c392Oz58F1VGYGeh+L9hSoEN0bdj9PJ0WNqrAr19ThvH4CQzTyTtNxwjEYrkzTWbq9UleMfu",
+	"DHODVYCwbffYugNpj9B9ZjuMY7pcnR60VTlQDCm9lFHVpUnDORc+SHk0UhKIzewHfE9imWgGVzETydz0",
+	"kyiI4oefc91l+39ufvmoUHZ6hFMPkcqr13fjE/ivRGq6cZXNgH/GJ83C2rVauy+5Zb33Wom5o0d6xtVo",
+	"LgXmnKzP9xB6BhkC1ZTqIrRhKCVCXekrnWXl/rsN+UDRlFhDq82oMd3dFYL0WoJ90aMgiZWsSFT5QBUo",
+	"Gj4+4JsTPWWo2JsXyYJOmWVe0vqbDTc0X3c2M6nK41AcUuXiKMWVpkK/dVLWCtFmcsIKbe1C0A3J1pGg",
+	"O3fUDbTi0FXRj6ObVIzMjbVyIZKQ61e3dqaPcG5dU+Ubj2oyo4sFEywcEF/xqUgWvkf8SE65GKkETCPZ",
+	"FzZgwXzhbBkxSxSzT8hEm79s2PwIjDZcFl6zbpuRnUX+q5jdyhv7lSHs0TSmQue/cE+QvfGS+HmJi1jO",
+	"aWkVfaxPjCIdzLhg+0at8fFYjhTTPtlbyoQoZu5rm0WFv3rmVFCB7e2fEUy0QlHWsGUjX4YhC4tXX2G5",
+	"KulsUZOCF3EmtMvsKMQuBxBuGst5sat+97DT7fR6h52nlZSak3S/rpPpQ5hpIZYk381aIXmlV7OEIzqt",
+	"JLJcr08UMdyqfW6ehP5R0fx4/br9zMgeTog67lkHSFnCCHR00O30NsoXSPCw7oXRFRZoi2P4KNw6O9T/",
+	"Gez6xYw6Tn0hFoley66zXfw0A6UFzunNkoyjhP2P0azplzdMTM1lfXJ8fHjiteZcuG96a5jyujVHgaA0",
+	"vxI3rpvae1h9mAcNQ24+0OhDbn4TGim2EmZopgmGFHydLKgyKoSWmUelA1JvfqEmQJYiWI4WTNAIDR9z",
+	"+oXPzYXTh7XAv9v9LL4KMq+BeJL5KNBfatN8taGROy5CeQdHHqzkHumZUfkvr0Yv/nJ+Dbb6F+/fXb/6",
+	"5doneyGb0CTS5LD/9OTZ/lmq8ctEKx4ym3Ta73fysbc2HRkHtIhZaNOwqqIFlbbjQGIWLKaaVY3pw+Wr",
+	"lxcv8mM66p6ebD2kRcwUEwHbbYVjtmBUV77b6+Ze7la8qxjaH1fHZJTjAv/IHYJet7vxCMzplwt89dkq",
+	"R9FsvjCLmsSsdq5Vw9VyMbopzbCbn2OvannNW4viW2v7ua85dbmA8hVekvp+Kq+3F1JoLhKGmXrFPGs5",
+	"5xq0Vk1jbTOxpSgq4XXCnzME1sAf5F1moD4b3pbENrkb/Vpkxs0fwPcU4BNgdr+esXlj3XOF3RYI4OQI",
+	"ltt+6q2SA3CeLRLfvZbMGOCmcTleWWa12GluDT/XbrtKoma7vnHDQinYKGbUGg3LMm8hRUbLxYKFOcQB",
+	"840P4mIEB88viiCqxtAyzzSWtTJAWcNxyupmlbhKOS2vTjYO12xxNSpXP9fG42gbDbcpJciVX6zdteKX",
+	"ZBFuOZwqdQzb91LqLOrzWRebluultUF/bdEoej8B98Hak5Jf6nuvvNYbGY0R3N1DHpFRuL0BK0d3ZQZh",
+	"2os3i6DIukAE9X96dU0ObnsHBb/8wVce3h+4cfqQ+gJtp2PPm4EB08Jm+IgdhNV00UoTWN27z6XdewyZ",
+	"vrSj/xFSfW5KH+EsrC5SekAzxnh1sySBjGQSq6Iw398ox5QGio1XDg3PaebHaHbsUqNteRpo5q4+bjds",
+	"6YGRW+CVLkXABiQziB8dluzmY6rYyVESRx7pH5+QmIpQzsmYa9UhVwxTN6gaCv/cOm5hhQcEHaVkmHS7",
+	"hwGOCP5mPiZIVhrYL356NR3/dJr8Y/l8+eun45txvzsN+n//ZzD/e/fip1kUzD9uZIV29jUHJfP9rm5/",
+	"agYuLVvM53MWwvKYbaBG8gmoYm0uFBOKa37LomXxQqUh/X/tp04AQVQ52jnsd6ucGlSpOxmHRQIMZByz",
+	"QJOZjBUjY6o1i5dG4Fsgr89J1v1nBYp8ttGaYM2/acdVxPkSQpScIbpOis2PfZXorOXsCWqN5jnPMAWI",
+	"i4znwAGcUa24irtPfuNxXDvp15xFYZrDVdJp0ZGe3yO3kOvEp+zpTVAq68eN3WdNVw3/L4xG6B0oST0z",
+	"Ftys0fyrZJZy286TnFmN5c1mc7F9q2qwf1Sj+Gb7S34xGggnV/jww0Tjaru7HcdGy58dyQYRoXiA3/++",
+	"8tjERpIZ6QAAxb6ZyOUkiQ3yVrqKV+nml9ydXJgVMWzTT0dGMKYNHPBBoh2igTWUF+KSMR+dzHl4h8k3",
+	"7qC5VgGMK/1Q5R8FfRfFeNVcoIC3LsREVsgUAV3QMY94elc6dpYOi6MilpJHHStJCcEa8EaRZdnbGfnS",
+	"hcVFi9lCxloRrgs3SO+w133arzLsTOicR2XK3zhmxz3y/Hw6TSaVQQoF5MJ6bEBn/sue9wA2b8FiEnGk",
+	"5A13gptLOsBC715x96olo2zzV2880/yyFJsR0TmtUX/5hG/JmitiP4rIKWvXd6T4v0uvH3b6z6sd9VRo",
+	"K6OOInaLmnr23s9Ho7+N3la96foo7uNzDK0XJOTqpmB240KfHFVYbEtbZ4NFoPXi4nlu3VdmWjmNSkZl",
+	"9rQ6egSIr7lCmGcN62NEbMO1w3lnt7ocWYzHGHEy0UJHo2iJEDYUPZULGjCQwinRdFpyVa7Qy3pdbQGy",
+	"pOn6//vtvP0P2v53t336OfuzMxoctD//3/+nVcld07CKCqHFMUMMh1eFQ1BHFOA3mS/0du/EuRj2UtRr",
+	"ltDpAT4HA4iaGeMxkYkO5JztQqxxFnteHK9XMe8qCnjH7uqi9XaNvLOu3kmik5gVkELTmDcZ3ziwW+tq",
+	"r41Sq+VMFREGrn0OMCig0WgWRYh1esOWitAFjfUZ0ahAeqshuubih2Sddx/flOjZxb5t5TqpYi5V+4BA",
+	"UeeAYvGcKlYXSceiEIwAhnyWDvVCToh/IKGFA7rgB8GMagtfmP/a+b58Q4EyguQrc62ZKw2c4kOBMlGH",
+	"+DljLraEaXOJACuEIVdkBPDggBhpzidSREvPauX2SQC4MhLgv1kszR9DATDKMkG/PM4bAjTRCvFwq7AZ",
+	"UU50GEsZMSq+jb2+2LnX+tKeSgi9basbvmg7ttleSAAPQbEX4mRoNIJFqthodFbaCEnc4gpP45adhUmc",
+	"Wt5L8YlUSJsVQ9TCCL93MeZGFfvfxJuaDyiSNNxqQOYFN6DUsf1440kdBHVgM7QYMWNOcUg4oNV5BYup",
+	"OUpejoyQ/GEJV0J5GshTyNKbEwu+8CBiyfe5zRbFLNuibBiPt0da6sYjMmNADmcuXKKlvHG7lIfGeMwB",
+	"1rgjCw4fYExrmP+DghIfEDnYIEwFR/hiRjVeUc1V2JWLrdYd1Qx2cdWxWe2nqVKqKkCS1t2gXvmC5FpZ",
+	"q0GnuCg5K2zZVGPxH02Djn90yGu8x43gEXGlWUhmLM7D0d8wthjRiN+ay9pcn3wqpGUhJVUw1X83r10u",
+	"vWRzvIE9QDknzY6eQOw7Z396ePSAbXKHGAJ8M40i8Fq4n7gEoPU701SNqSonTugZFzc7rTxiCW7/5i5B",
+	"DxatdD5m4WYyZeYx4OPNaVXHiQhQrFxLqdyF7pX6Foxo9gWhXyn0Ya+zUkBqTTifFMyyofUxTOuMSmso",
+	"8vPONFmzWbgMG3bKbEGlPyz/2+o63rJAyxjsVNCNXVjUyIymGYd47a06nzPZWiYFFIlcvFY57qvu6H5b",
+	"IQdmdkacGlG2OzpgQJfyhcjqjpwe93rP7ceaDXVeq7ozB2iBYxkuzzAZpyBNgmLmbNUgTq5Yo0s04rrL",
+	"+bc2Yh9vdExCo/Vz/Mmqlt9AOnCFKKqSecvGEPvkg67+nJbc5Pp3M28gAqQGmW8iCFjD/E730QOECD53",
+	"IsT28sd3vuqR0zSLEd8QEU7vdprxA4QNlUxsguX2vS6VZhXlci6E0nESYPT4JO/x8srBo1alg5wVgu05",
+	"j1+nSSqpZvNFZCN8tpeWdpSzapi2JYN6ZtZE/9pIQZtTiXc/OHF1UqeRKv0sRngFzDrvubQ04aWZnVuq",
+	"i2tWz53q4tqFme+z4XF33tJ7rxXyaSVvfTVf6OVZHur6ibJiAMiRmRBA43hpXZH18aFbyS3fz632bR1d",
+	"qRJR8HRZt5ZdeC/dvg37nvNwV3gst3fubuPnzC6xUqKMu0un02TinxFmiAalRkMaUB6h81juzAWNmdCj",
+	"+pDjXf2dK8FSuX5yTubUQ5nzQO/qrMzt66O4LPP84QFOy7JEUOe6rKjuB+mj5Up/MiZ+6s08gFcHmk79",
+	"je7M9TJCUfyojfDC26HKWZjFC5A9P5djYyahGKar5tKf3MdAfzF/QnKN+wNSbcGB4ZFOp7PvDUVFtpg1",
+	"cy/NzYGlSqwrz5X/mBD/w/srG4k9o9ofZF26lMqhqMzzKo0V8k3XpGBlOVdjtpTofppneVfFeNWvxSww",
+	"CDws5CR172vv4zJZXc3kXabEfPOImwfdioihzm2ESHPy8lHFiTo0DmZcswCoCv2FGB2c/wFjhDvF2CDf",
+	"hvuUmWe2nDtdj98vQKcQjON2obCkpRid4ow+ryWgWl1wo7p3y+KxVBt1vUc0SNXPJC90GvoSS6vQb1RW",
+	"vlYY38rWpOzOWD0WXzer72TC4HAbpmR9yBpDALhaLXsiJxMWDwhNPXjwrGIQnkb2tCRULBEjcpxoiGD0",
+	"hgLTbsEsKazUgBMyuxNTgCfFEe670qhdZE2pUQlKQyyzNf07i1Vl+tNt9kMuN77T63Q3krJ7tXInAaD4",
+	"gZ4lNkkUrfCPnkd3dKlgtRopgVu4qMwSmsfatzSGu9k8X5oMhPx+3uDMyoZfvzwvZlS/yBh4RZC25AHb",
+	"Qs6xrZq3KsMs0Sm4uqAfBf/iACobSfQuhDoXnz+jOpgvovZp2B8fj3usGxyzo/D46TPaZf3xadgPD4Mj",
+	"djxZqwjV+cFX3NkrTdi1ze2yGVGneD823uv30Fppfz43jde2KOT1Udt2sNmO5DL17J67rppSz4tZgraK",
+	"1SUMqaYQukODGQHciLxtl4XoI8xWqsLElxHiqu0ffzyDUGsXg5UgcK4ZU3N3nZ1VIm4akXBjIl1dESx0",
+	"J2MbzQTjxDUprsIWGZ0b6a8DvTyYCnGfvyspNiXBWunjvExh7jo8c4FlJcEEhBCEXLTZVvVu6EQEqaZT",
+	"Lp6Ts0EZwV5I0cbrFIw06dXZWpWcs5nW3C4pRUZyuojleHP/5vVCn5ttr3P6ZVQZRroF3IRDnGmCONFp",
+	"FUEQakaYO2FmhOuGhTkaUMPYaHGVEwKZngczcseFQvF+LPUMiEAxoXcY1ZYBBkRJMqHxrnEG6VnYOtbg",
+	"AWq+qOLG0ZL0AIIhb3rdvF4Ov6PBkxbPY6NQ3sj9XfJ4rwrbCkFjWMlH775WQN5IPMUQSiyFlXd7FJ1w",
+	"4IFDpwJ6OOUErwHV7GTa+k05j1D5nXIMAtTXH6VMu2QqZBDLDs5XvI3Sgq14lRoeKKS9axuNsSpjrwSY",
+	"sup6r4NQqeksD6liA0t+Dxas5WLUmA3TsbxlpNuEE1eBv6xZs96Wa5ZY1MoSbdZce1uCBjSK0FlhXOv0",
+	"s1VGWhU9g1n9sVaOqRsu/k/JBQtdBge4taGKaKcQRrOGczRgvzjQDzSuAB/7XBu+v+Nqr+qUW/i11kh8",
+	"RrW8ci1lX33ENrMvzrPWdwmqzOuJFVnNggPsoQtX37z4r+GVS3zDyN0iZF+qAaHqz2kzrT5n6GsYvVlt",
+	"iVgRhmHIeXiZ4jrkRr5uSTPlpcIRGemGhZ1ewqP33upepOSGKSE2YfLzJoJdQ3IwZtzAK2x05Xsrhnxe",
+	"t7M1y4mTLk9kzQrmjvEqKIcNM9noA68RNCrlJd+06p8RH/zioySOfI/4EOs1oknIpTVQT3jEfGRtwNNc",
+	"QXJgavYeyQYGQ92IA2J+rV+Ll45gvkkw9hqSgI5LLKZmjGnQ4JqYwerLA0MG0/IgCC7iop0irnXE2kyE",
+	"nAoyiSTVh310zCib/8NEIE3rI7yRfdtC8Up5QJThyup+Xs/YVg0A2QJsr/Rn67rC4FON3Z2xqn5q96na",
+	"oRpSpLQtLtxshOsiMh/ToGdkjIcsJUx9S8tJ+nK1CSXdC1jAzHSyyXaXNltvMxGrMdGPYC4J+ZwJ1cxe",
+	"IpZZDYwtROXSwczvIBzkltfCo/qga+uV7eW1bbL47XPbwb1XF/19Xie9qsZC6c7R3A/Q+r+HzrAmULzq",
+	"TKwiAJUTmKvUKU2jNU+UnaalFOPC62sGWg3bgzU9K4I3EEq7HTMaQnUalFZyXtJS8XAM4agoEFwK4XDV",
+	"PuE0NVEucqJtRbbxHaZKSjH1wIhNyYLFqgyYBBr5aixerfd7PZo2MB4CQeBJpD3CJ+D35qqi00ZxmZUC",
+	"GcCScRGCt8Js3sBIYhWlUgExvaKorfl+weI5V6rwXalQO8C7lyov42bmC2jX7GKxZmtD9D73nFtsD6lw",
+	"A+1e5kLQV68HLPaPuQn4UhtAyTQ3xHv+4QISMPCXJ4qoGV2wNWH7DevNbhOiv6ocNs1+hjCdcm7FE1XM",
+	"Dy/ElZYVosY3SYXus6L24Nc1Eaa1btVPxQSRtOJOMKNiambJBXkE12uDSM5VYaochNFUmsI1MGsi7wQL",
+	"R+Nl9TE2ilKaOBO6iO6sQJB/gHkOfsTHMY2X5ag3/LYZ2mmFDysdXD1drokv3EEcrokufEQ5Nhvv5/Vi",
+	"aP2Ut0EqyYCTuo1QStLn+ydegxs/ffzwxNv2+l8dbwORwFUaq2Kll69fkNOj46fEljUjNjDLRtlUOcS3",
+	"hs+r8EJrqlnqmA/ZgomQiWCJtzrmtTOl3KBUZbhbmCL07iwpAOrggGwJRpiVFFwDGJIJDKZ7aBcdbvk5",
+	"NTplORzGikO2VVGQSElMMzEi3S9tq4K1L176D6kQomow4Ez3f7m+/kDwAWLu/UI/R93KA5Yi0K5vzqgs",
+	"xWE/p6ErDdvcFHZOPl5eEEHnDkrBiWF2o4pd1JYDtDJSO67rv8oClsFVp+CFlqoLG1t1qC+xRk8tGGmp",
+	"HnEhkH6r0sQPwRctDqJyGrs7E6CAeMzoPLUWbggA8sEk62MgUE02X6V1cRWZvdbBYEdk8XDqB4SlMwWN",
+	"UK6rHVQJP6dOX2oKn/8A0M1cT0VYn3U2H1yOt2zT/ui0ZqE/Z+v3aOuSAVsuUV2gU1N4fvuhNtI3q9a9",
+	"cmaL1cpXGdVfP11DoQtwmStSgzbd6XT8zrq6nlxUueERxwURwjTiFUPZKiiHbF8t8MLTau69wnhWZA65",
+	"oP9KmEcUF9OItaEQIvRibsos3cFouQe2teoJ5aumZyzElk/fmFRXWO3yuAuNF5auak93ki6fPVy43Fpa",
+	"rB38JUCHVrhEYzlfV2I0pMsUCYnFXK6iylWiEG8FxA8DvDZSbiUkgqweH+ibK8MzmifEozQZaBlhNAYM",
+	"cy1Tya12OXG01WiuNIogsUcKRqaxTBZngOKWQunZ8cJPRibhRg5mILbt+SFd+p41x6HdBiqg8RDrxD8O",
+	"DmNIl5Vy0vULs6CNdng7Nwjg0qUVJzARzQfbNGYLrGSQecSfLpID+Lp92Om3D8e4AHVYF38wTElbuK7R",
+	"lfTY+JPfoGTsOsj/3SDI11Vq3YDvnaswu+pHh2UZLVg8qiRyC3uyYLGjdguu7XL1bdBo5SY3CIEqmAXS",
+	"oaR1bGsHE9CIiZDGBB4lex+vX+x/o5GV9ZTiilWMe3UPIK4ySGKul1eGh+Paj+FeNjJL9um1G+lfP123",
+	"qiwFfv6WtjmMJREBCnQiL6yWHVw+0fmHC2CwUPraSEn7K+0tePuGLRWIG3D9QGAhChTpNGdaL7Bsu0sE",
+	"LI77JeiHV1i8FDyIikWT9kyC29JlSnFheseMhIjGU3NjiWlCp5ZDqoErGaE8ohiY9ZWH8eR3XM8ccigk",
+	"RxVCel1BMipCElPNCNj6FRmzGai2wurR5x8uOkMxFGBbQIeJX1eh3yd7zlS0j/DDGLOEWf66YGjokFeQ",
+	"XODAYeAhztRQFG0OZyjJAlSsvBNkD5JTe/1npeorfh6QuO3vY9mMOGYRTE5OFUzj0rAqmCoLbT1tBzjj",
+	"H/VPfRs9ccl0vGyfTzSLLTI9xQUyW+XcWGckbchOQqH1BOY7FGbCvunwjXmsDf83l1L21aXhVoKLqQ2i",
+	"yf8CVWpnjIaQaHzx6vo1MTRFF5yEMZ3o/Q6BR9VQwOEvFpJFdCUqyMWH25P0RwUWZgzwFkzfyfiG7FFy",
+	"cHJExkvHHPY75FwQLoxGHUCt+4AuaMD1cihwqRTxj7uHVWt1BqSHlXI1vWEotDhjt+ncteURQFSy6MCW",
+	"iN2O3DC2cJ1xMcXkvYgHzDp7MFixdb6gwYy1+5CMl8SRPXZqcHBwd3fXofBzR8bTA/uuOnhz8eLVu6tX",
+	"8E5mRSqexvMPFy0vy/yz6X4AcMMEXXCAGeh2DsFbpWfAtw5mUEnk3+bvKZYUkhBLzKW4CFuD1k9M22Ij",
+	"XgqIBG/2u92SYSF/vP6pSsmHX1NLWkvegGENBOBN4rHtGxhShTcilqDHcUWSRafAm1uD3z57LZXM5zRe",
+	"tgatN/yWCabUwMHPZC8a5kenYJhP567QGl/GcIRLVzZAZjT0ALdX+r1hAkjPiuwphjA4PrbvE02n+x3y",
+	"TmLSKFe2/uIgX0PCMBSFx7Mi1wFznow00yE+ck/fHQ3IHYEb0dZOxlENcoi8Nt5ODEWBTX5pixBYJCZE",
+	"+2XgTj/NkfbQDjWJEjVjoYO4tS6ymJvjwfVZCkY2FBAvPKOqgPnsbYKK3nOQrTAPkaG0ntWARA+F+asO",
+	"JHofAcXdig0IJOn6pYWpnnqHnBNbIXwocthGqDzC9DjU5JZxyAWNl9a3a9sFLoQYYOZgnBHqWiPUMCWj",
+	"HBiGYuMg4aGh6He7sCjMAdO6siOmtRRdzP86RDv+sDUgw1an0xm27n2XbmCtcrhrK6DZQ+Hb/AefTGUR",
+	"0aEJiAPZy+NG5FEaBuSo37cIDEDH8/0OAZghKNVuI/484gNCEw7XGp5sHKfyV0MfqvOwU4CHoTjqdjsF",
+	"5DNoGAukO4dGLjuegIKNUkXF7MzpWJqZnA6FGXt7TsWyjbtgpmHaPu4e1l7ICDloL6lCWRiLNMgVGSdq",
+	"iZdHkRlnJJjZ0J/LcLkdI87SqH7LvVYXdIuxp2iyvv+cKr8V7mmXlgNHqDGHX0W9vS+K6Raw+WGXT14D",
+	"bPW7/ZN2r9fuH1/3uoNud9Dtd3r9w6Pjk6fPTv/hkJUd1kXeSO3iEfLoks9WENGPjg+Pj09PofhwCZu8",
+	"d3h49OzpcSEWKNuC5yygiQLn4SVdRoxPZ0QFUMjCiBPZbmSeg/t1O1KBhdk/qcPkPjzqHx+dwKDL4NhH",
+	"z54dHj87PDp+tsO2WvgTs6lVN0tRxf46xOkMW4NheULDljfMbSQ8srqVvc7xP+BJu8LD1uDrENYNXkhX",
+	"DlvDpYdf7OIPW/feEHZ96Eh5KB4+rH6nt9uwCuMBkhzmaRKeMVQJLxY3bpjfOW+4Sg5DoIdhJUEM8xQx",
+	"bBVe6rkv8j2lRH8PnCsjk9Xc8jViRCYhZLKBb2UXq3EK9/6rNJyrbGCplBbx3oUbz1yUqNCTvVRYgs3e",
+	"B326mEFoxoWZh0fId6oIP+VPB3mYVnint8M7R9u/0zvc4Z3j7d/p93d453Trd453WOvjbn+Hdw53eGfb",
+	"/bnPKyMvnJ2DUIctlophTxRBiSPVOXLqCYLVragmEFK+RjfZBOWMQM4g7cCPPtmTFkZ7FUV7vyQhDUWl",
+	"iNQpIHn7WYS6+ZQKmGA+KIhmOUmsVgKCUOWHiEA2evy3OqEn9/U0pkqRacyY+J/WGvlny5uxAKD+LSSe",
+	"PLb3b791O91et/u01+2feu1up9vtPT0+PXp20ve6ne5xt/u03+999n6Dn06fHR0emu9Pukf9/uFT82fv",
+	"tH/89PTp08+ft5Q3eke7LAyOu4aPIyn/YMg/GPKjMWQgOswTqWPFzPKcTbzYQXQ0MRXlkFNkotmA+HiC",
+	"jBoJJgAfQ4as6ohm3Cm/ZcIjYxbIOUNRBmxOOomFl3odh8JITzj8ilJeaA7dS7GCMjMqlhsCKB1mbeci",
+	"tNx+37NqrVtTfyi4IIuIBhYIBIVbH68IjAFK7TxCEt/C/vkDNI+jaSdnxdJyKCpqjxmFmdGwk5oBKswF",
+	"HvER1Nr85fqBjIA7e8841GgfC4dtY0XIsNiq7iMH2v4grXwDV63X0B+id5fh5v87dO9HV5izogINdPhH",
+	"065LVRK+u4btZl1Un7+p9lzoMt/Xf5ZmXNzZH9rxD2Hsv0k7toXPCbVlIupEsml27W6SytRM3tVLZEUs",
+	"YMgR8SpBgfMQvkamAAXaz1B+fQ88Onm8Y/PYULgy55jIVlNjSLMoQpmjYxsFdAovJ7l4xLc+4VSmEUrG",
+	"yi/WQj3LoH8NU9ioUF+Z5fkGwsuWF1oe7PibSCIFxO0CzLbDuvpcANHOygz8ZgsFfM6qCKSlA9KQJFso",
+	"vgz079D9i2D+rWrk/BSyfwWRuwpmOzcK+LdTrrmP9fHLANrZFdu97j6DK7b7j2JNeZS3yLCFEN7/y6Qe",
+	"8fB/Eb572Npla1M5pfICsoVYf9wjP+6Rx7lHDMmBLLPWxKqQ9W26QPD3NEimhnzVKlOfUdUhPhY+sTzb",
+	"MpiOg7ihMUM88EFt6ZmhKNWeAc10b1XBN9Pxs5uEYB/79az/2kzsoYzVVe747esDuOdjck5X4afVWqfu",
+	"NeKJNmirwt8NQ+x3e6eHp4e9Z6eABrINT8xSf9exRCdb937wg4fxA7PS2fksGfogPj896Jv5QQ5gv5Yl",
+	"2GfQcZLVEXiiIFp3zxq/dEwD/UQR39zzHfuOv+/ZSgOVZaarDrKrBfDQs1wRQLgNUbth1Brv4ec/AU0f",
+	"PoTWrs1+n3+4eKLcjGvI7TbdtWqKWzBBuXOtHWQCq1pjX3bQIOBmzIC8FYKHuJh6OZnwgNPIQomkwYlY",
+	"qRRQYfysfz8tLqlnbChWSmLcCHmXd96dEapuuJhCd3dmINxcXWB0DSXZQxwbGZMU6dsjvvAtjmvPGwrf",
+	"ITMapWpOp8wjANwHL3EMfzQk7XBJYxkxZcO69IyK1HjuYR6RvXzTSAt/vxAfVo1hTfbcagHitZ8BY/v7",
+	"qQle59THUgklDJgrFTFyMN0dkotOt7tg4V/A+qIyuOAsAB00zmJ6+1AMxUroaM6k72Icf2m/vGq/yJnb",
+	"2xfhgAh256d4fTx02VtyAsHroLqmLygvM0C5yDwXomnDGgHeG0cAzmVAiM9Z+PfKEa1IUBjRaqP78awU",
+	"yTKU+165Lxt7v+JGeKLsQqWuDAxIh5UqxntC1Gkp3BOwIw8gS9cG9vkD4lcC//vpVoE5jmo68DG01S4V",
+	"BoNm+ygjBj+ItMDQgjP0nuicFS59Av0tBZxNS1ZD4RfhqjsFNGrfAU9nrbjvC6DTuKjgqomWdgrkt5fv",
+	"37367HfI+VAUg1JzIadjNqUCvSN25ujrwcAGUUXRXhqCmvbgkgEoRM9KtJyXIgoqpVfgTC/Aclyq6FHU",
+	"Y2tKBmePZFDDKQH9BcgF4h13t4lUo/z3u12vLgTzV5mkZIjbr5j5LWC52D+LInDvPWrwZrHAWedp81t/",
+	"TcmIb2LDcUVLflvBNHYeIgvn2c3DEkMNpvVRl5THzlOjYAVJxKczTeYY2E0Fsfh7aQUjbHQ1JtMsdQof",
+	"1Xt6enzS7T7r9jE9cKuaOvUb5gCIVgri5IAQKsiv111JG4Xk6wKOz+HJ/YP2H2Hqy0y06IdCRvN12OIh",
+	"eGoarwq4c3D26YsrfDnvVhoW9mCjLwrpa2gIbIikNDS0NETQ4y3jNgsUOkSKuf98b+6hP/UC1AbO/mdO",
+	"uGpmzrlYmB1ea+bzGkdf/rbEHIPa0k++FQVK9/K2Tj1ZuLhdShsUxkBfROrmM5dInMB9Y5P4zPirJMca",
+	"BIBCNMeMEfYFcfEAJy8VDL3MBeJEW6puWAjqgsSKi9nybcqnvm9sNIZ1fk6zyLumWigCrQlqUUmwcPZR",
+	"IyURsQdlPOZhyERzwzO8907q1zIRYXPbM7z2gS4jScNrKd/QGEvXNLNC23mmcTFvWcjptVnvxso3NHEt",
+	"5Vsqlpcuob+xGg5vXwjNYkGjLU1Mbnd/Qu20uR4PL16x+JYH7KOgt5RjGnljoxM0YLu95nMmE132agJr",
+	"InSlaNbeCsjnfjEjUVC+Yg3IR3fuEPZbh8OZYVMHNEKTOYA7G0091TpKSNADC9Huey7pLwN9R/CIatj3",
+	"MRQc37tzubSpPcJqfENB1Q3wg0KObz6S2HCrQhQX2TvqdtMMY/IQnSIDQn94nDHiAt6AiD7GKsSbgoQe",
+	"7lGtRiT/FiI54mr+VqgNABHH/UMINj46PvG6ne7TZ6ef88J5KsFmr63XUdIXAGozJ+eWBNpetyzQ9rr3",
+	"uy7cOvu8jUReDaPHJL9ForcJjHnsu+nHHfNfesdkl8Nul0tWh38Xb2feeIe/WRPZGfGtfA6M+249jHKn",
+	"hjub8/gWB/hofKugq/dOeifdrtXV1zAhh6ufASan8MaGjRWZ1Zbc5/E9g9U84sdZ2/mslbyJDzlpB1/h",
+	"3/taEA6k/J+YhelesW/WR7PxMFfnoAw0BrBC1qdZ/m1AeIh4KDMZhcQfWPfJge+BURLyC/SMLUHIkjH5",
+	"ePmmDZKhizNbh2TOzTgXFFBFrH/dHaeibJI/NuvBWT8/Upj64zGBHY78Y8VG/TFEiR/cZWfuUoxd2pq5",
+	"LHhnSefROlQfaBEQg7Y4Nq7R7Gzb7gbEQQtlNN/IQmWHQUIZJHOAxV2H4gNudRczsQ63J2Y0XP67VoS5",
+	"ND9nEogRBIzS6hKjOsRHKHgfgbFiABBViHBTkHcMW00W1pmIkZKGn2GUpD8Ue9mvDuon9b+DewdaMdrp",
+	"y6vR+zdvzt+ejz5evvH3PeLLGwuCmZGY7xEYWFp1cyjUTMYacH8g7peWQoqNdp066a1vKWL01npNUyQS",
+	"WDCArQ0Y4ZoozSPbihoKABdCBzOLFPp8EXAobUDNaMwQqCs/AlWlZ//E9KXDwW893CHkQPvdNiLGlNdK",
+	"l366SFqDVm4d8z9GMqBRBkv1uChVSGiAaxzfsk6Ox9RMMI9L12SijSblqgm0DBHATg9Smi+isW+Ax3er",
+	"c9w9zEDILCckHwtDsae/FlNeSA0lmba4KF2th4p1Ps8VWijT+1l2mqECB+EbuExKm4NK7rCO79z2Dmg4",
+	"5+IgtU3UqlAQl5CHhrXueWnOLR4uCy/3RDlUVvTwI5i/NWs5HEUSsohpFuIR9obCzAfDQBLFYs/8YdUx",
+	"sKg5wFtybsarAPGu5qzCEx9tvaPtXOvw1utYor+6ycPXEh6tKHth9gLMOmjYS+fXcQLlvxIGtWWsRAkg",
+	"w0YmK3piwJAIDshlrtCQheR38pz58fM3EDIRcjoNNe32skIZv1X6aw+PIMGwbOHq27RDh+V71M+h7ra6",
+	"42fsJOjRdn9yGLaP2PGk/YyejtvdoBf22eHkiB6PQUnVMjeYwy1i/fK42jU3O26V5wiQ7I2XhIf7OUI0",
+	"35i92rckGdIl2cvX6t9vLvLuIOzuJOYWBdx+k14s2KDhi6+ENvymqXC8q1hcIRA3kGurJNpilrxhSmMZ",
+	"ZqHpiPcNUVlAmV7GblJeY5F1LccE7rjKLK2fsZZZplyuwtLKYyxqY/jjVEhzVEnEtIYAMeWACVO4PQzB",
+	"yuQUmMNQZJNwfQRJHDOhK/GJsSSjdiUE/gWQzB3yN7ZUTLcXdMqFUSZJxG/YUKQsvhBL52/kvW+40h8V",
+	"XjlrVf4PdMqI4v9mdbwQ8verGWG/my92D9FJDlG5V4WgXLU9vmBf9ChIYgUV9ywofcxuuUwUWdBp7cDw",
+	"ncLIckVZkM09OhfOcdz1uemQAGCRwCvgv5szW6/1rxS1u4zTjVFEq5DZvS78d59FGMHZsX6PkZ5xlaFr",
+	"P+TqgBXN7aCN2mh6F1jxgMUfsLTKym3wXjCggby48kfn7H9S7uzW18v4HVALJiAgA3Osy1JkE9588JWH",
+	"YJ7caHg0j4PdsVNt5uPhWhvfpkiPz4BdHMyqirxoRcZSzwos2fEiM6wBoQTrgsO3yOv38HjAouSc8lpO",
+	"mZ6xeB9iZxwWPYLvusTgPaOz//zx/fX56Pr93169uxp9eHU5enn+q++Ryp/evn93/Rff4mfZqBiuSMwC",
+	"c51BwDKGXNMk5JpEckr2fJzHSDENOSFZKS8QqlxAtJ2tRaEFDPOJZvHGG+bjIqSafUThd2c3d5mjHXct",
+	"jGSZpW3FV3K1Dn4HWJLvwvo3LVQ+fvdb8P2tWXydsI8yX8pzBLtzMtEfm8838Xbv6ueu93D/d6kNV0wT",
+	"6i6GPHNec/XYWhW1OgFedq7ohc1VyS4/we5SJdLLsi8wGaNYgAEQuFkQM8PQFzGb8C9QhWEoNIsizLOl",
+	"Cxpb7HL7KNeKRROIP4IqOWom7wShU8pFh/gRVXqUKGAuPvymCDUjfeLq5EK8uR4KCaUKzIWM8OvE1vXA",
+	"/Ku5hPwN8wiZc5FoVqclnH+4MLpH6ztLxrZymHkGpVhgi4eTk6BPe6z9LDwat4+CLmufjp/Sdo9BRO/4",
+	"mJ6ctrxWfpVW+zgspd/SBQb34xa1Bq1QjX7uz27Hh++i1hapt7hS63zrhvA6u/OgP+EJ/dUcHnuYCqcy",
+	"sYWyqwMMMdzEkHYkxbQd8VsWwnkEr8OdjG8UggVhkRl79vdqSvuldWvuZiyGQ0XFUBQq9YWSqSyBEVMI",
+	"McMMEwuNxGQOYBb6DN5rlTu5nvW9RFgrATH1wItyJwb2OfCcIPQ+PGhYxNVfztv945MOOYcZpgc/Pa9n",
+	"pimcM9YZ5NpVFhyKPT87Kr5H7mY8mKWVea25YZLoJGZnREDCFtRuGSsm9L6HQuKtvGEhwjxplVYe4anh",
+	"tzMU5yL9fkZVykGMMPr2/JfR+YeL0d9e/YrC6MerV5c+2Tvu7sOu4zrO6C2i6+Nww4H1QcbM5kr6R93T",
+	"ytBJpAU8XA8RJYvHvfGpfsfubN+NRMXeNxAVH5EX4vuNOB94MWKmi19f/PRqOv7pNPnH8vny10/HN+N+",
+	"dxr0//7PYP737sVPsyiYf2y+tri1YX59K5lmTv7DMX1n2e90N7da6hxbygQPwHE3ZYbVx8KzgT9KG7kD",
+	"o2ToLTuzpxQODdzzOznXjrqnmXPthRSTiAe6gUctcI8+hkPtV7cYVJE5FUtcDarchFfn2vkhUH+n69ql",
+	"EqRV31av7JIcndpv8K6oKutmvleuTmeHXGiitFwouNK4mJrLxEiiHklrDTnXf9V1gO3lroMC+z2qNvLb",
+	"i9VedT8shI9NN5d4YtfRTYPQQlRjvpmBz1FuWv2wPsHlkukkFoBGOZOxtgJoQWIES1i+GLOV1/BnI83d",
+	"xVJMyYIqdSfjEF8QJBE3Qt6JoQALEGAuZ2ACKFraLBMWktU6dmdZg9OEqbTCnnnSSWjYMqIDFl7OSsxR",
+	"+3aMx2JiBASyBwX/jJjMIxyUvBMshlqBtvDiHKJ0QI7GjPsFi91U4GcaRa43c+itsZOMl0bRTIIZiaQ0",
+	"3QaMR2khu5LWCXvzAEmv3rbm1q41aEEpxECTmYwVI2PIkFkSpekC4+0aSzAhE5rTaBtT4qazDXa178mj",
+	"ftyt34xH1lUNBIUS5dr0vKZnu/7atcxLJnod9zLcWNnLtMCXnNfCVkZFzBT45YkiCKC2n1WBs+pgyvRU",
+	"elcPxeplvYZreeCuRpYC/KBY3rKGC5hJPoANlErqtw7/1W8/vXt13uC/5gzgEjvZKgmuRkix1fxhE3LS",
+	"CtkDBp+GlOJjd1S5qwSQkyOIeHPv7B7e8vtwgj/7aX5lnWXuWMkJgP7nDt76E20fXXekc20pEktNNRtg",
+	"/InEcpAJ8Eg4nh3yAUvfg3hd4gBoQqMqpRlz9w9FeuDtHAZ17MM8g0TqpQ7fSiZhZCC3IFhg1H95Nbp8",
+	"9fry1dVfRq/P3168+RWtRz+98sneaZeEdKnyOblpuUpFQGDzyEzeMYxr1mnZitRQVsVG7ML9R/KRH7LE",
+	"fxAHcWAW5eM6gTJZgt3ZzwvK4/XMRPGpSBZ5XlI8Elf4+3+ogN37HXz1p+xpcMTaJ5MubR8Fp7R9So8O",
+	"28dhb9KfPB0/C3q91laxCbWgK1ZqMtzbDnx3W0aDE/MiZ/f7oSN8d56QWePsxtee+/UVxD9xPZOJhtpF",
+	"aZDoiIe+ZSwFZB2ektaZs7rbwk2IsGOBFAEO0kj4WMV5KDDkNVes2rTs0OjQcZb/Jo/mmHsJW+GYlgBY",
+	"n4hqcgdJCYLdDUXawp1MohCL6kNQrXkjNiqUdrCNAOIJqaRzusTeMLbKSB1X1+8vX70cPf/1+lXOb7Wf",
+	"M4gMBSzAUfcwC39alsAwAfjxHAbpkbTolYyJkNqzPkILepkN0uhauO4uEjgf9Jw5+USoBoWq1pnEAwYb",
+	"BF886p/6ZG+1YvQ+2FpdRS7/uHvoV9WO3vPlLYvNsWWhvz8Uq7Wk40So1FpvZgqfuDarCm7D6qITSoM4",
+	"l6ilTSlzLdiw6FKemNmiudlMvPEw++yOcl3pFPxDVqpufqt966LUxYPeGrROaG/SDY6P24eTY9Y+mjxj",
+	"7fH4OGh3w6fBs7A76dNet1VTF2vHitKbqnP9w12gDqWt3Q3M2MLjp+1ntMvaJcTCqgrV6wAJn1XgEd5v",
+	"uUUqidYjJTxRzmj7fZ0KTW4bLWM6Za+TKPoRwvYtbvx+o73eNgn8Aenf6yFcyqWBQXs3DDaNe0GoZKTn",
+	"nKwB0kVB1jjIcDfr6x6NZZhxU5uSaHoqw2Xlg2rqMJIxto0K4sMPAzJnmkIW9BU88tZ83M+hG7vnAGjR",
+	"XHL43Ev4uI8mylkibkqAZUXMYvaFBjpamgaHIm0RKqOlDZpPkGbmfgdUYvOA9YGbe/iFnM/NNY+4jHv+",
+	"gCy4mPr7EAtEeBg5BEVzL0b8luGiZHDIXJRhbdKAP5wGjWN+yxRcxxmecrq7dsvb7mqOpDaLl6WG//zx",
+	"1cdXo0/nF9e+RxZRokj/uDtX+/n6oCqSkPRqq3dODKNwkhHXdpgeoXjn52WBodg77h5WSB/7hM4lhp3P",
+	"PQv4EXJB4yXJB1aQlMazkMu0THQT/DXcrG8kNVyzKCKGvkEmXHb+kBLDBtDc3LHK4amW5AjAJm0iSQD6",
+	"qV0t916TWx7fq8dUBTzU/MkujjUFjn0vAlZ6Gs5w+vCuY6utAgmCCCLYFoSOYWvQ6wOAb0k+MT/c36/g",
+	"uTaCtoA5We5QwlN9QYMZa7+QQscyWuXL59GdEcp9IduBedLvrO3da/3SPg8CFrWfJ5MJSHbr2vQzB7OY",
+	"cvEly5cfw+s5qNj1/d7/kKV+yFJ/LllKEUqu4LJrX5nT+eoWiktYXlsrTOXTdmtBdd5wpV8Unvzvzdr9",
+	"3ZN2t1Gn11RFsFGYNRaHBLLn1unOD8uszVNTk+TaAp1+X1X3TxgOBwh+kDdUKnEDgb0xC5gwagUNNL/N",
+	"4nlTDlE46dWsoiLssipMMr/NjYMly+ZglwXwI2rykckE94jQ4oo7n3qqbNRThlcPa1FoEm4qmTvONpOS",
+	"ZcWWjOaYw0cZpCkevW43Z7THGjtp3ZKhOCJv+XPLIcDcvkdRHKSaRMxVCbIN7HeID+Wu0qthAc2OaXBD",
+	"9CyWydQVpbKljeoQLoD+D9y4/Bp4ofXk/w2yere6G7YyQTfuvRd0w0P6jLWPxk8n7SPWo+3TyfFx+ynt",
+	"jw+Do/CYnUxa5fzfFJvMqimsVAToD2DsrRrkLvbf9TjgOeJM4TMefFPvcim/xNyRGgUwfxZ+8OXH5stG",
+	"8FnlnxU8cy1r3g7OLL/3Fy9bBTiKKmCFFda2K8CCg9q7WZJARjKJ1W4Ei8P63fAUHlcqz6/G+iN+DP3v",
+	"tGJ1hztmApzIf6JD/sO68T1ybAQ4UQp0sYvacJBJHutw+J3MVwzS8PFfHyPHLT/M+QjSzOJqadIHw4Mz",
+	"CcwRHC0vUZItBcoa1IK3GYdugGieY+kuZ3qdjWKN8QTtJc56cryj9aQoI0MwsWFR8dpR4cbUWU5639py",
+	"8ocTYD9XiXONGbUloCa2kWoN6odY9tgMEIyaBVWRlmvzfg/BzPLVOWua9eqiNl0h3nwWoURQbJVl9SEM",
+	"+YTHcxYW8t4hkF55pbLJoJJnYXYpVJvpwvxUmf3jRlSbh2txuXO5Pbnw0yeQhQ8Ri+iJwmC+G7ZAnV0m",
+	"2jpoxQ3RknCdpQZBGhDE8g+GYjVPyKUUFlMZ69OA37KHyL6PHqxsc5Nx7I+RElSBxfEwtvIAEAMubmnE",
+	"Q5utJuN8stouUAS9TNwusLPNcAR2JO0gHxv+CMgE1+XTyY04gLPe85PcIP39tPJl/uBixu+eXzFA34oq",
+	"OVftp0+f2ueJnpknAlrFRXwEsPFJMKNRxMSUeeU8MA6CERZj3+xS/ZGbsZVlNg/9VZXRXlcBw7Kl3x1D",
+	"8HvlJbgoZiOM/XfhW12vv99rA/bn7ACgONfj+Jdu2RIY3YAoPhXtZOHhjWohZVQSBIyFGIU+oTwycoQV",
+	"A9rINGKWKOYNBSYSKy8NKHdTgcsGXVbmRk4xayxVWsnC4kalEVmlnN8h4Dq2z6fwJbyB9Xh5aKbCaDDr",
+	"DEUlsDWpw7WuU/eW52Y10ef+wzn+uzjHj4El3aISCAQ5AlKEQix8Ae8cdrqdXu+w83QrmQHKD9Apthyq",
+	"QEcH3U4PXRRN2KQdk3J5bzsP5u9rBvMwoOuUepsonCW+8MMd3wSEsLRoRSTPej5dLlhZwXsep2Sk6+m3",
+	"ry3MrnYGajRY8wlfIfPudfdZRuaOea0YtVNmODJMrzVoHXb6zwE8mAptsRJHEbsFm/jPR6O/jd4aFgPP",
+	"9ru908PTw96z0y2AMB+9xuTvTYR/ruC0cv1IvF7kLQ9ZbOtu5ejd0l2J4g++GnK6X1fmraZi5AZzCrz1",
+	"js7ZB6pnrUeorUgXdMwjrjmz5h7nBzZzlNJMzcP2vuhR5Kyhh73u076HJ82+iYfts7d6/FJkqek0mXyz",
+	"45hfR4grJsMW1n37XybNzfS/WPtt2Nr+7G51ctH1rDalPaFh4Ee5hT8xpyjWglzDFNbXHLtK5vmCzZjF",
+	"imiOIcsSbEK6JL755NukYfxGSx8q33hYYwELkbFw3yN3M6oZZI9gLR4AC3KFCXhMZKIDOWdkz3dWf98j",
+	"PhfpJ0zLgXwcrA5lS5PZqlBY+5TY9OihgKEAt2QxlxYDKdVusMSFnNg5nKW2TjsnKG1IY135ipb+GaYT",
+	"mzcYBxAk9JjlCwLBCx1yDmuIpuBEGKVIinTBMDHYKV5cEDoGi+udHArFAmkGbUO8mAg75BMA/rpcIniV",
+	"MBpHy7TEQyFrd4qIpNizwnJGGVMdCofxYhO2IfvIap53LGZGdeS3LAbcIhiYoS9UO43Gt18TqvUfXgQO",
+	"P+Ex+0NUfzsF5RVKRWQ32FFrJWTq8KhY26HXx8iwlQb73ePVBo9XG3xWbO/wOxaLW60Cl2cEWdG4MwJ7",
+	"q9ITbouRxYxEbKIN3/nOOtd/V6QD6GtrysCVOHju3sJ76vN9CVXjawtx4s+Nbjf47bOhOVtEtiYmIF/k",
+	"FkVmrHPkKgR7GZY81wCQ0PJaSWyksAOsf4gjWsmVctXmzJScT6+TMRXQPlcZ1Eq+iUco4kr89er9O5c8",
+	"K+MNaSi5jiANpdo+Va82dEpF1VVFC1cYLrLqpMQ7O3VV5oZS8NBWj2mlSjXYJBNhxuZnZe/9DMNfTiY8",
+	"4DSyr1rjZL5fW9x6tUMsuutBPVuo1prelG77bZWOYmPx2hnYe3NZpu1EsdD5bbPvc2DIIPVUYIvk6zvZ",
+	"ABxEcRtkJQg9UleECi9xETohqkMuoTHTKA1cFDYWp66VM/AutyuAZ2918o7kPVsvzHSKVVpws2hWR2pg",
+	"BEMqoBIkloO21WrNI6n4Z/FMjrpHvudStAFOhNpHiqWp2ReuNDqwbRY5tMYViqdWssID/8R8Gcy4YC76",
+	"PO+AtG9OY2oO1tvzizc+2TPT8dEW7u+fGckJB2HtuoZMEdkL60MW1wyL06yu2XtQG58oIu9EkdKx1Deu",
+	"XPqUpe1BiiaMAjeUFv54+Yb4qEfaXGzQIl1LjrSHAj2TpKaGBrZQjF1IK3vYouQd8lyGnCmPvHsJfMnm",
+	"tCOgKCSND8We/3XYgg/D1oAMW51OZ9i69/fhenUzOkNkQ3gMCk5g4ijViRU1fXPYYbo5fIEJ5VESG1IG",
+	"VFGjNlDtyqGtCLp7/iKJIqMxLBI1M/+ii938hWZl+EsulnZwhpjg3XCAoELmy6PuUWFHcVlb95/v//8A",
+	"AAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

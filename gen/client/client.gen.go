@@ -20,6 +20,24 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for AccountRole.
+const (
+	AccountRoleAdmin AccountRole = "admin"
+	AccountRoleUser  AccountRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the AccountRole enum.
+func (e AccountRole) Valid() bool {
+	switch e {
+	case AccountRoleAdmin:
+		return true
+	case AccountRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for AssistantMessageRole.
 const (
 	AssistantMessageRoleAssistant AssistantMessageRole = "assistant"
@@ -68,6 +86,237 @@ func (e MessageStatus) Valid() bool {
 	}
 }
 
+// Defines values for OllamaAssistantMessageRole.
+const (
+	OllamaAssistantMessageRoleAssistant OllamaAssistantMessageRole = "assistant"
+)
+
+// Valid indicates whether the value is a known member of the OllamaAssistantMessageRole enum.
+func (e OllamaAssistantMessageRole) Valid() bool {
+	switch e {
+	case OllamaAssistantMessageRoleAssistant:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OllamaMessageRole.
+const (
+	OllamaMessageRoleAssistant OllamaMessageRole = "assistant"
+	OllamaMessageRoleSystem    OllamaMessageRole = "system"
+	OllamaMessageRoleUser      OllamaMessageRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the OllamaMessageRole enum.
+func (e OllamaMessageRole) Valid() bool {
+	switch e {
+	case OllamaMessageRoleAssistant:
+		return true
+	case OllamaMessageRoleSystem:
+		return true
+	case OllamaMessageRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIAssistantMessageRole.
+const (
+	OpenAIAssistantRole OpenAIAssistantMessageRole = "assistant"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIAssistantMessageRole enum.
+func (e OpenAIAssistantMessageRole) Valid() bool {
+	switch e {
+	case OpenAIAssistantRole:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatCompletionObject.
+const (
+	OpenAIObjectChatCompletion OpenAIChatCompletionObject = "chat.completion"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionObject enum.
+func (e OpenAIChatCompletionObject) Valid() bool {
+	switch e {
+	case OpenAIObjectChatCompletion:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatCompletionChunkObject.
+const (
+	OpenAIObjectChatCompletionChunk OpenAIChatCompletionChunkObject = "chat.completion.chunk"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatCompletionChunkObject enum.
+func (e OpenAIChatCompletionChunkObject) Valid() bool {
+	switch e {
+	case OpenAIObjectChatCompletionChunk:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChatMessageRole.
+const (
+	OpenAIRoleAssistant OpenAIChatMessageRole = "assistant"
+	OpenAIRoleSystem    OpenAIChatMessageRole = "system"
+	OpenAIRoleUser      OpenAIChatMessageRole = "user"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChatMessageRole enum.
+func (e OpenAIChatMessageRole) Valid() bool {
+	switch e {
+	case OpenAIRoleAssistant:
+		return true
+	case OpenAIRoleSystem:
+		return true
+	case OpenAIRoleUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIChunkChoiceFinishReason.
+const (
+	OpenAIChunkFinishLength OpenAIChunkChoiceFinishReason = "length"
+	OpenAIChunkFinishStop   OpenAIChunkChoiceFinishReason = "stop"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIChunkChoiceFinishReason enum.
+func (e OpenAIChunkChoiceFinishReason) Valid() bool {
+	switch e {
+	case OpenAIChunkFinishLength:
+		return true
+	case OpenAIChunkFinishStop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIDeltaRole.
+const (
+	OpenAIDeltaAssistant OpenAIDeltaRole = "assistant"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIDeltaRole enum.
+func (e OpenAIDeltaRole) Valid() bool {
+	switch e {
+	case OpenAIDeltaAssistant:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingObject.
+const (
+	OpenAIObjectEmbedding OpenAIEmbeddingObject = "embedding"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingObject enum.
+func (e OpenAIEmbeddingObject) Valid() bool {
+	switch e {
+	case OpenAIObjectEmbedding:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingListObject.
+const (
+	OpenAIObjectEmbeddingList OpenAIEmbeddingListObject = "list"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingListObject enum.
+func (e OpenAIEmbeddingListObject) Valid() bool {
+	switch e {
+	case OpenAIObjectEmbeddingList:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIEmbeddingRequestEncodingFormat.
+const (
+	OpenAIEncodingBase64 OpenAIEmbeddingRequestEncodingFormat = "base64"
+	OpenAIEncodingFloat  OpenAIEmbeddingRequestEncodingFormat = "float"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIEmbeddingRequestEncodingFormat enum.
+func (e OpenAIEmbeddingRequestEncodingFormat) Valid() bool {
+	switch e {
+	case OpenAIEncodingBase64:
+		return true
+	case OpenAIEncodingFloat:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIFinishReason.
+const (
+	OpenAIFinishLength OpenAIFinishReason = "length"
+	OpenAIFinishStop   OpenAIFinishReason = "stop"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIFinishReason enum.
+func (e OpenAIFinishReason) Valid() bool {
+	switch e {
+	case OpenAIFinishLength:
+		return true
+	case OpenAIFinishStop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIModelObject.
+const (
+	OpenAIObjectModel OpenAIModelObject = "model"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIModelObject enum.
+func (e OpenAIModelObject) Valid() bool {
+	switch e {
+	case OpenAIObjectModel:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for OpenAIModelListObject.
+const (
+	OpenAIObjectModelList OpenAIModelListObject = "list"
+)
+
+// Valid indicates whether the value is a known member of the OpenAIModelListObject enum.
+func (e OpenAIModelListObject) Valid() bool {
+	switch e {
+	case OpenAIObjectModelList:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Role.
 const (
 	RoleAssistant Role = "assistant"
@@ -104,6 +353,94 @@ func (e TokenPairTokenType) Valid() bool {
 	}
 }
 
+// Defines values for GetAdminUsageParamsGroupBy.
+const (
+	GetAdminUsageParamsGroupByDay   GetAdminUsageParamsGroupBy = "day"
+	GetAdminUsageParamsGroupByModel GetAdminUsageParamsGroupBy = "model"
+	GetAdminUsageParamsGroupByUser  GetAdminUsageParamsGroupBy = "user"
+)
+
+// Valid indicates whether the value is a known member of the GetAdminUsageParamsGroupBy enum.
+func (e GetAdminUsageParamsGroupBy) Valid() bool {
+	switch e {
+	case GetAdminUsageParamsGroupByDay:
+		return true
+	case GetAdminUsageParamsGroupByModel:
+		return true
+	case GetAdminUsageParamsGroupByUser:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetUsageParamsGroupBy.
+const (
+	GetUsageParamsGroupByDay   GetUsageParamsGroupBy = "day"
+	GetUsageParamsGroupByModel GetUsageParamsGroupBy = "model"
+)
+
+// Valid indicates whether the value is a known member of the GetUsageParamsGroupBy enum.
+func (e GetUsageParamsGroupBy) Valid() bool {
+	switch e {
+	case GetUsageParamsGroupByDay:
+		return true
+	case GetUsageParamsGroupByModel:
+		return true
+	default:
+		return false
+	}
+}
+
+// APIKey defines model for APIKey.
+type APIKey struct {
+	CreatedAt time.Time `json:"created_at"`
+
+	// ExpiresAt When the key stops working; null when it does not expire.
+	ExpiresAt *time.Time         `json:"expires_at"`
+	Id        openapi_types.UUID `json:"id"`
+
+	// LastUsedAt When the key was last used (its first use at once, later ones at most a minute late); null until its first use.
+	LastUsedAt *time.Time `json:"last_used_at"`
+
+	// Name Example: laptop
+	Name string `json:"name"`
+
+	// Prefix The first 11 characters of the secret (`ds_` and 8 more), safe to show.
+	//
+	// Example: ds_Q2hvb3Nl
+	Prefix string `json:"prefix"`
+}
+
+// APIKeyList defines model for APIKeyList.
+type APIKeyList struct {
+	// Items Newest first.
+	Items []APIKey `json:"items"`
+}
+
+// AccountRole `admin` may also use the admin routes.
+type AccountRole string
+
+// AdminUser defines model for AdminUser.
+type AdminUser struct {
+	CreatedAt time.Time          `json:"created_at"`
+	Email     string             `json:"email"`
+	Id        openapi_types.UUID `json:"id"`
+	Quotas    UserQuotas         `json:"quotas"`
+
+	// Role `admin` may also use the admin routes.
+	Role           AccountRole `json:"role"`
+	UsageThisMonth MonthUsage  `json:"usage_this_month"`
+}
+
+// AdminUserPage defines model for AdminUserPage.
+type AdminUserPage struct {
+	Items []AdminUser `json:"items"`
+
+	// NextCursor Pass as `cursor` to get the next page; null on the last page.
+	NextCursor *string `json:"next_cursor"`
+}
+
 // AssistantMessage defines model for AssistantMessage.
 type AssistantMessage struct {
 	Content   string               `json:"content"`
@@ -119,7 +456,7 @@ type AssistantMessageRole string
 type AuditEvent struct {
 	CreatedAt time.Time `json:"created_at"`
 
-	// Event What happened: `signup`, `login_success`, `login_failure`, `refresh_reuse`, `logout` or `account_deletion_failure`; other names may be added.
+	// Event What happened: `signup`, `login_success`, `login_failure`, `refresh_reuse`, `logout`, `account_deletion_failure`, `api_key_created`, `api_key_revoked`, `admin_granted`, `admin_revoked` (by `deepersensor admin` on the server's machine) or `quotas_set` (you set a user's quotas, as an admin); other names may be added.
 	//
 	// Example: login_success
 	Event string `json:"event"`
@@ -159,7 +496,7 @@ type ChatMessageInput struct {
 type ChatOptions struct {
 	FrequencyPenalty *float32 `json:"frequency_penalty,omitempty"`
 
-	// NumCtx The context window in tokens, at most `DS_CHAT_MAX_CONTEXT` (default 32768); a larger one is a 422.
+	// NumCtx The context window in tokens, 1 to `DS_CHAT_MAX_CONTEXT` (default 32768); a value outside is a 422.
 	NumCtx *int `json:"num_ctx,omitempty"`
 
 	// NumPredict The most tokens to generate, 1 to `DS_CHAT_MAX_PREDICT` (default 4096); a value outside is a 422.
@@ -238,6 +575,33 @@ type ConversationPage struct {
 type ConversationUpdate struct {
 	// Title Example: Sky colours
 	Title string `json:"title"`
+}
+
+// CreatedAPIKey defines model for CreatedAPIKey.
+type CreatedAPIKey struct {
+	CreatedAt time.Time `json:"created_at"`
+
+	// ExpiresAt When the key stops working; null when it does not expire.
+	ExpiresAt *time.Time         `json:"expires_at"`
+	Id        openapi_types.UUID `json:"id"`
+
+	// LastUsedAt When the key was last used (its first use at once, later ones at most a minute late); null until its first use.
+	LastUsedAt *time.Time `json:"last_used_at"`
+
+	// Name Example: laptop
+	Name string `json:"name"`
+
+	// Prefix The first 11 characters of the secret (`ds_` and 8 more), safe to show.
+	//
+	// Example: ds_Q2hvb3Nl
+	Prefix string `json:"prefix"`
+
+	// Secret The key, shown this once: `ds_` and 43 characters of base64url, 256 random bits. Send it as
+	// `Authorization: Bearer <secret>`.
+	//
+	//
+	// Example: ds_Q2hvb3NlIGEgbG9uZyByYW5kb20gc2VjcmV0IGhlcmU
+	Secret string `json:"secret"`
 }
 
 // Credentials defines model for Credentials.
@@ -364,6 +728,673 @@ type ModelList struct {
 // Example: llama3.2:latest
 type ModelName = string
 
+// MonthUsage defines model for MonthUsage.
+type MonthUsage struct {
+	CompletionTokens int64 `json:"completion_tokens"`
+	PromptTokens     int64 `json:"prompt_tokens"`
+
+	// Requests Model calls, whatever their outcome.
+	Requests int64 `json:"requests"`
+}
+
+// NewAPIKey defines model for NewAPIKey.
+type NewAPIKey struct {
+	// ExpiresAt When the key stops working; in the future. Without it the key works until revoked.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// Name What the key is for, to tell your keys apart; trimmed, must not be blank or hold NUL.
+	//
+	// Example: laptop
+	Name string `json:"name"`
+}
+
+// OllamaAnswerBase The fields of every answer of `/ollama/api/chat` and `/ollama/api/generate`, whole or one line of a
+// stream. `done_reason` and the counters come with `done: true` only, and counters that are zero are
+// left out, as Ollama does.
+type OllamaAnswerBase struct {
+	CreatedAt time.Time `json:"created_at"`
+	Done      bool      `json:"done"`
+
+	// DoneReason Why the model stopped, such as `stop` or `length`.
+	DoneReason string `json:"done_reason,omitempty"`
+
+	// EvalCount Tokens of the answer.
+	EvalCount int `json:"eval_count,omitempty"`
+
+	// EvalDuration Nanoseconds spent writing the answer.
+	EvalDuration int64 `json:"eval_duration,omitempty"`
+
+	// LoadDuration Nanoseconds spent loading the model.
+	LoadDuration int64 `json:"load_duration,omitempty"`
+
+	// Model The model as the request named it, or, on the last line, the model that answered.
+	//
+	// Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// PromptEvalCount Tokens of the prompt.
+	PromptEvalCount int `json:"prompt_eval_count,omitempty"`
+
+	// PromptEvalDuration Nanoseconds spent reading the prompt.
+	PromptEvalDuration int64 `json:"prompt_eval_duration,omitempty"`
+
+	// TotalDuration Nanoseconds the whole call took on the model server.
+	TotalDuration int64 `json:"total_duration,omitempty"`
+}
+
+// OllamaAssistantMessage defines model for OllamaAssistantMessage.
+type OllamaAssistantMessage struct {
+	Content string                     `json:"content"`
+	Role    OllamaAssistantMessageRole `json:"role"`
+}
+
+// OllamaAssistantMessageRole defines model for OllamaAssistantMessage.Role.
+type OllamaAssistantMessageRole string
+
+// OllamaChatAnswer An answer of `/ollama/api/chat`, or one line of its stream.
+type OllamaChatAnswer struct {
+	CreatedAt time.Time `json:"created_at"`
+	Done      bool      `json:"done"`
+
+	// DoneReason Why the model stopped, such as `stop` or `length`.
+	DoneReason string `json:"done_reason,omitempty"`
+
+	// EvalCount Tokens of the answer.
+	EvalCount int `json:"eval_count,omitempty"`
+
+	// EvalDuration Nanoseconds spent writing the answer.
+	EvalDuration int64 `json:"eval_duration,omitempty"`
+
+	// LoadDuration Nanoseconds spent loading the model.
+	LoadDuration int64                  `json:"load_duration,omitempty"`
+	Message      OllamaAssistantMessage `json:"message"`
+
+	// Model The model as the request named it, or, on the last line, the model that answered.
+	//
+	// Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// PromptEvalCount Tokens of the prompt.
+	PromptEvalCount int `json:"prompt_eval_count,omitempty"`
+
+	// PromptEvalDuration Nanoseconds spent reading the prompt.
+	PromptEvalDuration int64 `json:"prompt_eval_duration,omitempty"`
+
+	// TotalDuration Nanoseconds the whole call took on the model server.
+	TotalDuration int64 `json:"total_duration,omitempty"`
+}
+
+// OllamaChatRequest Ollama's chat request. Fields not listed here, such as `keep_alive`, are ignored.
+type OllamaChatRequest struct {
+	// Format A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Format *OllamaUnsupported `json:"format,omitempty"`
+
+	// Messages The whole conversation, oldest first.
+	Messages []OllamaMessage `json:"messages"`
+
+	// Model A model, such as `llama3.2`, `llama3.2:latest` or `namespace/model:tag`.
+	//
+	// Example: llama3.2:latest
+	Model OllamaModelName `json:"model"`
+
+	// Options Model parameters (`temperature`, `seed`, `num_predict`, `num_ctx`, `top_k`, `top_p`, `stop`, ...),
+	// passed to the model as they are, within the bounds of `POST /v1/chat`: `num_ctx` at most
+	// `DS_CHAT_MAX_CONTEXT`, `num_predict` from 1 to `DS_CHAT_MAX_PREDICT`; a value beyond them is a 422.
+	//
+	//
+	// Example: {"num_predict":128,"temperature":0}
+	Options *OllamaOptions `json:"options,omitempty"`
+	Stream  *bool          `json:"stream,omitempty"`
+
+	// Think A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Think *OllamaUnsupported `json:"think,omitempty"`
+
+	// Tools A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Tools *OllamaUnsupported `json:"tools,omitempty"`
+}
+
+// OllamaEmbedRequest Ollama's embedding request. Fields not listed here, such as `truncate`, are ignored.
+type OllamaEmbedRequest struct {
+	// Input One text, or a list of them.
+	//
+	// Example: Why is the sky blue?
+	Input OllamaEmbedRequest_Input `json:"input"`
+
+	// Model A model, such as `llama3.2`, `llama3.2:latest` or `namespace/model:tag`.
+	//
+	// Example: llama3.2:latest
+	Model OllamaModelName `json:"model"`
+}
+
+// OllamaEmbedRequestInput0 defines model for OllamaEmbedRequest.Input.0.
+type OllamaEmbedRequestInput0 = string
+
+// OllamaEmbedRequestInput1 defines model for OllamaEmbedRequest.Input.1.
+type OllamaEmbedRequestInput1 = []string
+
+// OllamaEmbedRequest_Input One text, or a list of them.
+//
+// Example: Why is the sky blue?
+type OllamaEmbedRequest_Input struct {
+	union json.RawMessage
+}
+
+// OllamaEmbeddings defines model for OllamaEmbeddings.
+type OllamaEmbeddings struct {
+	// Embeddings One vector per input text, in their order.
+	Embeddings [][]float64 `json:"embeddings"`
+
+	// Model Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// PromptEvalCount Tokens of the input; left out when the model server does not count them.
+	PromptEvalCount int `json:"prompt_eval_count,omitempty"`
+}
+
+// OllamaError Ollama's error body; also the last line of a stream that failed midway.
+type OllamaError struct {
+	// Error Example: model 'llama3.2:latest' not found
+	Error string `json:"error"`
+}
+
+// OllamaGenerateAnswer An answer of `/ollama/api/generate`, or one line of its stream.
+type OllamaGenerateAnswer struct {
+	CreatedAt time.Time `json:"created_at"`
+	Done      bool      `json:"done"`
+
+	// DoneReason Why the model stopped, such as `stop` or `length`.
+	DoneReason string `json:"done_reason,omitempty"`
+
+	// EvalCount Tokens of the answer.
+	EvalCount int `json:"eval_count,omitempty"`
+
+	// EvalDuration Nanoseconds spent writing the answer.
+	EvalDuration int64 `json:"eval_duration,omitempty"`
+
+	// LoadDuration Nanoseconds spent loading the model.
+	LoadDuration int64 `json:"load_duration,omitempty"`
+
+	// Model The model as the request named it, or, on the last line, the model that answered.
+	//
+	// Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// PromptEvalCount Tokens of the prompt.
+	PromptEvalCount int `json:"prompt_eval_count,omitempty"`
+
+	// PromptEvalDuration Nanoseconds spent reading the prompt.
+	PromptEvalDuration int64  `json:"prompt_eval_duration,omitempty"`
+	Response           string `json:"response"`
+
+	// TotalDuration Nanoseconds the whole call took on the model server.
+	TotalDuration int64 `json:"total_duration,omitempty"`
+}
+
+// OllamaGenerateRequest Ollama's completion request. Fields not listed here, such as `keep_alive`, are ignored.
+type OllamaGenerateRequest struct {
+	// Context A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Context *OllamaUnsupported `json:"context,omitempty"`
+
+	// Format A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Format *OllamaUnsupported `json:"format,omitempty"`
+
+	// Images A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Images *OllamaUnsupported `json:"images,omitempty"`
+
+	// Model A model, such as `llama3.2`, `llama3.2:latest` or `namespace/model:tag`.
+	//
+	// Example: llama3.2:latest
+	Model OllamaModelName `json:"model"`
+
+	// Options Model parameters (`temperature`, `seed`, `num_predict`, `num_ctx`, `top_k`, `top_p`, `stop`, ...),
+	// passed to the model as they are, within the bounds of `POST /v1/chat`: `num_ctx` at most
+	// `DS_CHAT_MAX_CONTEXT`, `num_predict` from 1 to `DS_CHAT_MAX_PREDICT`; a value beyond them is a 422.
+	//
+	//
+	// Example: {"num_predict":128,"temperature":0}
+	Options *OllamaOptions `json:"options,omitempty"`
+
+	// Prompt Example: Why is the sky blue?
+	Prompt string `json:"prompt"`
+
+	// Raw A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Raw    *OllamaUnsupported `json:"raw,omitempty"`
+	Stream *bool              `json:"stream,omitempty"`
+
+	// Suffix A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Suffix *OllamaUnsupported `json:"suffix,omitempty"`
+
+	// System Instructions for the model, sent before the prompt as a system message.
+	System *string `json:"system,omitempty"`
+
+	// Template A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Template *OllamaUnsupported `json:"template,omitempty"`
+
+	// Think A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Think *OllamaUnsupported `json:"think,omitempty"`
+}
+
+// OllamaMessage defines model for OllamaMessage.
+type OllamaMessage struct {
+	// Content Example: Why is the sky blue?
+	Content *string `json:"content,omitempty"`
+
+	// Images A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+	// false, or an empty string, array or object) is a 400.
+	Images *OllamaUnsupported `json:"images,omitempty"`
+
+	// Role `tool` messages are not supported.
+	Role OllamaMessageRole `json:"role"`
+}
+
+// OllamaMessageRole `tool` messages are not supported.
+type OllamaMessageRole string
+
+// OllamaModel defines model for OllamaModel.
+type OllamaModel struct {
+	Details OllamaModelDetails `json:"details"`
+
+	// Digest Empty; the gateway's model list does not carry it.
+	Digest string `json:"digest"`
+
+	// Model Example: llama3.2:latest
+	Model      string    `json:"model"`
+	ModifiedAt time.Time `json:"modified_at"`
+
+	// Name Example: llama3.2:latest
+	Name string `json:"name"`
+
+	// Size Bytes on disk.
+	Size int64 `json:"size"`
+}
+
+// OllamaModelDetails defines model for OllamaModelDetails.
+type OllamaModelDetails struct {
+	Families []string `json:"families"`
+
+	// Family Example: llama
+	Family string `json:"family"`
+
+	// Format Such as `gguf`; empty when not known.
+	Format string `json:"format"`
+
+	// ParameterSize Example: 3.2B
+	ParameterSize string `json:"parameter_size"`
+	ParentModel   string `json:"parent_model"`
+
+	// QuantizationLevel Example: Q4_K_M
+	QuantizationLevel string `json:"quantization_level"`
+}
+
+// OllamaModelList defines model for OllamaModelList.
+type OllamaModelList struct {
+	Models []OllamaModel `json:"models"`
+}
+
+// OllamaModelName A model, such as `llama3.2`, `llama3.2:latest` or `namespace/model:tag`.
+//
+// Example: llama3.2:latest
+type OllamaModelName = string
+
+// OllamaOptions Model parameters (`temperature`, `seed`, `num_predict`, `num_ctx`, `top_k`, `top_p`, `stop`, ...),
+// passed to the model as they are, within the bounds of `POST /v1/chat`: `num_ctx` at most
+// `DS_CHAT_MAX_CONTEXT`, `num_predict` from 1 to `DS_CHAT_MAX_PREDICT`; a value beyond them is a 422.
+//
+// Example: {"num_predict":128,"temperature":0}
+type OllamaOptions map[string]interface{}
+
+// OllamaShowAnswer defines model for OllamaShowAnswer.
+type OllamaShowAnswer struct {
+	// Capabilities Example: ["completion"]
+	Capabilities []string           `json:"capabilities"`
+	Details      OllamaModelDetails `json:"details"`
+
+	// ModelInfo `general.architecture` and `<architecture>.context_length`, when known.
+	ModelInfo  map[string]interface{} `json:"model_info"`
+	ModifiedAt time.Time              `json:"modified_at"`
+
+	// Parameters The model's default parameters, one per line.
+	Parameters string `json:"parameters"`
+}
+
+// OllamaShowRequest Fields not listed here, such as `verbose`, are ignored.
+type OllamaShowRequest struct {
+	// Model A model, such as `llama3.2`, `llama3.2:latest` or `namespace/model:tag`.
+	//
+	// Example: llama3.2:latest
+	Model OllamaModelName `json:"model"`
+}
+
+// OllamaUnsupported A feature of Ollama that this gateway does not offer: a request that sets it (to anything but null,
+// false, or an empty string, array or object) is a 400.
+type OllamaUnsupported = any
+
+// OllamaVersion defines model for OllamaVersion.
+type OllamaVersion struct {
+	// Version Example: 0.1.0
+	Version string `json:"version"`
+}
+
+// OpenAIAssistantMessage defines model for OpenAIAssistantMessage.
+type OpenAIAssistantMessage struct {
+	Content string `json:"content"`
+
+	// Refusal Always null.
+	Refusal *string                    `json:"refusal"`
+	Role    OpenAIAssistantMessageRole `json:"role"`
+}
+
+// OpenAIAssistantMessageRole defines model for OpenAIAssistantMessage.Role.
+type OpenAIAssistantMessageRole string
+
+// OpenAIChatCompletion defines model for OpenAIChatCompletion.
+type OpenAIChatCompletion struct {
+	Choices []OpenAIChoice `json:"choices"`
+
+	// Created Unix seconds.
+	Created int64 `json:"created"`
+
+	// Id Example: chatcmpl-9d2b5b1e0c5e4d578a0e2b9d2d3c4e5f
+	Id string `json:"id"`
+
+	// Model The model that answered.
+	Model  string                     `json:"model"`
+	Object OpenAIChatCompletionObject `json:"object"`
+	Usage  OpenAIUsage                `json:"usage"`
+}
+
+// OpenAIChatCompletionObject defines model for OpenAIChatCompletion.Object.
+type OpenAIChatCompletionObject string
+
+// OpenAIChatCompletionChunk The data of each event of a streamed chat completion.
+type OpenAIChatCompletionChunk struct {
+	// Choices One choice; none in the usage chunk.
+	Choices []OpenAIChunkChoice `json:"choices"`
+	Created int64               `json:"created"`
+
+	// Id The same for every chunk of a completion.
+	Id     string                          `json:"id"`
+	Model  string                          `json:"model"`
+	Object OpenAIChatCompletionChunkObject `json:"object"`
+	Usage  *OpenAIUsage                    `json:"usage,omitempty"`
+}
+
+// OpenAIChatCompletionChunkObject defines model for OpenAIChatCompletionChunk.Object.
+type OpenAIChatCompletionChunkObject string
+
+// OpenAIChatCompletionRequest A chat completion request; fields not listed here are accepted and ignored.
+type OpenAIChatCompletionRequest struct {
+	// Functions Not supported; a non-empty list is a 400.
+	Functions *[]map[string]interface{} `json:"functions,omitempty"`
+
+	// Logprobs Not supported; true is a 400.
+	Logprobs *bool `json:"logprobs,omitempty"`
+
+	// MaxCompletionTokens The most tokens to generate, at most `DS_CHAT_MAX_PREDICT` (default 4096).
+	MaxCompletionTokens *int `json:"max_completion_tokens,omitempty"`
+
+	// MaxTokens The older name of `max_completion_tokens`, which wins when both are sent.
+	MaxTokens *int `json:"max_tokens,omitempty"`
+
+	// Messages The whole conversation so far, oldest first.
+	Messages []OpenAIChatMessage `json:"messages"`
+
+	// Model Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// N Only 1 is supported.
+	N    *int `json:"n,omitempty"`
+	Seed *int `json:"seed,omitempty"`
+
+	// Stop A sequence, or a list of sequences, at which the model stops.
+	Stop *OpenAIChatCompletionRequest_Stop `json:"stop,omitempty"`
+
+	// Stream Answer as a stream of chunks.
+	Stream        *bool `json:"stream,omitempty"`
+	StreamOptions *struct {
+		// IncludeUsage Send a last chunk with the usage and no choices.
+		IncludeUsage *bool `json:"include_usage,omitempty"`
+	} `json:"stream_options,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+
+	// Tools Not supported; a non-empty list is a 400.
+	Tools *[]map[string]interface{} `json:"tools,omitempty"`
+
+	// TopLogprobs Not supported; above 0 is a 400.
+	TopLogprobs *int     `json:"top_logprobs,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+
+	// User Accepted and ignored.
+	User *string `json:"user,omitempty"`
+}
+
+// OpenAIChatCompletionRequestStop0 defines model for OpenAIChatCompletionRequest.Stop.0.
+type OpenAIChatCompletionRequestStop0 = string
+
+// OpenAIChatCompletionRequestStop1 defines model for OpenAIChatCompletionRequest.Stop.1.
+type OpenAIChatCompletionRequestStop1 = []string
+
+// OpenAIChatCompletionRequest_Stop A sequence, or a list of sequences, at which the model stops.
+type OpenAIChatCompletionRequest_Stop struct {
+	union json.RawMessage
+}
+
+// OpenAIChatMessage defines model for OpenAIChatMessage.
+type OpenAIChatMessage struct {
+	// Content The text, or a list of text parts, which are joined with a line break.
+	Content OpenAIChatMessage_Content `json:"content"`
+
+	// Name Accepted and ignored.
+	Name *string               `json:"name,omitempty"`
+	Role OpenAIChatMessageRole `json:"role"`
+}
+
+// OpenAIChatMessageContent0 defines model for OpenAIChatMessage.Content.0.
+type OpenAIChatMessageContent0 = string
+
+// OpenAIChatMessageContent1 defines model for OpenAIChatMessage.Content.1.
+type OpenAIChatMessageContent1 = []OpenAIContentPart
+
+// OpenAIChatMessage_Content The text, or a list of text parts, which are joined with a line break.
+type OpenAIChatMessage_Content struct {
+	union json.RawMessage
+}
+
+// OpenAIChatMessageRole defines model for OpenAIChatMessage.Role.
+type OpenAIChatMessageRole string
+
+// OpenAIChoice defines model for OpenAIChoice.
+type OpenAIChoice struct {
+	// FinishReason Why the model stopped, from the model server's `done_reason`.
+	FinishReason OpenAIFinishReason `json:"finish_reason"`
+	Index        int                `json:"index"`
+
+	// Logprobs Always null.
+	Logprobs *map[string]interface{} `json:"logprobs"`
+	Message  OpenAIAssistantMessage  `json:"message"`
+}
+
+// OpenAIChunkChoice defines model for OpenAIChunkChoice.
+type OpenAIChunkChoice struct {
+	Delta        OpenAIDelta                    `json:"delta"`
+	FinishReason *OpenAIChunkChoiceFinishReason `json:"finish_reason"`
+	Index        int                            `json:"index"`
+}
+
+// OpenAIChunkChoiceFinishReason defines model for OpenAIChunkChoice.FinishReason.
+type OpenAIChunkChoiceFinishReason string
+
+// OpenAIContentPart defines model for OpenAIContentPart.
+type OpenAIContentPart struct {
+	// Text Example: Why is the sky blue?
+	Text *string `json:"text,omitempty"`
+
+	// Type Only `text`; `image_url`, `input_audio` and `file` parts are refused with 400.
+	//
+	// Example: text
+	Type string `json:"type"`
+}
+
+// OpenAIDelta defines model for OpenAIDelta.
+type OpenAIDelta struct {
+	Content *string          `json:"content,omitempty"`
+	Role    *OpenAIDeltaRole `json:"role,omitempty"`
+}
+
+// OpenAIDeltaRole defines model for OpenAIDelta.Role.
+type OpenAIDeltaRole string
+
+// OpenAIEmbedding defines model for OpenAIEmbedding.
+type OpenAIEmbedding struct {
+	// Embedding The vector, or the base64 of its little-endian float32 values with `encoding_format` base64.
+	Embedding OpenAIEmbedding_Embedding `json:"embedding"`
+	Index     int                       `json:"index"`
+	Object    OpenAIEmbeddingObject     `json:"object"`
+}
+
+// OpenAIEmbeddingEmbedding0 defines model for OpenAIEmbedding.Embedding.0.
+type OpenAIEmbeddingEmbedding0 = []float64
+
+// OpenAIEmbeddingEmbedding1 defines model for OpenAIEmbedding.Embedding.1.
+type OpenAIEmbeddingEmbedding1 = string
+
+// OpenAIEmbedding_Embedding The vector, or the base64 of its little-endian float32 values with `encoding_format` base64.
+type OpenAIEmbedding_Embedding struct {
+	union json.RawMessage
+}
+
+// OpenAIEmbeddingObject defines model for OpenAIEmbedding.Object.
+type OpenAIEmbeddingObject string
+
+// OpenAIEmbeddingList defines model for OpenAIEmbeddingList.
+type OpenAIEmbeddingList struct {
+	Data []OpenAIEmbedding `json:"data"`
+
+	// Model The model that answered.
+	Model  string                    `json:"model"`
+	Object OpenAIEmbeddingListObject `json:"object"`
+	Usage  OpenAIEmbeddingUsage      `json:"usage"`
+}
+
+// OpenAIEmbeddingListObject defines model for OpenAIEmbeddingList.Object.
+type OpenAIEmbeddingListObject string
+
+// OpenAIEmbeddingRequest An embedding request; fields not listed here are accepted and ignored.
+type OpenAIEmbeddingRequest struct {
+	// Dimensions Not supported; any value is a 400.
+	Dimensions     *int                                  `json:"dimensions,omitempty"`
+	EncodingFormat *OpenAIEmbeddingRequestEncodingFormat `json:"encoding_format,omitempty"`
+
+	// Input A text, or a list of texts.
+	Input OpenAIEmbeddingRequest_Input `json:"input"`
+
+	// Model Example: llama3.2:latest
+	Model string `json:"model"`
+
+	// User Accepted and ignored.
+	User *string `json:"user,omitempty"`
+}
+
+// OpenAIEmbeddingRequestEncodingFormat defines model for OpenAIEmbeddingRequest.EncodingFormat.
+type OpenAIEmbeddingRequestEncodingFormat string
+
+// OpenAIEmbeddingRequestInput0 defines model for OpenAIEmbeddingRequest.Input.0.
+type OpenAIEmbeddingRequestInput0 = string
+
+// OpenAIEmbeddingRequestInput1 defines model for OpenAIEmbeddingRequest.Input.1.
+type OpenAIEmbeddingRequestInput1 = []string
+
+// OpenAIEmbeddingRequest_Input A text, or a list of texts.
+type OpenAIEmbeddingRequest_Input struct {
+	union json.RawMessage
+}
+
+// OpenAIEmbeddingUsage defines model for OpenAIEmbeddingUsage.
+type OpenAIEmbeddingUsage struct {
+	PromptTokens int `json:"prompt_tokens"`
+	TotalTokens  int `json:"total_tokens"`
+}
+
+// OpenAIError defines model for OpenAIError.
+type OpenAIError struct {
+	// Code A machine-readable reason, such as `model_not_found` or `rate_limit_exceeded`.
+	//
+	// Example: invalid_value
+	Code *string `json:"code"`
+
+	// Message What went wrong, for a person.
+	//
+	// Example: tools are not supported
+	Message string `json:"message"`
+
+	// Param The request field at fault, if one is.
+	//
+	// Example: tools
+	Param *string `json:"param"`
+
+	// Type The kind of error: `invalid_request_error`, `authentication_error`, `permission_error`, `not_found_error`, `rate_limit_error` or `server_error`.
+	//
+	// Example: invalid_request_error
+	Type string `json:"type"`
+}
+
+// OpenAIErrorResponse An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIErrorResponse struct {
+	Error OpenAIError `json:"error"`
+}
+
+// OpenAIFinishReason Why the model stopped, from the model server's `done_reason`.
+type OpenAIFinishReason string
+
+// OpenAIModel defines model for OpenAIModel.
+type OpenAIModel struct {
+	// Created When the model was last changed, in Unix seconds.
+	Created int64 `json:"created"`
+
+	// Id Example: llama3.2:latest
+	Id     string            `json:"id"`
+	Object OpenAIModelObject `json:"object"`
+
+	// OwnedBy The part of the id before its first `/`, or `library`.
+	//
+	// Example: library
+	OwnedBy string `json:"owned_by"`
+}
+
+// OpenAIModelObject defines model for OpenAIModel.Object.
+type OpenAIModelObject string
+
+// OpenAIModelList defines model for OpenAIModelList.
+type OpenAIModelList struct {
+	Data   []OpenAIModel         `json:"data"`
+	Object OpenAIModelListObject `json:"object"`
+}
+
+// OpenAIModelListObject defines model for OpenAIModelList.Object.
+type OpenAIModelListObject string
+
+// OpenAIUsage defines model for OpenAIUsage.
+type OpenAIUsage struct {
+	// CompletionTokens Example: 10
+	CompletionTokens int `json:"completion_tokens"`
+
+	// PromptTokens Example: 26
+	PromptTokens int `json:"prompt_tokens"`
+
+	// TotalTokens Example: 36
+	TotalTokens int `json:"total_tokens"`
+}
+
 // Problem An RFC 9457 problem details object.
 type Problem struct {
 	// Checks The state of each dependency, for readiness problems.
@@ -453,6 +1484,32 @@ type Usage struct {
 	PromptTokens int `json:"prompt_tokens"`
 }
 
+// UsageReport defines model for UsageReport.
+type UsageReport struct {
+	// From The first day of the period.
+	From  openapi_types.Date `json:"from"`
+	Items []UsageTotal       `json:"items"`
+
+	// To The last day of the period, included.
+	To openapi_types.Date `json:"to"`
+}
+
+// UsageTotal The calls of one group; only the key of the grouping is present (`day`, `model` or `user_id`).
+type UsageTotal struct {
+	CompletionTokens int64 `json:"completion_tokens"`
+
+	// Day A UTC day.
+	Day *openapi_types.Date `json:"day,omitempty"`
+
+	// Model The model that answered, as `GET /v1/models` lists it (`llama3.2:latest`, `gpu/llama-3.2-3b`).
+	Model        *string `json:"model,omitempty"`
+	PromptTokens int64   `json:"prompt_tokens"`
+
+	// Requests Model calls, whatever their outcome.
+	Requests int64               `json:"requests"`
+	UserId   *openapi_types.UUID `json:"user_id,omitempty"`
+}
+
 // User defines model for User.
 type User struct {
 	CreatedAt time.Time `json:"created_at"`
@@ -462,6 +1519,15 @@ type User struct {
 	Id    openapi_types.UUID `json:"id"`
 }
 
+// UserQuotas defines model for UserQuotas.
+type UserQuotas struct {
+	// TokensPerDay Tokens per UTC day; null for the default.
+	TokensPerDay *int64 `json:"tokens_per_day"`
+
+	// TokensPerMonth Tokens per calendar month (UTC); null for the default.
+	TokensPerMonth *int64 `json:"tokens_per_month"`
+}
+
 // ConversationID defines model for ConversationID.
 type ConversationID = openapi_types.UUID
 
@@ -469,6 +1535,15 @@ type ConversationID = openapi_types.UUID
 //
 // Example: llama3.2:latest
 type ModelNamePath = ModelName
+
+// OpenAIConversationHeader Example: new
+type OpenAIConversationHeader = string
+
+// UsageFrom Example: 2026-11-01
+type UsageFrom = openapi_types.Date
+
+// UsageTo Example: 2026-11-30
+type UsageTo = openapi_types.Date
 
 // BadGateway An RFC 9457 problem details object.
 type BadGateway = Problem
@@ -487,6 +1562,39 @@ type InternalError = Problem
 
 // NotFound An RFC 9457 problem details object.
 type NotFound = Problem
+
+// OpenAIBadGateway An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIBadGateway = OpenAIErrorResponse
+
+// OpenAIBadRequest An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIBadRequest = OpenAIErrorResponse
+
+// OpenAIForbidden An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIForbidden = OpenAIErrorResponse
+
+// OpenAIGatewayTimeout An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIGatewayTimeout = OpenAIErrorResponse
+
+// OpenAIInternalError An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIInternalError = OpenAIErrorResponse
+
+// OpenAINotFound An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAINotFound = OpenAIErrorResponse
+
+// OpenAIPayloadTooLarge An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIPayloadTooLarge = OpenAIErrorResponse
+
+// OpenAIServiceUnavailable An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIServiceUnavailable = OpenAIErrorResponse
+
+// OpenAITooManyRequests An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAITooManyRequests = OpenAIErrorResponse
+
+// OpenAIUnauthorized An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIUnauthorized = OpenAIErrorResponse
+
+// OpenAIUnsupportedMediaType An error of the OpenAI-compatible API, in OpenAI's shape.
+type OpenAIUnsupportedMediaType = OpenAIErrorResponse
 
 // PayloadTooLarge An RFC 9457 problem details object.
 type PayloadTooLarge = Problem
@@ -511,6 +1619,37 @@ type UnprocessableEntity = Problem
 
 // UnsupportedMediaType An RFC 9457 problem details object.
 type UnsupportedMediaType = Problem
+
+// OpenaiCreateChatCompletionParams defines parameters for OpenaiCreateChatCompletion.
+type OpenaiCreateChatCompletionParams struct {
+	// XDSConversationId `new` stores the exchange in a new conversation; the id of one of your conversations stores it there
+	// (another user's is a 404). Without it nothing is stored.
+	XDSConversationId *OpenAIConversationHeader `json:"X-DS-Conversation-Id,omitempty"`
+}
+
+// GetAdminUsageParams defines parameters for GetAdminUsage.
+type GetAdminUsageParams struct {
+	// From The first day of the period, in UTC.
+	From *UsageFrom `form:"from,omitempty" json:"from,omitempty"`
+
+	// To The last day of the period, in UTC, included; less than 366 days after `from`.
+	To *UsageTo `form:"to,omitempty" json:"to,omitempty"`
+
+	// GroupBy What the totals are summed by.
+	GroupBy *GetAdminUsageParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+}
+
+// GetAdminUsageParamsGroupBy defines parameters for GetAdminUsage.
+type GetAdminUsageParamsGroupBy string
+
+// ListUsersParams defines parameters for ListUsers.
+type ListUsersParams struct {
+	// Limit Page size.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
 
 // ListConversationsParams defines parameters for ListConversations.
 type ListConversationsParams struct {
@@ -539,6 +1678,45 @@ type ListMyAuditEventsParams struct {
 	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// GetUsageParams defines parameters for GetUsage.
+type GetUsageParams struct {
+	// From The first day of the period, in UTC.
+	From *UsageFrom `form:"from,omitempty" json:"from,omitempty"`
+
+	// To The last day of the period, in UTC, included; less than 366 days after `from`.
+	To *UsageTo `form:"to,omitempty" json:"to,omitempty"`
+
+	// GroupBy What the totals are summed by.
+	GroupBy *GetUsageParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+}
+
+// GetUsageParamsGroupBy defines parameters for GetUsage.
+type GetUsageParamsGroupBy string
+
+// OllamaChatJSONRequestBody defines body for OllamaChat for application/json ContentType.
+type OllamaChatJSONRequestBody = OllamaChatRequest
+
+// OllamaEmbedJSONRequestBody defines body for OllamaEmbed for application/json ContentType.
+type OllamaEmbedJSONRequestBody = OllamaEmbedRequest
+
+// OllamaGenerateJSONRequestBody defines body for OllamaGenerate for application/json ContentType.
+type OllamaGenerateJSONRequestBody = OllamaGenerateRequest
+
+// OllamaShowJSONRequestBody defines body for OllamaShow for application/json ContentType.
+type OllamaShowJSONRequestBody = OllamaShowRequest
+
+// OpenaiCreateChatCompletionJSONRequestBody defines body for OpenaiCreateChatCompletion for application/json ContentType.
+type OpenaiCreateChatCompletionJSONRequestBody = OpenAIChatCompletionRequest
+
+// OpenaiCreateEmbeddingJSONRequestBody defines body for OpenaiCreateEmbedding for application/json ContentType.
+type OpenaiCreateEmbeddingJSONRequestBody = OpenAIEmbeddingRequest
+
+// UpdateUserJSONRequestBody defines body for UpdateUser for application/json ContentType.
+type UpdateUserJSONRequestBody = UserQuotas
+
+// CreateAPIKeyJSONRequestBody defines body for CreateAPIKey for application/json ContentType.
+type CreateAPIKeyJSONRequestBody = NewAPIKey
+
 // LoginJSONRequestBody defines body for Login for application/json ContentType.
 type LoginJSONRequestBody = Credentials
 
@@ -562,6 +1740,316 @@ type UpdateConversationJSONRequestBody = ConversationUpdate
 
 // DeleteMeJSONRequestBody defines body for DeleteMe for application/json ContentType.
 type DeleteMeJSONRequestBody = DeleteAccountRequest
+
+// AsOllamaEmbedRequestInput0 returns the union data inside the OllamaEmbedRequest_Input as a OllamaEmbedRequestInput0
+func (t OllamaEmbedRequest_Input) AsOllamaEmbedRequestInput0() (OllamaEmbedRequestInput0, error) {
+	var body OllamaEmbedRequestInput0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOllamaEmbedRequestInput0 overwrites any union data inside the OllamaEmbedRequest_Input as the provided OllamaEmbedRequestInput0
+func (t *OllamaEmbedRequest_Input) FromOllamaEmbedRequestInput0(v OllamaEmbedRequestInput0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOllamaEmbedRequestInput0 performs a merge with any union data inside the OllamaEmbedRequest_Input, using the provided OllamaEmbedRequestInput0
+func (t *OllamaEmbedRequest_Input) MergeOllamaEmbedRequestInput0(v OllamaEmbedRequestInput0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOllamaEmbedRequestInput1 returns the union data inside the OllamaEmbedRequest_Input as a OllamaEmbedRequestInput1
+func (t OllamaEmbedRequest_Input) AsOllamaEmbedRequestInput1() (OllamaEmbedRequestInput1, error) {
+	var body OllamaEmbedRequestInput1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOllamaEmbedRequestInput1 overwrites any union data inside the OllamaEmbedRequest_Input as the provided OllamaEmbedRequestInput1
+func (t *OllamaEmbedRequest_Input) FromOllamaEmbedRequestInput1(v OllamaEmbedRequestInput1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOllamaEmbedRequestInput1 performs a merge with any union data inside the OllamaEmbedRequest_Input, using the provided OllamaEmbedRequestInput1
+func (t *OllamaEmbedRequest_Input) MergeOllamaEmbedRequestInput1(v OllamaEmbedRequestInput1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OllamaEmbedRequest_Input) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OllamaEmbedRequest_Input) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIChatCompletionRequestStop0 returns the union data inside the OpenAIChatCompletionRequest_Stop as a OpenAIChatCompletionRequestStop0
+func (t OpenAIChatCompletionRequest_Stop) AsOpenAIChatCompletionRequestStop0() (OpenAIChatCompletionRequestStop0, error) {
+	var body OpenAIChatCompletionRequestStop0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIChatCompletionRequestStop0 overwrites any union data inside the OpenAIChatCompletionRequest_Stop as the provided OpenAIChatCompletionRequestStop0
+func (t *OpenAIChatCompletionRequest_Stop) FromOpenAIChatCompletionRequestStop0(v OpenAIChatCompletionRequestStop0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIChatCompletionRequestStop0 performs a merge with any union data inside the OpenAIChatCompletionRequest_Stop, using the provided OpenAIChatCompletionRequestStop0
+func (t *OpenAIChatCompletionRequest_Stop) MergeOpenAIChatCompletionRequestStop0(v OpenAIChatCompletionRequestStop0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIChatCompletionRequestStop1 returns the union data inside the OpenAIChatCompletionRequest_Stop as a OpenAIChatCompletionRequestStop1
+func (t OpenAIChatCompletionRequest_Stop) AsOpenAIChatCompletionRequestStop1() (OpenAIChatCompletionRequestStop1, error) {
+	var body OpenAIChatCompletionRequestStop1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIChatCompletionRequestStop1 overwrites any union data inside the OpenAIChatCompletionRequest_Stop as the provided OpenAIChatCompletionRequestStop1
+func (t *OpenAIChatCompletionRequest_Stop) FromOpenAIChatCompletionRequestStop1(v OpenAIChatCompletionRequestStop1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIChatCompletionRequestStop1 performs a merge with any union data inside the OpenAIChatCompletionRequest_Stop, using the provided OpenAIChatCompletionRequestStop1
+func (t *OpenAIChatCompletionRequest_Stop) MergeOpenAIChatCompletionRequestStop1(v OpenAIChatCompletionRequestStop1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIChatCompletionRequest_Stop) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIChatCompletionRequest_Stop) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIChatMessageContent0 returns the union data inside the OpenAIChatMessage_Content as a OpenAIChatMessageContent0
+func (t OpenAIChatMessage_Content) AsOpenAIChatMessageContent0() (OpenAIChatMessageContent0, error) {
+	var body OpenAIChatMessageContent0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIChatMessageContent0 overwrites any union data inside the OpenAIChatMessage_Content as the provided OpenAIChatMessageContent0
+func (t *OpenAIChatMessage_Content) FromOpenAIChatMessageContent0(v OpenAIChatMessageContent0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIChatMessageContent0 performs a merge with any union data inside the OpenAIChatMessage_Content, using the provided OpenAIChatMessageContent0
+func (t *OpenAIChatMessage_Content) MergeOpenAIChatMessageContent0(v OpenAIChatMessageContent0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIChatMessageContent1 returns the union data inside the OpenAIChatMessage_Content as a OpenAIChatMessageContent1
+func (t OpenAIChatMessage_Content) AsOpenAIChatMessageContent1() (OpenAIChatMessageContent1, error) {
+	var body OpenAIChatMessageContent1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIChatMessageContent1 overwrites any union data inside the OpenAIChatMessage_Content as the provided OpenAIChatMessageContent1
+func (t *OpenAIChatMessage_Content) FromOpenAIChatMessageContent1(v OpenAIChatMessageContent1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIChatMessageContent1 performs a merge with any union data inside the OpenAIChatMessage_Content, using the provided OpenAIChatMessageContent1
+func (t *OpenAIChatMessage_Content) MergeOpenAIChatMessageContent1(v OpenAIChatMessageContent1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIChatMessage_Content) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIChatMessage_Content) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIEmbeddingEmbedding0 returns the union data inside the OpenAIEmbedding_Embedding as a OpenAIEmbeddingEmbedding0
+func (t OpenAIEmbedding_Embedding) AsOpenAIEmbeddingEmbedding0() (OpenAIEmbeddingEmbedding0, error) {
+	var body OpenAIEmbeddingEmbedding0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingEmbedding0 overwrites any union data inside the OpenAIEmbedding_Embedding as the provided OpenAIEmbeddingEmbedding0
+func (t *OpenAIEmbedding_Embedding) FromOpenAIEmbeddingEmbedding0(v OpenAIEmbeddingEmbedding0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingEmbedding0 performs a merge with any union data inside the OpenAIEmbedding_Embedding, using the provided OpenAIEmbeddingEmbedding0
+func (t *OpenAIEmbedding_Embedding) MergeOpenAIEmbeddingEmbedding0(v OpenAIEmbeddingEmbedding0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIEmbeddingEmbedding1 returns the union data inside the OpenAIEmbedding_Embedding as a OpenAIEmbeddingEmbedding1
+func (t OpenAIEmbedding_Embedding) AsOpenAIEmbeddingEmbedding1() (OpenAIEmbeddingEmbedding1, error) {
+	var body OpenAIEmbeddingEmbedding1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingEmbedding1 overwrites any union data inside the OpenAIEmbedding_Embedding as the provided OpenAIEmbeddingEmbedding1
+func (t *OpenAIEmbedding_Embedding) FromOpenAIEmbeddingEmbedding1(v OpenAIEmbeddingEmbedding1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingEmbedding1 performs a merge with any union data inside the OpenAIEmbedding_Embedding, using the provided OpenAIEmbeddingEmbedding1
+func (t *OpenAIEmbedding_Embedding) MergeOpenAIEmbeddingEmbedding1(v OpenAIEmbeddingEmbedding1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIEmbedding_Embedding) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIEmbedding_Embedding) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsOpenAIEmbeddingRequestInput0 returns the union data inside the OpenAIEmbeddingRequest_Input as a OpenAIEmbeddingRequestInput0
+func (t OpenAIEmbeddingRequest_Input) AsOpenAIEmbeddingRequestInput0() (OpenAIEmbeddingRequestInput0, error) {
+	var body OpenAIEmbeddingRequestInput0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingRequestInput0 overwrites any union data inside the OpenAIEmbeddingRequest_Input as the provided OpenAIEmbeddingRequestInput0
+func (t *OpenAIEmbeddingRequest_Input) FromOpenAIEmbeddingRequestInput0(v OpenAIEmbeddingRequestInput0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingRequestInput0 performs a merge with any union data inside the OpenAIEmbeddingRequest_Input, using the provided OpenAIEmbeddingRequestInput0
+func (t *OpenAIEmbeddingRequest_Input) MergeOpenAIEmbeddingRequestInput0(v OpenAIEmbeddingRequestInput0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsOpenAIEmbeddingRequestInput1 returns the union data inside the OpenAIEmbeddingRequest_Input as a OpenAIEmbeddingRequestInput1
+func (t OpenAIEmbeddingRequest_Input) AsOpenAIEmbeddingRequestInput1() (OpenAIEmbeddingRequestInput1, error) {
+	var body OpenAIEmbeddingRequestInput1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromOpenAIEmbeddingRequestInput1 overwrites any union data inside the OpenAIEmbeddingRequest_Input as the provided OpenAIEmbeddingRequestInput1
+func (t *OpenAIEmbeddingRequest_Input) FromOpenAIEmbeddingRequestInput1(v OpenAIEmbeddingRequestInput1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeOpenAIEmbeddingRequestInput1 performs a merge with any union data inside the OpenAIEmbeddingRequest_Input, using the provided OpenAIEmbeddingRequestInput1
+func (t *OpenAIEmbeddingRequest_Input) MergeOpenAIEmbeddingRequestInput1(v OpenAIEmbeddingRequestInput1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t OpenAIEmbeddingRequest_Input) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *OpenAIEmbeddingRequest_Input) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -642,6 +2130,209 @@ type ClientInterface interface {
 	// Corresponds with GET /healthz (the `GetHealth` operationId).
 	GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// OllamaChatWithBody Chat with a model, as Ollama's POST /api/chat
+	//
+	// Ollama's chat route for Ollama's own clients (see the `ollama` tag). Nothing is stored: the client sends
+	// the whole conversation every time. `stream` defaults to true, as in Ollama: the answer is then
+	// `application/x-ndjson`, one `OllamaChatAnswer` per line, each flushed as the model writes it; the last
+	// line has `done: true`, `done_reason` and the counters (durations in nanoseconds; counters that are zero
+	// are left out, as Ollama does). With `stream: false` the answer is one `OllamaChatAnswer`. A failure
+	// before the first line is an ordinary error answer with its status; a failure after it keeps the status
+	// 200 and ends the stream with one line `{"error": "..."}` and no `done` line, as Ollama does.
+	//
+	// `options` go to the model within the bounds of `POST /v1/chat` (`num_ctx`, `num_predict`: 422 beyond
+	// them). `tools`, `format`, `think` and message `images` are not supported: a request that sets them is a
+	// 400. `keep_alive` and other fields are ignored. The limits of `POST /v1/chat` apply: 429
+	// `too-many-streams`, and 503 with `Retry-After` when the instance or the model server is busy.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /ollama/api/chat (the `OllamaChat` operationId).
+	OllamaChatWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OllamaChat Chat with a model, as Ollama's POST /api/chat
+	//
+	// Ollama's chat route for Ollama's own clients (see the `ollama` tag). Nothing is stored: the client sends
+	// the whole conversation every time. `stream` defaults to true, as in Ollama: the answer is then
+	// `application/x-ndjson`, one `OllamaChatAnswer` per line, each flushed as the model writes it; the last
+	// line has `done: true`, `done_reason` and the counters (durations in nanoseconds; counters that are zero
+	// are left out, as Ollama does). With `stream: false` the answer is one `OllamaChatAnswer`. A failure
+	// before the first line is an ordinary error answer with its status; a failure after it keeps the status
+	// 200 and ends the stream with one line `{"error": "..."}` and no `done` line, as Ollama does.
+	//
+	// `options` go to the model within the bounds of `POST /v1/chat` (`num_ctx`, `num_predict`: 422 beyond
+	// them). `tools`, `format`, `think` and message `images` are not supported: a request that sets them is a
+	// 400. `keep_alive` and other fields are ignored. The limits of `POST /v1/chat` apply: 429
+	// `too-many-streams`, and 503 with `Retry-After` when the instance or the model server is busy.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /ollama/api/chat (the `OllamaChat` operationId).
+	OllamaChat(ctx context.Context, body OllamaChatJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OllamaEmbedWithBody Embed texts, as Ollama's POST /api/embed
+	//
+	// One vector per input text, in the order of `input` (one text or a list of them). The limits of
+	// `POST /v1/chat` apply. `truncate`, `dimensions`, `options` and `keep_alive` are ignored.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /ollama/api/embed (the `OllamaEmbed` operationId).
+	OllamaEmbedWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OllamaEmbed Embed texts, as Ollama's POST /api/embed
+	//
+	// One vector per input text, in the order of `input` (one text or a list of them). The limits of
+	// `POST /v1/chat` apply. `truncate`, `dimensions`, `options` and `keep_alive` are ignored.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /ollama/api/embed (the `OllamaEmbed` operationId).
+	OllamaEmbed(ctx context.Context, body OllamaEmbedJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OllamaGenerateWithBody Complete a prompt, as Ollama's POST /api/generate
+	//
+	// Ollama's completion route: `prompt`, after `system` when it is given, becomes one chat turn, answered
+	// as `POST /ollama/api/chat` answers (streamed by default, the same errors and limits), with `response`
+	// in place of `message`. The final line has no `context`: send the conversation to
+	// `/ollama/api/chat` instead. `images`, `format`, `think`, `suffix`, `context`, `raw` and `template` are
+	// not supported: a request that sets them is a 400.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /ollama/api/generate (the `OllamaGenerate` operationId).
+	OllamaGenerateWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OllamaGenerate Complete a prompt, as Ollama's POST /api/generate
+	//
+	// Ollama's completion route: `prompt`, after `system` when it is given, becomes one chat turn, answered
+	// as `POST /ollama/api/chat` answers (streamed by default, the same errors and limits), with `response`
+	// in place of `message`. The final line has no `context`: send the conversation to
+	// `/ollama/api/chat` instead. `images`, `format`, `think`, `suffix`, `context`, `raw` and `template` are
+	// not supported: a request that sets them is a 400.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /ollama/api/generate (the `OllamaGenerate` operationId).
+	OllamaGenerate(ctx context.Context, body OllamaGenerateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OllamaShowWithBody Show one model, as Ollama's POST /api/show
+	//
+	// The model's details, default parameters, capabilities and, in `model_info`, its architecture and
+	// context length when the model server tells them. `modelfile`, `template`, `license` and `tensors` are
+	// left out; `verbose` is ignored.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /ollama/api/show (the `OllamaShow` operationId).
+	OllamaShowWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OllamaShow Show one model, as Ollama's POST /api/show
+	//
+	// The model's details, default parameters, capabilities and, in `model_info`, its architecture and
+	// context length when the model server tells them. `modelfile`, `template`, `license` and `tensors` are
+	// left out; `verbose` is ignored.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /ollama/api/show (the `OllamaShow` operationId).
+	OllamaShow(ctx context.Context, body OllamaShowJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OllamaTags List the models, as Ollama's GET /api/tags
+	//
+	// The models the model server has. `digest` and `details.format` are empty: the gateway's model list
+	// does not carry them (`POST /ollama/api/show` tells the format).
+	//
+	// Corresponds with GET /ollama/api/tags (the `OllamaTags` operationId).
+	OllamaTags(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OllamaVersion This API's version, as Ollama's GET /api/version
+	//
+	// The version of this gateway's API (the contract's `info.version`), not of the model server.
+	//
+	// Corresponds with GET /ollama/api/version (the `OllamaVersion` operationId).
+	OllamaVersion(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiCreateChatCompletionWithBody Create a chat completion (OpenAI-compatible)
+	//
+	// OpenAI's Chat Completions API, for the official OpenAI clients pointed at `/openai/v1`. Fields the
+	// gateway does not know are ignored; asking for what it cannot do (tools or functions, `n` above 1,
+	// `logprobs`, image, audio or file content parts, roles other than `system`, `user` and `assistant`) is a
+	// 400. `max_completion_tokens` (or the older `max_tokens`) becomes the model's `num_predict`, within
+	// `DS_CHAT_MAX_PREDICT`. Errors are OpenAI error objects with the request id in `X-Request-ID`.
+	//
+	// Nothing is stored by default. With `X-DS-Conversation-Id: new`, or the id of one of your
+	// conversations, the last message and the answer are stored in that conversation (the client sends the
+	// whole history, as OpenAI clients do), and the answer carries the conversation's id in the same header.
+	//
+	// With `stream: true` the answer is `text/event-stream`: `chat.completion.chunk` objects as `data:`
+	// lines, the first with the role, then one per piece of the answer, then one with `finish_reason`, with
+	// `stream_options.include_usage` a last one with `usage` and no choices, and finally `data: [DONE]`. A
+	// failure after the stream began is a `data:` line with an OpenAI error object, and no `[DONE]`. Limits
+	// are those of `POST /v1/chat`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+	OpenaiCreateChatCompletionWithBody(ctx context.Context, params *OpenaiCreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiCreateChatCompletion Create a chat completion (OpenAI-compatible)
+	//
+	// OpenAI's Chat Completions API, for the official OpenAI clients pointed at `/openai/v1`. Fields the
+	// gateway does not know are ignored; asking for what it cannot do (tools or functions, `n` above 1,
+	// `logprobs`, image, audio or file content parts, roles other than `system`, `user` and `assistant`) is a
+	// 400. `max_completion_tokens` (or the older `max_tokens`) becomes the model's `num_predict`, within
+	// `DS_CHAT_MAX_PREDICT`. Errors are OpenAI error objects with the request id in `X-Request-ID`.
+	//
+	// Nothing is stored by default. With `X-DS-Conversation-Id: new`, or the id of one of your
+	// conversations, the last message and the answer are stored in that conversation (the client sends the
+	// whole history, as OpenAI clients do), and the answer carries the conversation's id in the same header.
+	//
+	// With `stream: true` the answer is `text/event-stream`: `chat.completion.chunk` objects as `data:`
+	// lines, the first with the role, then one per piece of the answer, then one with `finish_reason`, with
+	// `stream_options.include_usage` a last one with `usage` and no choices, and finally `data: [DONE]`. A
+	// failure after the stream began is a `data:` line with an OpenAI error object, and no `[DONE]`. Limits
+	// are those of `POST /v1/chat`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+	OpenaiCreateChatCompletion(ctx context.Context, params *OpenaiCreateChatCompletionParams, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiCreateEmbeddingWithBody Create embeddings (OpenAI-compatible)
+	//
+	// One vector per input text, from the model server's embedding call, as floats or, with
+	// `encoding_format: base64`, as the base64 of their little-endian float32 bytes (what the official clients
+	// ask for by default). `dimensions` is not supported (400). Limits are those of `POST /v1/chat`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbedding` operationId).
+	OpenaiCreateEmbeddingWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiCreateEmbedding Create embeddings (OpenAI-compatible)
+	//
+	// One vector per input text, from the model server's embedding call, as floats or, with
+	// `encoding_format: base64`, as the base64 of their little-endian float32 bytes (what the official clients
+	// ask for by default). `dimensions` is not supported (400). Limits are those of `POST /v1/chat`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbedding` operationId).
+	OpenaiCreateEmbedding(ctx context.Context, body OpenaiCreateEmbeddingJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiListModels List the models (OpenAI-compatible)
+	//
+	// The models the model server has, as OpenAI model objects; `created` is when the model was last changed.
+	//
+	// Corresponds with GET /openai/v1/models (the `OpenaiListModels` operationId).
+	OpenaiListModels(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// OpenaiGetModel Show one model (OpenAI-compatible)
+	//
+	// Corresponds with GET /openai/v1/models/{model} (the `OpenaiGetModel` operationId).
+	OpenaiGetModel(ctx context.Context, model string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetOpenAPI This contract
 	//
 	// Corresponds with GET /openapi.yaml (the `GetOpenAPI` operationId).
@@ -649,8 +2340,96 @@ type ClientInterface interface {
 
 	// GetReadiness Readiness: the database answers
 	//
+	// Ready when the database answers. `checks` also reports each model server as `upstream:<name>`
+	// (`upstream:ollama` for the one server of `DS_OLLAMA_URL`), `ok` or `unavailable`, checked with a
+	// short timeout; a model server that does not answer leaves the instance ready, since it still serves
+	// everything else and every instance shares its model servers.
+	//
 	// Corresponds with GET /readyz (the `GetReadiness` operationId).
 	GetReadiness(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetAdminUsage Everybody's model calls and tokens, by user, model or day
+	//
+	// The same as `GET /v1/usage` over every account's calls, including those of accounts deleted since,
+	// summed by user, by model or by UTC day. Admins only.
+	//
+	// Corresponds with GET /v1/admin/usage (the `GetAdminUsage` operationId).
+	GetAdminUsage(ctx context.Context, params *GetAdminUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListUsers Every account, with its usage this month and its quotas
+	//
+	// The accounts in the order of their emails, ignoring letter case, each with its role, its model calls
+	// and tokens in the current calendar month (UTC) and its token quotas. Keyset-paginated like
+	// `GET /v1/conversations`. Admins only.
+	//
+	// Corresponds with GET /v1/admin/users (the `ListUsers` operationId).
+	ListUsers(ctx context.Context, params *ListUsersParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateUserWithBody Set a user's token quotas
+	//
+	// Sets both token quotas of the user: a number of tokens (prompt and completion together), or null for
+	// the default (`DS_QUOTA_TOKENS_PER_DAY`, `DS_QUOTA_TOKENS_PER_MONTH`). The change is recorded in your
+	// audit log (`quotas_set`), naming the user and the quotas before and after. Admins only.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /v1/admin/users/{id} (the `UpdateUser` operationId).
+	UpdateUserWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// UpdateUser Set a user's token quotas
+	//
+	// Sets both token quotas of the user: a number of tokens (prompt and completion together), or null for
+	// the default (`DS_QUOTA_TOKENS_PER_DAY`, `DS_QUOTA_TOKENS_PER_MONTH`). The change is recorded in your
+	// audit log (`quotas_set`), naming the user and the quotas before and after. Admins only.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /v1/admin/users/{id} (the `UpdateUser` operationId).
+	UpdateUser(ctx context.Context, id openapi_types.UUID, body UpdateUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListAPIKeys Your API keys
+	//
+	// Every API key of your account, newest first, with the first characters of its secret (`prefix`) to
+	// tell them apart; the secret itself is never shown again. `last_used_at` shows a key's first use at
+	// once and is then refreshed at most once a minute.
+	//
+	// Corresponds with GET /v1/api-keys (the `ListAPIKeys` operationId).
+	ListAPIKeys(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateAPIKeyWithBody Create an API key
+	//
+	// Creates a long-lived key that works as a bearer token (`Authorization: Bearer ds_...`) wherever an
+	// access token does, for the tools that cannot log in. The answer holds the secret, the only time it is
+	// shown: the server keeps only its SHA-256. A key is never refreshed; it works until it expires
+	// (`expires_at`, which must be in the future; none when absent), is revoked, or its account is deleted.
+	// An account has at most `DS_MAX_API_KEYS_PER_USER` (50) keys that have not expired: one more is a
+	// `409`.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/api-keys (the `CreateAPIKey` operationId).
+	CreateAPIKeyWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CreateAPIKey Create an API key
+	//
+	// Creates a long-lived key that works as a bearer token (`Authorization: Bearer ds_...`) wherever an
+	// access token does, for the tools that cannot log in. The answer holds the secret, the only time it is
+	// shown: the server keeps only its SHA-256. A key is never refreshed; it works until it expires
+	// (`expires_at`, which must be in the future; none when absent), is revoked, or its account is deleted.
+	// An account has at most `DS_MAX_API_KEYS_PER_USER` (50) keys that have not expired: one more is a
+	// `409`.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/api-keys (the `CreateAPIKey` operationId).
+	CreateAPIKey(ctx context.Context, body CreateAPIKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteAPIKey Revoke an API key
+	//
+	// Deletes the key. It stops working at once, on every instance.
+	//
+	// Corresponds with DELETE /v1/api-keys/{id} (the `DeleteAPIKey` operationId).
+	DeleteAPIKey(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// LoginWithBody Log in with email and password
 	//
@@ -867,7 +2646,8 @@ type ClientInterface interface {
 	// ListMyAuditEvents Your security events, newest first
 	//
 	// The security events of your account: sign-up, logins that succeeded or failed, refresh-token reuse,
-	// logouts and refused account deletions, with the client address, User-Agent and request id of each.
+	// logouts, refused account deletions, and API keys created and revoked, with the client address,
+	// User-Agent and request id of each.
 	// Keyset-paginated like `GET /v1/conversations`.
 	//
 	// Corresponds with GET /v1/me/audit (the `ListMyAuditEvents` operationId).
@@ -882,6 +2662,18 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/models/{name} (the `GetModel` operationId).
 	GetModel(ctx context.Context, name ModelNamePath, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetUsage Your model calls and tokens, by day or by model
+	//
+	// Sums the model calls you made from the day `from` to the day `to` (UTC, both included), whatever
+	// their route and their outcome (`complete`, `incomplete` or `error`), by UTC day or by model. Without
+	// `to` the period ends with the month of `from`; without `from` it starts with the month of `to`;
+	// without either it is the current month. A call is counted on the day it ended, within about two
+	// seconds of its end. When a stream ended early and the model server gave no counts, its completion
+	// tokens are the chunks that were delivered (about one token each).
+	//
+	// Corresponds with GET /v1/usage (the `GetUsage` operationId).
+	GetUsage(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // GetHealth Liveness: the process is up
@@ -889,6 +2681,369 @@ type ClientInterface interface {
 // Corresponds with GET /healthz (the `GetHealth` operationId).
 func (c *Client) GetHealth(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetHealthRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OllamaChatWithBody Chat with a model, as Ollama's POST /api/chat
+//
+// Ollama's chat route for Ollama's own clients (see the `ollama` tag). Nothing is stored: the client sends
+// the whole conversation every time. `stream` defaults to true, as in Ollama: the answer is then
+// `application/x-ndjson`, one `OllamaChatAnswer` per line, each flushed as the model writes it; the last
+// line has `done: true`, `done_reason` and the counters (durations in nanoseconds; counters that are zero
+// are left out, as Ollama does). With `stream: false` the answer is one `OllamaChatAnswer`. A failure
+// before the first line is an ordinary error answer with its status; a failure after it keeps the status
+// 200 and ends the stream with one line `{"error": "..."}` and no `done` line, as Ollama does.
+//
+// `options` go to the model within the bounds of `POST /v1/chat` (`num_ctx`, `num_predict`: 422 beyond
+// them). `tools`, `format`, `think` and message `images` are not supported: a request that sets them is a
+// 400. `keep_alive` and other fields are ignored. The limits of `POST /v1/chat` apply: 429
+// `too-many-streams`, and 503 with `Retry-After` when the instance or the model server is busy.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /ollama/api/chat (the `OllamaChat` operationId).
+func (c *Client) OllamaChatWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOllamaChatRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OllamaChat Chat with a model, as Ollama's POST /api/chat
+//
+// Ollama's chat route for Ollama's own clients (see the `ollama` tag). Nothing is stored: the client sends
+// the whole conversation every time. `stream` defaults to true, as in Ollama: the answer is then
+// `application/x-ndjson`, one `OllamaChatAnswer` per line, each flushed as the model writes it; the last
+// line has `done: true`, `done_reason` and the counters (durations in nanoseconds; counters that are zero
+// are left out, as Ollama does). With `stream: false` the answer is one `OllamaChatAnswer`. A failure
+// before the first line is an ordinary error answer with its status; a failure after it keeps the status
+// 200 and ends the stream with one line `{"error": "..."}` and no `done` line, as Ollama does.
+//
+// `options` go to the model within the bounds of `POST /v1/chat` (`num_ctx`, `num_predict`: 422 beyond
+// them). `tools`, `format`, `think` and message `images` are not supported: a request that sets them is a
+// 400. `keep_alive` and other fields are ignored. The limits of `POST /v1/chat` apply: 429
+// `too-many-streams`, and 503 with `Retry-After` when the instance or the model server is busy.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /ollama/api/chat (the `OllamaChat` operationId).
+func (c *Client) OllamaChat(ctx context.Context, body OllamaChatJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOllamaChatRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OllamaEmbedWithBody Embed texts, as Ollama's POST /api/embed
+//
+// One vector per input text, in the order of `input` (one text or a list of them). The limits of
+// `POST /v1/chat` apply. `truncate`, `dimensions`, `options` and `keep_alive` are ignored.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /ollama/api/embed (the `OllamaEmbed` operationId).
+func (c *Client) OllamaEmbedWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOllamaEmbedRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OllamaEmbed Embed texts, as Ollama's POST /api/embed
+//
+// One vector per input text, in the order of `input` (one text or a list of them). The limits of
+// `POST /v1/chat` apply. `truncate`, `dimensions`, `options` and `keep_alive` are ignored.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /ollama/api/embed (the `OllamaEmbed` operationId).
+func (c *Client) OllamaEmbed(ctx context.Context, body OllamaEmbedJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOllamaEmbedRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OllamaGenerateWithBody Complete a prompt, as Ollama's POST /api/generate
+//
+// Ollama's completion route: `prompt`, after `system` when it is given, becomes one chat turn, answered
+// as `POST /ollama/api/chat` answers (streamed by default, the same errors and limits), with `response`
+// in place of `message`. The final line has no `context`: send the conversation to
+// `/ollama/api/chat` instead. `images`, `format`, `think`, `suffix`, `context`, `raw` and `template` are
+// not supported: a request that sets them is a 400.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /ollama/api/generate (the `OllamaGenerate` operationId).
+func (c *Client) OllamaGenerateWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOllamaGenerateRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OllamaGenerate Complete a prompt, as Ollama's POST /api/generate
+//
+// Ollama's completion route: `prompt`, after `system` when it is given, becomes one chat turn, answered
+// as `POST /ollama/api/chat` answers (streamed by default, the same errors and limits), with `response`
+// in place of `message`. The final line has no `context`: send the conversation to
+// `/ollama/api/chat` instead. `images`, `format`, `think`, `suffix`, `context`, `raw` and `template` are
+// not supported: a request that sets them is a 400.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /ollama/api/generate (the `OllamaGenerate` operationId).
+func (c *Client) OllamaGenerate(ctx context.Context, body OllamaGenerateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOllamaGenerateRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OllamaShowWithBody Show one model, as Ollama's POST /api/show
+//
+// The model's details, default parameters, capabilities and, in `model_info`, its architecture and
+// context length when the model server tells them. `modelfile`, `template`, `license` and `tensors` are
+// left out; `verbose` is ignored.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /ollama/api/show (the `OllamaShow` operationId).
+func (c *Client) OllamaShowWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOllamaShowRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OllamaShow Show one model, as Ollama's POST /api/show
+//
+// The model's details, default parameters, capabilities and, in `model_info`, its architecture and
+// context length when the model server tells them. `modelfile`, `template`, `license` and `tensors` are
+// left out; `verbose` is ignored.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /ollama/api/show (the `OllamaShow` operationId).
+func (c *Client) OllamaShow(ctx context.Context, body OllamaShowJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOllamaShowRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OllamaTags List the models, as Ollama's GET /api/tags
+//
+// The models the model server has. `digest` and `details.format` are empty: the gateway's model list
+// does not carry them (`POST /ollama/api/show` tells the format).
+//
+// Corresponds with GET /ollama/api/tags (the `OllamaTags` operationId).
+func (c *Client) OllamaTags(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOllamaTagsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OllamaVersion This API's version, as Ollama's GET /api/version
+//
+// The version of this gateway's API (the contract's `info.version`), not of the model server.
+//
+// Corresponds with GET /ollama/api/version (the `OllamaVersion` operationId).
+func (c *Client) OllamaVersion(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOllamaVersionRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiCreateChatCompletionWithBody Create a chat completion (OpenAI-compatible)
+//
+// OpenAI's Chat Completions API, for the official OpenAI clients pointed at `/openai/v1`. Fields the
+// gateway does not know are ignored; asking for what it cannot do (tools or functions, `n` above 1,
+// `logprobs`, image, audio or file content parts, roles other than `system`, `user` and `assistant`) is a
+// 400. `max_completion_tokens` (or the older `max_tokens`) becomes the model's `num_predict`, within
+// `DS_CHAT_MAX_PREDICT`. Errors are OpenAI error objects with the request id in `X-Request-ID`.
+//
+// Nothing is stored by default. With `X-DS-Conversation-Id: new`, or the id of one of your
+// conversations, the last message and the answer are stored in that conversation (the client sends the
+// whole history, as OpenAI clients do), and the answer carries the conversation's id in the same header.
+//
+// With `stream: true` the answer is `text/event-stream`: `chat.completion.chunk` objects as `data:`
+// lines, the first with the role, then one per piece of the answer, then one with `finish_reason`, with
+// `stream_options.include_usage` a last one with `usage` and no choices, and finally `data: [DONE]`. A
+// failure after the stream began is a `data:` line with an OpenAI error object, and no `[DONE]`. Limits
+// are those of `POST /v1/chat`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+func (c *Client) OpenaiCreateChatCompletionWithBody(ctx context.Context, params *OpenaiCreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateChatCompletionRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiCreateChatCompletion Create a chat completion (OpenAI-compatible)
+//
+// OpenAI's Chat Completions API, for the official OpenAI clients pointed at `/openai/v1`. Fields the
+// gateway does not know are ignored; asking for what it cannot do (tools or functions, `n` above 1,
+// `logprobs`, image, audio or file content parts, roles other than `system`, `user` and `assistant`) is a
+// 400. `max_completion_tokens` (or the older `max_tokens`) becomes the model's `num_predict`, within
+// `DS_CHAT_MAX_PREDICT`. Errors are OpenAI error objects with the request id in `X-Request-ID`.
+//
+// Nothing is stored by default. With `X-DS-Conversation-Id: new`, or the id of one of your
+// conversations, the last message and the answer are stored in that conversation (the client sends the
+// whole history, as OpenAI clients do), and the answer carries the conversation's id in the same header.
+//
+// With `stream: true` the answer is `text/event-stream`: `chat.completion.chunk` objects as `data:`
+// lines, the first with the role, then one per piece of the answer, then one with `finish_reason`, with
+// `stream_options.include_usage` a last one with `usage` and no choices, and finally `data: [DONE]`. A
+// failure after the stream began is a `data:` line with an OpenAI error object, and no `[DONE]`. Limits
+// are those of `POST /v1/chat`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+func (c *Client) OpenaiCreateChatCompletion(ctx context.Context, params *OpenaiCreateChatCompletionParams, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateChatCompletionRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiCreateEmbeddingWithBody Create embeddings (OpenAI-compatible)
+//
+// One vector per input text, from the model server's embedding call, as floats or, with
+// `encoding_format: base64`, as the base64 of their little-endian float32 bytes (what the official clients
+// ask for by default). `dimensions` is not supported (400). Limits are those of `POST /v1/chat`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbedding` operationId).
+func (c *Client) OpenaiCreateEmbeddingWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateEmbeddingRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiCreateEmbedding Create embeddings (OpenAI-compatible)
+//
+// One vector per input text, from the model server's embedding call, as floats or, with
+// `encoding_format: base64`, as the base64 of their little-endian float32 bytes (what the official clients
+// ask for by default). `dimensions` is not supported (400). Limits are those of `POST /v1/chat`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbedding` operationId).
+func (c *Client) OpenaiCreateEmbedding(ctx context.Context, body OpenaiCreateEmbeddingJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiCreateEmbeddingRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiListModels List the models (OpenAI-compatible)
+//
+// The models the model server has, as OpenAI model objects; `created` is when the model was last changed.
+//
+// Corresponds with GET /openai/v1/models (the `OpenaiListModels` operationId).
+func (c *Client) OpenaiListModels(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiListModelsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// OpenaiGetModel Show one model (OpenAI-compatible)
+//
+// Corresponds with GET /openai/v1/models/{model} (the `OpenaiGetModel` operationId).
+func (c *Client) OpenaiGetModel(ctx context.Context, model string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewOpenaiGetModelRequest(c.Server, model)
 	if err != nil {
 		return nil, err
 	}
@@ -916,9 +3071,177 @@ func (c *Client) GetOpenAPI(ctx context.Context, reqEditors ...RequestEditorFn) 
 
 // GetReadiness Readiness: the database answers
 //
+// Ready when the database answers. `checks` also reports each model server as `upstream:<name>`
+// (`upstream:ollama` for the one server of `DS_OLLAMA_URL`), `ok` or `unavailable`, checked with a
+// short timeout; a model server that does not answer leaves the instance ready, since it still serves
+// everything else and every instance shares its model servers.
+//
 // Corresponds with GET /readyz (the `GetReadiness` operationId).
 func (c *Client) GetReadiness(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetReadinessRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetAdminUsage Everybody's model calls and tokens, by user, model or day
+//
+// The same as `GET /v1/usage` over every account's calls, including those of accounts deleted since,
+// summed by user, by model or by UTC day. Admins only.
+//
+// Corresponds with GET /v1/admin/usage (the `GetAdminUsage` operationId).
+func (c *Client) GetAdminUsage(ctx context.Context, params *GetAdminUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetAdminUsageRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListUsers Every account, with its usage this month and its quotas
+//
+// The accounts in the order of their emails, ignoring letter case, each with its role, its model calls
+// and tokens in the current calendar month (UTC) and its token quotas. Keyset-paginated like
+// `GET /v1/conversations`. Admins only.
+//
+// Corresponds with GET /v1/admin/users (the `ListUsers` operationId).
+func (c *Client) ListUsers(ctx context.Context, params *ListUsersParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListUsersRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateUserWithBody Set a user's token quotas
+//
+// Sets both token quotas of the user: a number of tokens (prompt and completion together), or null for
+// the default (`DS_QUOTA_TOKENS_PER_DAY`, `DS_QUOTA_TOKENS_PER_MONTH`). The change is recorded in your
+// audit log (`quotas_set`), naming the user and the quotas before and after. Admins only.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /v1/admin/users/{id} (the `UpdateUser` operationId).
+func (c *Client) UpdateUserWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateUserRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// UpdateUser Set a user's token quotas
+//
+// Sets both token quotas of the user: a number of tokens (prompt and completion together), or null for
+// the default (`DS_QUOTA_TOKENS_PER_DAY`, `DS_QUOTA_TOKENS_PER_MONTH`). The change is recorded in your
+// audit log (`quotas_set`), naming the user and the quotas before and after. Admins only.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /v1/admin/users/{id} (the `UpdateUser` operationId).
+func (c *Client) UpdateUser(ctx context.Context, id openapi_types.UUID, body UpdateUserJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewUpdateUserRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListAPIKeys Your API keys
+//
+// Every API key of your account, newest first, with the first characters of its secret (`prefix`) to
+// tell them apart; the secret itself is never shown again. `last_used_at` shows a key's first use at
+// once and is then refreshed at most once a minute.
+//
+// Corresponds with GET /v1/api-keys (the `ListAPIKeys` operationId).
+func (c *Client) ListAPIKeys(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListAPIKeysRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateAPIKeyWithBody Create an API key
+//
+// Creates a long-lived key that works as a bearer token (`Authorization: Bearer ds_...`) wherever an
+// access token does, for the tools that cannot log in. The answer holds the secret, the only time it is
+// shown: the server keeps only its SHA-256. A key is never refreshed; it works until it expires
+// (`expires_at`, which must be in the future; none when absent), is revoked, or its account is deleted.
+// An account has at most `DS_MAX_API_KEYS_PER_USER` (50) keys that have not expired: one more is a
+// `409`.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/api-keys (the `CreateAPIKey` operationId).
+func (c *Client) CreateAPIKeyWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateAPIKeyRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CreateAPIKey Create an API key
+//
+// Creates a long-lived key that works as a bearer token (`Authorization: Bearer ds_...`) wherever an
+// access token does, for the tools that cannot log in. The answer holds the secret, the only time it is
+// shown: the server keeps only its SHA-256. A key is never refreshed; it works until it expires
+// (`expires_at`, which must be in the future; none when absent), is revoked, or its account is deleted.
+// An account has at most `DS_MAX_API_KEYS_PER_USER` (50) keys that have not expired: one more is a
+// `409`.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/api-keys (the `CreateAPIKey` operationId).
+func (c *Client) CreateAPIKey(ctx context.Context, body CreateAPIKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCreateAPIKeyRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteAPIKey Revoke an API key
+//
+// Deletes the key. It stops working at once, on every instance.
+//
+// Corresponds with DELETE /v1/api-keys/{id} (the `DeleteAPIKey` operationId).
+func (c *Client) DeleteAPIKey(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteAPIKeyRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -1354,7 +3677,8 @@ func (c *Client) GetMe(ctx context.Context, reqEditors ...RequestEditorFn) (*htt
 // ListMyAuditEvents Your security events, newest first
 //
 // The security events of your account: sign-up, logins that succeeded or failed, refresh-token reuse,
-// logouts and refused account deletions, with the client address, User-Agent and request id of each.
+// logouts, refused account deletions, and API keys created and revoked, with the client address,
+// User-Agent and request id of each.
 // Keyset-paginated like `GET /v1/conversations`.
 //
 // Corresponds with GET /v1/me/audit (the `ListMyAuditEvents` operationId).
@@ -1400,6 +3724,28 @@ func (c *Client) GetModel(ctx context.Context, name ModelNamePath, reqEditors ..
 	return c.Client.Do(req)
 }
 
+// GetUsage Your model calls and tokens, by day or by model
+//
+// Sums the model calls you made from the day `from` to the day `to` (UTC, both included), whatever
+// their route and their outcome (`complete`, `incomplete` or `error`), by UTC day or by model. Without
+// `to` the period ends with the month of `from`; without `from` it starts with the month of `to`;
+// without either it is the current month. A call is counted on the day it ended, within about two
+// seconds of its end. When a stream ended early and the model server gave no counts, its completion
+// tokens are the chunks that were delivered (about one token each).
+//
+// Corresponds with GET /v1/usage (the `GetUsage` operationId).
+func (c *Client) GetUsage(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetUsageRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // NewGetHealthRequest constructs an http.Request for the GetHealth method
 func NewGetHealthRequest(server string) (*http.Request, error) {
 	var err error
@@ -1410,6 +3756,376 @@ func NewGetHealthRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/healthz")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewOllamaChatRequest calls the generic OllamaChat builder with application/json body
+func NewOllamaChatRequest(server string, body OllamaChatJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewOllamaChatRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewOllamaChatRequestWithBody constructs an http.Request for the OllamaChat method, with any body, and a specified content type
+func NewOllamaChatRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/ollama/api/chat")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewOllamaEmbedRequest calls the generic OllamaEmbed builder with application/json body
+func NewOllamaEmbedRequest(server string, body OllamaEmbedJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewOllamaEmbedRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewOllamaEmbedRequestWithBody constructs an http.Request for the OllamaEmbed method, with any body, and a specified content type
+func NewOllamaEmbedRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/ollama/api/embed")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewOllamaGenerateRequest calls the generic OllamaGenerate builder with application/json body
+func NewOllamaGenerateRequest(server string, body OllamaGenerateJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewOllamaGenerateRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewOllamaGenerateRequestWithBody constructs an http.Request for the OllamaGenerate method, with any body, and a specified content type
+func NewOllamaGenerateRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/ollama/api/generate")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewOllamaShowRequest calls the generic OllamaShow builder with application/json body
+func NewOllamaShowRequest(server string, body OllamaShowJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewOllamaShowRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewOllamaShowRequestWithBody constructs an http.Request for the OllamaShow method, with any body, and a specified content type
+func NewOllamaShowRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/ollama/api/show")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewOllamaTagsRequest constructs an http.Request for the OllamaTags method
+func NewOllamaTagsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/ollama/api/tags")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewOllamaVersionRequest constructs an http.Request for the OllamaVersion method
+func NewOllamaVersionRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/ollama/api/version")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewOpenaiCreateChatCompletionRequest calls the generic OpenaiCreateChatCompletion builder with application/json body
+func NewOpenaiCreateChatCompletionRequest(server string, params *OpenaiCreateChatCompletionParams, body OpenaiCreateChatCompletionJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewOpenaiCreateChatCompletionRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewOpenaiCreateChatCompletionRequestWithBody constructs an http.Request for the OpenaiCreateChatCompletion method, with any body, and a specified content type
+func NewOpenaiCreateChatCompletionRequestWithBody(server string, params *OpenaiCreateChatCompletionParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/openai/v1/chat/completions")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XDSConversationId != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-DS-Conversation-Id", *params.XDSConversationId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-DS-Conversation-Id", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewOpenaiCreateEmbeddingRequest calls the generic OpenaiCreateEmbedding builder with application/json body
+func NewOpenaiCreateEmbeddingRequest(server string, body OpenaiCreateEmbeddingJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewOpenaiCreateEmbeddingRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewOpenaiCreateEmbeddingRequestWithBody constructs an http.Request for the OpenaiCreateEmbedding method, with any body, and a specified content type
+func NewOpenaiCreateEmbeddingRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/openai/v1/embeddings")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewOpenaiListModelsRequest constructs an http.Request for the OpenaiListModels method
+func NewOpenaiListModelsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/openai/v1/models")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewOpenaiGetModelRequest constructs an http.Request for the OpenaiGetModel method
+func NewOpenaiGetModelRequest(server string, model string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "model", model, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/openai/v1/models/%s", pathParam0)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1474,6 +4190,298 @@ func NewGetReadinessRequest(server string) (*http.Request, error) {
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetAdminUsageRequest constructs an http.Request for the GetAdminUsage method
+func NewGetAdminUsageRequest(server string, params *GetAdminUsageParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/usage")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.GroupBy != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "group_by", *params.GroupBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListUsersRequest constructs an http.Request for the ListUsers method
+func NewListUsersRequest(server string, params *ListUsersParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/users")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewUpdateUserRequest calls the generic UpdateUser builder with application/json body
+func NewUpdateUserRequest(server string, id openapi_types.UUID, body UpdateUserJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewUpdateUserRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewUpdateUserRequestWithBody constructs an http.Request for the UpdateUser method, with any body, and a specified content type
+func NewUpdateUserRequestWithBody(server string, id openapi_types.UUID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/admin/users/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewListAPIKeysRequest constructs an http.Request for the ListAPIKeys method
+func NewListAPIKeysRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/api-keys")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewCreateAPIKeyRequest calls the generic CreateAPIKey builder with application/json body
+func NewCreateAPIKeyRequest(server string, body CreateAPIKeyJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCreateAPIKeyRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewCreateAPIKeyRequestWithBody constructs an http.Request for the CreateAPIKey method, with any body, and a specified content type
+func NewCreateAPIKeyRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/api-keys")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewDeleteAPIKeyRequest constructs an http.Request for the DeleteAPIKey method
+func NewDeleteAPIKeyRequest(server string, id openapi_types.UUID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/api-keys/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -2169,6 +5177,84 @@ func NewGetModelRequest(server string, name ModelNamePath) (*http.Request, error
 	return req, nil
 }
 
+// NewGetUsageRequest constructs an http.Request for the GetUsage method
+func NewGetUsageRequest(server string, params *GetUsageParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/usage")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "date"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.GroupBy != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "group_by", *params.GroupBy, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -2220,6 +5306,217 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /healthz (the `GetHealth` operationId).
 	GetHealthWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetHealthResponse, error)
 
+	// OllamaChatWithBodyWithResponse Chat with a model, as Ollama's POST /api/chat
+	//
+	// Ollama's chat route for Ollama's own clients (see the `ollama` tag). Nothing is stored: the client sends
+	// the whole conversation every time. `stream` defaults to true, as in Ollama: the answer is then
+	// `application/x-ndjson`, one `OllamaChatAnswer` per line, each flushed as the model writes it; the last
+	// line has `done: true`, `done_reason` and the counters (durations in nanoseconds; counters that are zero
+	// are left out, as Ollama does). With `stream: false` the answer is one `OllamaChatAnswer`. A failure
+	// before the first line is an ordinary error answer with its status; a failure after it keeps the status
+	// 200 and ends the stream with one line `{"error": "..."}` and no `done` line, as Ollama does.
+	//
+	// `options` go to the model within the bounds of `POST /v1/chat` (`num_ctx`, `num_predict`: 422 beyond
+	// them). `tools`, `format`, `think` and message `images` are not supported: a request that sets them is a
+	// 400. `keep_alive` and other fields are ignored. The limits of `POST /v1/chat` apply: 429
+	// `too-many-streams`, and 503 with `Retry-After` when the instance or the model server is busy.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /ollama/api/chat (the `OllamaChat` operationId).
+	OllamaChatWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OllamaChatResponse, error)
+
+	// OllamaChatWithResponse Chat with a model, as Ollama's POST /api/chat
+	//
+	// Ollama's chat route for Ollama's own clients (see the `ollama` tag). Nothing is stored: the client sends
+	// the whole conversation every time. `stream` defaults to true, as in Ollama: the answer is then
+	// `application/x-ndjson`, one `OllamaChatAnswer` per line, each flushed as the model writes it; the last
+	// line has `done: true`, `done_reason` and the counters (durations in nanoseconds; counters that are zero
+	// are left out, as Ollama does). With `stream: false` the answer is one `OllamaChatAnswer`. A failure
+	// before the first line is an ordinary error answer with its status; a failure after it keeps the status
+	// 200 and ends the stream with one line `{"error": "..."}` and no `done` line, as Ollama does.
+	//
+	// `options` go to the model within the bounds of `POST /v1/chat` (`num_ctx`, `num_predict`: 422 beyond
+	// them). `tools`, `format`, `think` and message `images` are not supported: a request that sets them is a
+	// 400. `keep_alive` and other fields are ignored. The limits of `POST /v1/chat` apply: 429
+	// `too-many-streams`, and 503 with `Retry-After` when the instance or the model server is busy.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /ollama/api/chat (the `OllamaChat` operationId).
+	OllamaChatWithResponse(ctx context.Context, body OllamaChatJSONRequestBody, reqEditors ...RequestEditorFn) (*OllamaChatResponse, error)
+
+	// OllamaEmbedWithBodyWithResponse Embed texts, as Ollama's POST /api/embed
+	//
+	// One vector per input text, in the order of `input` (one text or a list of them). The limits of
+	// `POST /v1/chat` apply. `truncate`, `dimensions`, `options` and `keep_alive` are ignored.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /ollama/api/embed (the `OllamaEmbed` operationId).
+	OllamaEmbedWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OllamaEmbedResponse, error)
+
+	// OllamaEmbedWithResponse Embed texts, as Ollama's POST /api/embed
+	//
+	// One vector per input text, in the order of `input` (one text or a list of them). The limits of
+	// `POST /v1/chat` apply. `truncate`, `dimensions`, `options` and `keep_alive` are ignored.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /ollama/api/embed (the `OllamaEmbed` operationId).
+	OllamaEmbedWithResponse(ctx context.Context, body OllamaEmbedJSONRequestBody, reqEditors ...RequestEditorFn) (*OllamaEmbedResponse, error)
+
+	// OllamaGenerateWithBodyWithResponse Complete a prompt, as Ollama's POST /api/generate
+	//
+	// Ollama's completion route: `prompt`, after `system` when it is given, becomes one chat turn, answered
+	// as `POST /ollama/api/chat` answers (streamed by default, the same errors and limits), with `response`
+	// in place of `message`. The final line has no `context`: send the conversation to
+	// `/ollama/api/chat` instead. `images`, `format`, `think`, `suffix`, `context`, `raw` and `template` are
+	// not supported: a request that sets them is a 400.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /ollama/api/generate (the `OllamaGenerate` operationId).
+	OllamaGenerateWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OllamaGenerateResponse, error)
+
+	// OllamaGenerateWithResponse Complete a prompt, as Ollama's POST /api/generate
+	//
+	// Ollama's completion route: `prompt`, after `system` when it is given, becomes one chat turn, answered
+	// as `POST /ollama/api/chat` answers (streamed by default, the same errors and limits), with `response`
+	// in place of `message`. The final line has no `context`: send the conversation to
+	// `/ollama/api/chat` instead. `images`, `format`, `think`, `suffix`, `context`, `raw` and `template` are
+	// not supported: a request that sets them is a 400.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /ollama/api/generate (the `OllamaGenerate` operationId).
+	OllamaGenerateWithResponse(ctx context.Context, body OllamaGenerateJSONRequestBody, reqEditors ...RequestEditorFn) (*OllamaGenerateResponse, error)
+
+	// OllamaShowWithBodyWithResponse Show one model, as Ollama's POST /api/show
+	//
+	// The model's details, default parameters, capabilities and, in `model_info`, its architecture and
+	// context length when the model server tells them. `modelfile`, `template`, `license` and `tensors` are
+	// left out; `verbose` is ignored.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /ollama/api/show (the `OllamaShow` operationId).
+	OllamaShowWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OllamaShowResponse, error)
+
+	// OllamaShowWithResponse Show one model, as Ollama's POST /api/show
+	//
+	// The model's details, default parameters, capabilities and, in `model_info`, its architecture and
+	// context length when the model server tells them. `modelfile`, `template`, `license` and `tensors` are
+	// left out; `verbose` is ignored.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /ollama/api/show (the `OllamaShow` operationId).
+	OllamaShowWithResponse(ctx context.Context, body OllamaShowJSONRequestBody, reqEditors ...RequestEditorFn) (*OllamaShowResponse, error)
+
+	// OllamaTagsWithResponse List the models, as Ollama's GET /api/tags
+	//
+	// The models the model server has. `digest` and `details.format` are empty: the gateway's model list
+	// does not carry them (`POST /ollama/api/show` tells the format).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /ollama/api/tags (the `OllamaTags` operationId).
+	OllamaTagsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OllamaTagsResponse, error)
+
+	// OllamaVersionWithResponse This API's version, as Ollama's GET /api/version
+	//
+	// The version of this gateway's API (the contract's `info.version`), not of the model server.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /ollama/api/version (the `OllamaVersion` operationId).
+	OllamaVersionWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OllamaVersionResponse, error)
+
+	// OpenaiCreateChatCompletionWithBodyWithResponse Create a chat completion (OpenAI-compatible)
+	//
+	// OpenAI's Chat Completions API, for the official OpenAI clients pointed at `/openai/v1`. Fields the
+	// gateway does not know are ignored; asking for what it cannot do (tools or functions, `n` above 1,
+	// `logprobs`, image, audio or file content parts, roles other than `system`, `user` and `assistant`) is a
+	// 400. `max_completion_tokens` (or the older `max_tokens`) becomes the model's `num_predict`, within
+	// `DS_CHAT_MAX_PREDICT`. Errors are OpenAI error objects with the request id in `X-Request-ID`.
+	//
+	// Nothing is stored by default. With `X-DS-Conversation-Id: new`, or the id of one of your
+	// conversations, the last message and the answer are stored in that conversation (the client sends the
+	// whole history, as OpenAI clients do), and the answer carries the conversation's id in the same header.
+	//
+	// With `stream: true` the answer is `text/event-stream`: `chat.completion.chunk` objects as `data:`
+	// lines, the first with the role, then one per piece of the answer, then one with `finish_reason`, with
+	// `stream_options.include_usage` a last one with `usage` and no choices, and finally `data: [DONE]`. A
+	// failure after the stream began is a `data:` line with an OpenAI error object, and no `[DONE]`. Limits
+	// are those of `POST /v1/chat`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+	OpenaiCreateChatCompletionWithBodyWithResponse(ctx context.Context, params *OpenaiCreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error)
+
+	// OpenaiCreateChatCompletionWithResponse Create a chat completion (OpenAI-compatible)
+	//
+	// OpenAI's Chat Completions API, for the official OpenAI clients pointed at `/openai/v1`. Fields the
+	// gateway does not know are ignored; asking for what it cannot do (tools or functions, `n` above 1,
+	// `logprobs`, image, audio or file content parts, roles other than `system`, `user` and `assistant`) is a
+	// 400. `max_completion_tokens` (or the older `max_tokens`) becomes the model's `num_predict`, within
+	// `DS_CHAT_MAX_PREDICT`. Errors are OpenAI error objects with the request id in `X-Request-ID`.
+	//
+	// Nothing is stored by default. With `X-DS-Conversation-Id: new`, or the id of one of your
+	// conversations, the last message and the answer are stored in that conversation (the client sends the
+	// whole history, as OpenAI clients do), and the answer carries the conversation's id in the same header.
+	//
+	// With `stream: true` the answer is `text/event-stream`: `chat.completion.chunk` objects as `data:`
+	// lines, the first with the role, then one per piece of the answer, then one with `finish_reason`, with
+	// `stream_options.include_usage` a last one with `usage` and no choices, and finally `data: [DONE]`. A
+	// failure after the stream began is a `data:` line with an OpenAI error object, and no `[DONE]`. Limits
+	// are those of `POST /v1/chat`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+	OpenaiCreateChatCompletionWithResponse(ctx context.Context, params *OpenaiCreateChatCompletionParams, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error)
+
+	// OpenaiCreateEmbeddingWithBodyWithResponse Create embeddings (OpenAI-compatible)
+	//
+	// One vector per input text, from the model server's embedding call, as floats or, with
+	// `encoding_format: base64`, as the base64 of their little-endian float32 bytes (what the official clients
+	// ask for by default). `dimensions` is not supported (400). Limits are those of `POST /v1/chat`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbedding` operationId).
+	OpenaiCreateEmbeddingWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingResponse, error)
+
+	// OpenaiCreateEmbeddingWithResponse Create embeddings (OpenAI-compatible)
+	//
+	// One vector per input text, from the model server's embedding call, as floats or, with
+	// `encoding_format: base64`, as the base64 of their little-endian float32 bytes (what the official clients
+	// ask for by default). `dimensions` is not supported (400). Limits are those of `POST /v1/chat`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbedding` operationId).
+	OpenaiCreateEmbeddingWithResponse(ctx context.Context, body OpenaiCreateEmbeddingJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingResponse, error)
+
+	// OpenaiListModelsWithResponse List the models (OpenAI-compatible)
+	//
+	// The models the model server has, as OpenAI model objects; `created` is when the model was last changed.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /openai/v1/models (the `OpenaiListModels` operationId).
+	OpenaiListModelsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenaiListModelsResponse, error)
+
+	// OpenaiGetModelWithResponse Show one model (OpenAI-compatible)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /openai/v1/models/{model} (the `OpenaiGetModel` operationId).
+	OpenaiGetModelWithResponse(ctx context.Context, model string, reqEditors ...RequestEditorFn) (*OpenaiGetModelResponse, error)
+
 	// GetOpenAPIWithResponse This contract
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -2229,10 +5526,106 @@ type ClientWithResponsesInterface interface {
 
 	// GetReadinessWithResponse Readiness: the database answers
 	//
+	// Ready when the database answers. `checks` also reports each model server as `upstream:<name>`
+	// (`upstream:ollama` for the one server of `DS_OLLAMA_URL`), `ok` or `unavailable`, checked with a
+	// short timeout; a model server that does not answer leaves the instance ready, since it still serves
+	// everything else and every instance shares its model servers.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /readyz (the `GetReadiness` operationId).
 	GetReadinessWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadinessResponse, error)
+
+	// GetAdminUsageWithResponse Everybody's model calls and tokens, by user, model or day
+	//
+	// The same as `GET /v1/usage` over every account's calls, including those of accounts deleted since,
+	// summed by user, by model or by UTC day. Admins only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/usage (the `GetAdminUsage` operationId).
+	GetAdminUsageWithResponse(ctx context.Context, params *GetAdminUsageParams, reqEditors ...RequestEditorFn) (*GetAdminUsageResponse, error)
+
+	// ListUsersWithResponse Every account, with its usage this month and its quotas
+	//
+	// The accounts in the order of their emails, ignoring letter case, each with its role, its model calls
+	// and tokens in the current calendar month (UTC) and its token quotas. Keyset-paginated like
+	// `GET /v1/conversations`. Admins only.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/admin/users (the `ListUsers` operationId).
+	ListUsersWithResponse(ctx context.Context, params *ListUsersParams, reqEditors ...RequestEditorFn) (*ListUsersResponse, error)
+
+	// UpdateUserWithBodyWithResponse Set a user's token quotas
+	//
+	// Sets both token quotas of the user: a number of tokens (prompt and completion together), or null for
+	// the default (`DS_QUOTA_TOKENS_PER_DAY`, `DS_QUOTA_TOKENS_PER_MONTH`). The change is recorded in your
+	// audit log (`quotas_set`), naming the user and the quotas before and after. Admins only.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/admin/users/{id} (the `UpdateUser` operationId).
+	UpdateUserWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateUserResponse, error)
+
+	// UpdateUserWithResponse Set a user's token quotas
+	//
+	// Sets both token quotas of the user: a number of tokens (prompt and completion together), or null for
+	// the default (`DS_QUOTA_TOKENS_PER_DAY`, `DS_QUOTA_TOKENS_PER_MONTH`). The change is recorded in your
+	// audit log (`quotas_set`), naming the user and the quotas before and after. Admins only.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /v1/admin/users/{id} (the `UpdateUser` operationId).
+	UpdateUserWithResponse(ctx context.Context, id openapi_types.UUID, body UpdateUserJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateUserResponse, error)
+
+	// ListAPIKeysWithResponse Your API keys
+	//
+	// Every API key of your account, newest first, with the first characters of its secret (`prefix`) to
+	// tell them apart; the secret itself is never shown again. `last_used_at` shows a key's first use at
+	// once and is then refreshed at most once a minute.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/api-keys (the `ListAPIKeys` operationId).
+	ListAPIKeysWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListAPIKeysResponse, error)
+
+	// CreateAPIKeyWithBodyWithResponse Create an API key
+	//
+	// Creates a long-lived key that works as a bearer token (`Authorization: Bearer ds_...`) wherever an
+	// access token does, for the tools that cannot log in. The answer holds the secret, the only time it is
+	// shown: the server keeps only its SHA-256. A key is never refreshed; it works until it expires
+	// (`expires_at`, which must be in the future; none when absent), is revoked, or its account is deleted.
+	// An account has at most `DS_MAX_API_KEYS_PER_USER` (50) keys that have not expired: one more is a
+	// `409`.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/api-keys (the `CreateAPIKey` operationId).
+	CreateAPIKeyWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateAPIKeyResponse, error)
+
+	// CreateAPIKeyWithResponse Create an API key
+	//
+	// Creates a long-lived key that works as a bearer token (`Authorization: Bearer ds_...`) wherever an
+	// access token does, for the tools that cannot log in. The answer holds the secret, the only time it is
+	// shown: the server keeps only its SHA-256. A key is never refreshed; it works until it expires
+	// (`expires_at`, which must be in the future; none when absent), is revoked, or its account is deleted.
+	// An account has at most `DS_MAX_API_KEYS_PER_USER` (50) keys that have not expired: one more is a
+	// `409`.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/api-keys (the `CreateAPIKey` operationId).
+	CreateAPIKeyWithResponse(ctx context.Context, body CreateAPIKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateAPIKeyResponse, error)
+
+	// DeleteAPIKeyWithResponse Revoke an API key
+	//
+	// Deletes the key. It stops working at once, on every instance.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/api-keys/{id} (the `DeleteAPIKey` operationId).
+	DeleteAPIKeyWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*DeleteAPIKeyResponse, error)
 
 	// LoginWithBodyWithResponse Log in with email and password
 	//
@@ -2459,7 +5852,8 @@ type ClientWithResponsesInterface interface {
 	// ListMyAuditEventsWithResponse Your security events, newest first
 	//
 	// The security events of your account: sign-up, logins that succeeded or failed, refresh-token reuse,
-	// logouts and refused account deletions, with the client address, User-Agent and request id of each.
+	// logouts, refused account deletions, and API keys created and revoked, with the client address,
+	// User-Agent and request id of each.
 	// Keyset-paginated like `GET /v1/conversations`.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -2480,6 +5874,20 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /v1/models/{name} (the `GetModel` operationId).
 	GetModelWithResponse(ctx context.Context, name ModelNamePath, reqEditors ...RequestEditorFn) (*GetModelResponse, error)
+
+	// GetUsageWithResponse Your model calls and tokens, by day or by model
+	//
+	// Sums the model calls you made from the day `from` to the day `to` (UTC, both included), whatever
+	// their route and their outcome (`complete`, `incomplete` or `error`), by UTC day or by model. Without
+	// `to` the period ends with the month of `from`; without `from` it starts with the month of `to`;
+	// without either it is the current month. A call is counted on the day it ended, within about two
+	// seconds of its end. When a stream ended early and the model server gave no counts, its completion
+	// tokens are the chunks that were delivered (about one token each).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/usage (the `GetUsage` operationId).
+	GetUsageWithResponse(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*GetUsageResponse, error)
 }
 
 type GetHealthResponse struct {
@@ -2517,6 +5925,1574 @@ func (r GetHealthResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetHealthResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OllamaChatResponse400Headers the declared response headers of an HTTP 400 response for OllamaChat
+type OllamaChatResponse400Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaChatResponse401Headers the declared response headers of an HTTP 401 response for OllamaChat
+type OllamaChatResponse401Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaChatResponse404Headers the declared response headers of an HTTP 404 response for OllamaChat
+type OllamaChatResponse404Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaChatResponse413Headers the declared response headers of an HTTP 413 response for OllamaChat
+type OllamaChatResponse413Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaChatResponse415Headers the declared response headers of an HTTP 415 response for OllamaChat
+type OllamaChatResponse415Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaChatResponse422Headers the declared response headers of an HTTP 422 response for OllamaChat
+type OllamaChatResponse422Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaChatResponse429Headers the declared response headers of an HTTP 429 response for OllamaChat
+type OllamaChatResponse429Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaChatResponse500Headers the declared response headers of an HTTP 500 response for OllamaChat
+type OllamaChatResponse500Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaChatResponse502Headers the declared response headers of an HTTP 502 response for OllamaChat
+type OllamaChatResponse502Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaChatResponse503Headers the declared response headers of an HTTP 503 response for OllamaChat
+type OllamaChatResponse503Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaChatResponse504Headers the declared response headers of an HTTP 504 response for OllamaChat
+type OllamaChatResponse504Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaChatResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OllamaChatAnswer
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *OllamaError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OllamaError
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *OllamaError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *OllamaError
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *OllamaError
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *OllamaError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OllamaError
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *OllamaError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *OllamaError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OllamaError
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *OllamaError
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *OllamaChatResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OllamaChatResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *OllamaChatResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *OllamaChatResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *OllamaChatResponse415Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *OllamaChatResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OllamaChatResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *OllamaChatResponse500Headers
+	// Headers502 the parsed response headers for an HTTP 502 response
+	Headers502 *OllamaChatResponse502Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OllamaChatResponse503Headers
+	// Headers504 the parsed response headers for an HTTP 504 response
+	Headers504 *OllamaChatResponse504Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OllamaChatResponse) GetJSON200() *OllamaChatAnswer {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r OllamaChatResponse) GetJSON400() *OllamaError {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OllamaChatResponse) GetJSON401() *OllamaError {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r OllamaChatResponse) GetJSON404() *OllamaError {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r OllamaChatResponse) GetJSON413() *OllamaError {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r OllamaChatResponse) GetJSON415() *OllamaError {
+	return r.JSON415
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r OllamaChatResponse) GetJSON422() *OllamaError {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OllamaChatResponse) GetJSON429() *OllamaError {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OllamaChatResponse) GetJSON500() *OllamaError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r OllamaChatResponse) GetJSON502() *OllamaError {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OllamaChatResponse) GetJSON503() *OllamaError {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r OllamaChatResponse) GetJSON504() *OllamaError {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r OllamaChatResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OllamaChatResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OllamaChatResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OllamaChatResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OllamaEmbedResponse400Headers the declared response headers of an HTTP 400 response for OllamaEmbed
+type OllamaEmbedResponse400Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaEmbedResponse401Headers the declared response headers of an HTTP 401 response for OllamaEmbed
+type OllamaEmbedResponse401Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaEmbedResponse404Headers the declared response headers of an HTTP 404 response for OllamaEmbed
+type OllamaEmbedResponse404Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaEmbedResponse413Headers the declared response headers of an HTTP 413 response for OllamaEmbed
+type OllamaEmbedResponse413Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaEmbedResponse415Headers the declared response headers of an HTTP 415 response for OllamaEmbed
+type OllamaEmbedResponse415Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaEmbedResponse422Headers the declared response headers of an HTTP 422 response for OllamaEmbed
+type OllamaEmbedResponse422Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaEmbedResponse429Headers the declared response headers of an HTTP 429 response for OllamaEmbed
+type OllamaEmbedResponse429Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaEmbedResponse500Headers the declared response headers of an HTTP 500 response for OllamaEmbed
+type OllamaEmbedResponse500Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaEmbedResponse502Headers the declared response headers of an HTTP 502 response for OllamaEmbed
+type OllamaEmbedResponse502Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaEmbedResponse503Headers the declared response headers of an HTTP 503 response for OllamaEmbed
+type OllamaEmbedResponse503Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaEmbedResponse504Headers the declared response headers of an HTTP 504 response for OllamaEmbed
+type OllamaEmbedResponse504Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaEmbedResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OllamaEmbeddings
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *OllamaError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OllamaError
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *OllamaError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *OllamaError
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *OllamaError
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *OllamaError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OllamaError
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *OllamaError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *OllamaError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OllamaError
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *OllamaError
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *OllamaEmbedResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OllamaEmbedResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *OllamaEmbedResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *OllamaEmbedResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *OllamaEmbedResponse415Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *OllamaEmbedResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OllamaEmbedResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *OllamaEmbedResponse500Headers
+	// Headers502 the parsed response headers for an HTTP 502 response
+	Headers502 *OllamaEmbedResponse502Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OllamaEmbedResponse503Headers
+	// Headers504 the parsed response headers for an HTTP 504 response
+	Headers504 *OllamaEmbedResponse504Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OllamaEmbedResponse) GetJSON200() *OllamaEmbeddings {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r OllamaEmbedResponse) GetJSON400() *OllamaError {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OllamaEmbedResponse) GetJSON401() *OllamaError {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r OllamaEmbedResponse) GetJSON404() *OllamaError {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r OllamaEmbedResponse) GetJSON413() *OllamaError {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r OllamaEmbedResponse) GetJSON415() *OllamaError {
+	return r.JSON415
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r OllamaEmbedResponse) GetJSON422() *OllamaError {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OllamaEmbedResponse) GetJSON429() *OllamaError {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OllamaEmbedResponse) GetJSON500() *OllamaError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r OllamaEmbedResponse) GetJSON502() *OllamaError {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OllamaEmbedResponse) GetJSON503() *OllamaError {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r OllamaEmbedResponse) GetJSON504() *OllamaError {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r OllamaEmbedResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OllamaEmbedResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OllamaEmbedResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OllamaEmbedResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OllamaGenerateResponse400Headers the declared response headers of an HTTP 400 response for OllamaGenerate
+type OllamaGenerateResponse400Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaGenerateResponse401Headers the declared response headers of an HTTP 401 response for OllamaGenerate
+type OllamaGenerateResponse401Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaGenerateResponse404Headers the declared response headers of an HTTP 404 response for OllamaGenerate
+type OllamaGenerateResponse404Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaGenerateResponse413Headers the declared response headers of an HTTP 413 response for OllamaGenerate
+type OllamaGenerateResponse413Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaGenerateResponse415Headers the declared response headers of an HTTP 415 response for OllamaGenerate
+type OllamaGenerateResponse415Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaGenerateResponse422Headers the declared response headers of an HTTP 422 response for OllamaGenerate
+type OllamaGenerateResponse422Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaGenerateResponse429Headers the declared response headers of an HTTP 429 response for OllamaGenerate
+type OllamaGenerateResponse429Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaGenerateResponse500Headers the declared response headers of an HTTP 500 response for OllamaGenerate
+type OllamaGenerateResponse500Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaGenerateResponse502Headers the declared response headers of an HTTP 502 response for OllamaGenerate
+type OllamaGenerateResponse502Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaGenerateResponse503Headers the declared response headers of an HTTP 503 response for OllamaGenerate
+type OllamaGenerateResponse503Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaGenerateResponse504Headers the declared response headers of an HTTP 504 response for OllamaGenerate
+type OllamaGenerateResponse504Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaGenerateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OllamaGenerateAnswer
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *OllamaError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OllamaError
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *OllamaError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *OllamaError
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *OllamaError
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *OllamaError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OllamaError
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *OllamaError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *OllamaError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OllamaError
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *OllamaError
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *OllamaGenerateResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OllamaGenerateResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *OllamaGenerateResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *OllamaGenerateResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *OllamaGenerateResponse415Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *OllamaGenerateResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OllamaGenerateResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *OllamaGenerateResponse500Headers
+	// Headers502 the parsed response headers for an HTTP 502 response
+	Headers502 *OllamaGenerateResponse502Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OllamaGenerateResponse503Headers
+	// Headers504 the parsed response headers for an HTTP 504 response
+	Headers504 *OllamaGenerateResponse504Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OllamaGenerateResponse) GetJSON200() *OllamaGenerateAnswer {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r OllamaGenerateResponse) GetJSON400() *OllamaError {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OllamaGenerateResponse) GetJSON401() *OllamaError {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r OllamaGenerateResponse) GetJSON404() *OllamaError {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r OllamaGenerateResponse) GetJSON413() *OllamaError {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r OllamaGenerateResponse) GetJSON415() *OllamaError {
+	return r.JSON415
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r OllamaGenerateResponse) GetJSON422() *OllamaError {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OllamaGenerateResponse) GetJSON429() *OllamaError {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OllamaGenerateResponse) GetJSON500() *OllamaError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r OllamaGenerateResponse) GetJSON502() *OllamaError {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OllamaGenerateResponse) GetJSON503() *OllamaError {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r OllamaGenerateResponse) GetJSON504() *OllamaError {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r OllamaGenerateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OllamaGenerateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OllamaGenerateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OllamaGenerateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OllamaShowResponse400Headers the declared response headers of an HTTP 400 response for OllamaShow
+type OllamaShowResponse400Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaShowResponse401Headers the declared response headers of an HTTP 401 response for OllamaShow
+type OllamaShowResponse401Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaShowResponse404Headers the declared response headers of an HTTP 404 response for OllamaShow
+type OllamaShowResponse404Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaShowResponse413Headers the declared response headers of an HTTP 413 response for OllamaShow
+type OllamaShowResponse413Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaShowResponse415Headers the declared response headers of an HTTP 415 response for OllamaShow
+type OllamaShowResponse415Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaShowResponse422Headers the declared response headers of an HTTP 422 response for OllamaShow
+type OllamaShowResponse422Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaShowResponse429Headers the declared response headers of an HTTP 429 response for OllamaShow
+type OllamaShowResponse429Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaShowResponse500Headers the declared response headers of an HTTP 500 response for OllamaShow
+type OllamaShowResponse500Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaShowResponse502Headers the declared response headers of an HTTP 502 response for OllamaShow
+type OllamaShowResponse502Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaShowResponse503Headers the declared response headers of an HTTP 503 response for OllamaShow
+type OllamaShowResponse503Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaShowResponse504Headers the declared response headers of an HTTP 504 response for OllamaShow
+type OllamaShowResponse504Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaShowResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OllamaShowAnswer
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *OllamaError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OllamaError
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *OllamaError
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *OllamaError
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *OllamaError
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *OllamaError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OllamaError
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *OllamaError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *OllamaError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OllamaError
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *OllamaError
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *OllamaShowResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OllamaShowResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *OllamaShowResponse404Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *OllamaShowResponse413Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *OllamaShowResponse415Headers
+	// Headers422 the parsed response headers for an HTTP 422 response
+	Headers422 *OllamaShowResponse422Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OllamaShowResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *OllamaShowResponse500Headers
+	// Headers502 the parsed response headers for an HTTP 502 response
+	Headers502 *OllamaShowResponse502Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OllamaShowResponse503Headers
+	// Headers504 the parsed response headers for an HTTP 504 response
+	Headers504 *OllamaShowResponse504Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OllamaShowResponse) GetJSON200() *OllamaShowAnswer {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r OllamaShowResponse) GetJSON400() *OllamaError {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OllamaShowResponse) GetJSON401() *OllamaError {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r OllamaShowResponse) GetJSON404() *OllamaError {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r OllamaShowResponse) GetJSON413() *OllamaError {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r OllamaShowResponse) GetJSON415() *OllamaError {
+	return r.JSON415
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r OllamaShowResponse) GetJSON422() *OllamaError {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OllamaShowResponse) GetJSON429() *OllamaError {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OllamaShowResponse) GetJSON500() *OllamaError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r OllamaShowResponse) GetJSON502() *OllamaError {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OllamaShowResponse) GetJSON503() *OllamaError {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r OllamaShowResponse) GetJSON504() *OllamaError {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r OllamaShowResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OllamaShowResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OllamaShowResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OllamaShowResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OllamaTagsResponse401Headers the declared response headers of an HTTP 401 response for OllamaTags
+type OllamaTagsResponse401Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaTagsResponse429Headers the declared response headers of an HTTP 429 response for OllamaTags
+type OllamaTagsResponse429Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaTagsResponse500Headers the declared response headers of an HTTP 500 response for OllamaTags
+type OllamaTagsResponse500Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaTagsResponse502Headers the declared response headers of an HTTP 502 response for OllamaTags
+type OllamaTagsResponse502Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaTagsResponse503Headers the declared response headers of an HTTP 503 response for OllamaTags
+type OllamaTagsResponse503Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaTagsResponse504Headers the declared response headers of an HTTP 504 response for OllamaTags
+type OllamaTagsResponse504Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaTagsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OllamaModelList
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OllamaError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OllamaError
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *OllamaError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *OllamaError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OllamaError
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *OllamaError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OllamaTagsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OllamaTagsResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *OllamaTagsResponse500Headers
+	// Headers502 the parsed response headers for an HTTP 502 response
+	Headers502 *OllamaTagsResponse502Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OllamaTagsResponse503Headers
+	// Headers504 the parsed response headers for an HTTP 504 response
+	Headers504 *OllamaTagsResponse504Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OllamaTagsResponse) GetJSON200() *OllamaModelList {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OllamaTagsResponse) GetJSON401() *OllamaError {
+	return r.JSON401
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OllamaTagsResponse) GetJSON429() *OllamaError {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OllamaTagsResponse) GetJSON500() *OllamaError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r OllamaTagsResponse) GetJSON502() *OllamaError {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OllamaTagsResponse) GetJSON503() *OllamaError {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r OllamaTagsResponse) GetJSON504() *OllamaError {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r OllamaTagsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OllamaTagsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OllamaTagsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OllamaTagsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OllamaVersionResponse401Headers the declared response headers of an HTTP 401 response for OllamaVersion
+type OllamaVersionResponse401Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaVersionResponse429Headers the declared response headers of an HTTP 429 response for OllamaVersion
+type OllamaVersionResponse429Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaVersionResponse500Headers the declared response headers of an HTTP 500 response for OllamaVersion
+type OllamaVersionResponse500Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+// OllamaVersionResponse503Headers the declared response headers of an HTTP 503 response for OllamaVersion
+type OllamaVersionResponse503Headers struct {
+	RetryAfter      *int
+	WWWAuthenticate *string
+}
+
+type OllamaVersionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OllamaVersion
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OllamaError
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OllamaError
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *OllamaError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OllamaError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OllamaVersionResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OllamaVersionResponse429Headers
+	// Headers500 the parsed response headers for an HTTP 500 response
+	Headers500 *OllamaVersionResponse500Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OllamaVersionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OllamaVersionResponse) GetJSON200() *OllamaVersion {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OllamaVersionResponse) GetJSON401() *OllamaError {
+	return r.JSON401
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OllamaVersionResponse) GetJSON429() *OllamaError {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OllamaVersionResponse) GetJSON500() *OllamaError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OllamaVersionResponse) GetJSON503() *OllamaError {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r OllamaVersionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OllamaVersionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OllamaVersionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OllamaVersionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OpenaiCreateChatCompletionResponse200Headers the declared response headers of an HTTP 200 response for OpenaiCreateChatCompletion
+type OpenaiCreateChatCompletionResponse200Headers struct {
+	XDSConversationId *openapi_types.UUID
+}
+
+// OpenaiCreateChatCompletionResponse401Headers the declared response headers of an HTTP 401 response for OpenaiCreateChatCompletion
+type OpenaiCreateChatCompletionResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// OpenaiCreateChatCompletionResponse429Headers the declared response headers of an HTTP 429 response for OpenaiCreateChatCompletion
+type OpenaiCreateChatCompletionResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// OpenaiCreateChatCompletionResponse503Headers the declared response headers of an HTTP 503 response for OpenaiCreateChatCompletion
+type OpenaiCreateChatCompletionResponse503Headers struct {
+	RetryAfter *int
+}
+
+type OpenaiCreateChatCompletionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OpenAIChatCompletion
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *OpenAIBadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OpenAIUnauthorized
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *OpenAIForbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *OpenAINotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *OpenAIPayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *OpenAIUnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OpenAITooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *OpenAIInternalError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *OpenAIBadGateway
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OpenAIServiceUnavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *OpenAIGatewayTimeout
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *OpenaiCreateChatCompletionResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OpenaiCreateChatCompletionResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OpenaiCreateChatCompletionResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OpenaiCreateChatCompletionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON200() *OpenAIChatCompletion {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON400() *OpenAIBadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON401() *OpenAIUnauthorized {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON403() *OpenAIForbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON404() *OpenAINotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON413() *OpenAIPayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON415() *OpenAIUnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON429() *OpenAITooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON500() *OpenAIInternalError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON502() *OpenAIBadGateway {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON503() *OpenAIServiceUnavailable {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r OpenaiCreateChatCompletionResponse) GetJSON504() *OpenAIGatewayTimeout {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r OpenaiCreateChatCompletionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenaiCreateChatCompletionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenaiCreateChatCompletionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OpenaiCreateChatCompletionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OpenaiCreateEmbeddingResponse401Headers the declared response headers of an HTTP 401 response for OpenaiCreateEmbedding
+type OpenaiCreateEmbeddingResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// OpenaiCreateEmbeddingResponse429Headers the declared response headers of an HTTP 429 response for OpenaiCreateEmbedding
+type OpenaiCreateEmbeddingResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// OpenaiCreateEmbeddingResponse503Headers the declared response headers of an HTTP 503 response for OpenaiCreateEmbedding
+type OpenaiCreateEmbeddingResponse503Headers struct {
+	RetryAfter *int
+}
+
+type OpenaiCreateEmbeddingResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OpenAIEmbeddingList
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *OpenAIBadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OpenAIUnauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *OpenAINotFound
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *OpenAIPayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *OpenAIUnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OpenAITooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *OpenAIInternalError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *OpenAIBadGateway
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OpenAIServiceUnavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *OpenAIGatewayTimeout
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OpenaiCreateEmbeddingResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OpenaiCreateEmbeddingResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OpenaiCreateEmbeddingResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON200() *OpenAIEmbeddingList {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON400() *OpenAIBadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON401() *OpenAIUnauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON404() *OpenAINotFound {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON413() *OpenAIPayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON415() *OpenAIUnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON429() *OpenAITooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON500() *OpenAIInternalError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON502() *OpenAIBadGateway {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON503() *OpenAIServiceUnavailable {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r OpenaiCreateEmbeddingResponse) GetJSON504() *OpenAIGatewayTimeout {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r OpenaiCreateEmbeddingResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenaiCreateEmbeddingResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenaiCreateEmbeddingResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OpenaiCreateEmbeddingResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OpenaiListModelsResponse401Headers the declared response headers of an HTTP 401 response for OpenaiListModels
+type OpenaiListModelsResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// OpenaiListModelsResponse429Headers the declared response headers of an HTTP 429 response for OpenaiListModels
+type OpenaiListModelsResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// OpenaiListModelsResponse503Headers the declared response headers of an HTTP 503 response for OpenaiListModels
+type OpenaiListModelsResponse503Headers struct {
+	RetryAfter *int
+}
+
+type OpenaiListModelsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OpenAIModelList
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OpenAIUnauthorized
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OpenAITooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *OpenAIInternalError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *OpenAIBadGateway
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OpenAIServiceUnavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *OpenAIGatewayTimeout
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OpenaiListModelsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OpenaiListModelsResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OpenaiListModelsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OpenaiListModelsResponse) GetJSON200() *OpenAIModelList {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OpenaiListModelsResponse) GetJSON401() *OpenAIUnauthorized {
+	return r.JSON401
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OpenaiListModelsResponse) GetJSON429() *OpenAITooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OpenaiListModelsResponse) GetJSON500() *OpenAIInternalError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r OpenaiListModelsResponse) GetJSON502() *OpenAIBadGateway {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OpenaiListModelsResponse) GetJSON503() *OpenAIServiceUnavailable {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r OpenaiListModelsResponse) GetJSON504() *OpenAIGatewayTimeout {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r OpenaiListModelsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenaiListModelsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenaiListModelsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OpenaiListModelsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// OpenaiGetModelResponse401Headers the declared response headers of an HTTP 401 response for OpenaiGetModel
+type OpenaiGetModelResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// OpenaiGetModelResponse429Headers the declared response headers of an HTTP 429 response for OpenaiGetModel
+type OpenaiGetModelResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// OpenaiGetModelResponse503Headers the declared response headers of an HTTP 503 response for OpenaiGetModel
+type OpenaiGetModelResponse503Headers struct {
+	RetryAfter *int
+}
+
+type OpenaiGetModelResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *OpenAIModel
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *OpenAIBadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OpenAIUnauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *OpenAINotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *OpenAITooManyRequests
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *OpenAIInternalError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *OpenAIBadGateway
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OpenAIServiceUnavailable
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *OpenAIGatewayTimeout
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *OpenaiGetModelResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *OpenaiGetModelResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OpenaiGetModelResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r OpenaiGetModelResponse) GetJSON200() *OpenAIModel {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r OpenaiGetModelResponse) GetJSON400() *OpenAIBadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r OpenaiGetModelResponse) GetJSON401() *OpenAIUnauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r OpenaiGetModelResponse) GetJSON404() *OpenAINotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r OpenaiGetModelResponse) GetJSON429() *OpenAITooManyRequests {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r OpenaiGetModelResponse) GetJSON500() *OpenAIInternalError {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r OpenaiGetModelResponse) GetJSON502() *OpenAIBadGateway {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r OpenaiGetModelResponse) GetJSON503() *OpenAIServiceUnavailable {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r OpenaiGetModelResponse) GetJSON504() *OpenAIGatewayTimeout {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r OpenaiGetModelResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r OpenaiGetModelResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r OpenaiGetModelResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r OpenaiGetModelResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -2606,6 +7582,676 @@ func (r GetReadinessResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetReadinessResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetAdminUsageResponse401Headers the declared response headers of an HTTP 401 response for GetAdminUsage
+type GetAdminUsageResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetAdminUsageResponse429Headers the declared response headers of an HTTP 429 response for GetAdminUsage
+type GetAdminUsageResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// GetAdminUsageResponse503Headers the declared response headers of an HTTP 503 response for GetAdminUsage
+type GetAdminUsageResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetAdminUsageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UsageReport
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetAdminUsageResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetAdminUsageResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetAdminUsageResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetAdminUsageResponse) GetJSON200() *UsageReport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetAdminUsageResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetAdminUsageResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetAdminUsageResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r GetAdminUsageResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetAdminUsageResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r GetAdminUsageResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetAdminUsageResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetAdminUsageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetAdminUsageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetAdminUsageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetAdminUsageResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListUsersResponse401Headers the declared response headers of an HTTP 401 response for ListUsers
+type ListUsersResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListUsersResponse429Headers the declared response headers of an HTTP 429 response for ListUsers
+type ListUsersResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// ListUsersResponse503Headers the declared response headers of an HTTP 503 response for ListUsers
+type ListUsersResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ListUsersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminUserPage
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListUsersResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListUsersResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListUsersResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListUsersResponse) GetJSON200() *AdminUserPage {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r ListUsersResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListUsersResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r ListUsersResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListUsersResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r ListUsersResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListUsersResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListUsersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListUsersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListUsersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListUsersResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// UpdateUserResponse401Headers the declared response headers of an HTTP 401 response for UpdateUser
+type UpdateUserResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// UpdateUserResponse429Headers the declared response headers of an HTTP 429 response for UpdateUser
+type UpdateUserResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// UpdateUserResponse503Headers the declared response headers of an HTTP 503 response for UpdateUser
+type UpdateUserResponse503Headers struct {
+	RetryAfter *int
+}
+
+type UpdateUserResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminUser
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *UpdateUserResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *UpdateUserResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *UpdateUserResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r UpdateUserResponse) GetJSON200() *AdminUser {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r UpdateUserResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r UpdateUserResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r UpdateUserResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r UpdateUserResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r UpdateUserResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r UpdateUserResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r UpdateUserResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r UpdateUserResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r UpdateUserResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r UpdateUserResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r UpdateUserResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r UpdateUserResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r UpdateUserResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListAPIKeysResponse401Headers the declared response headers of an HTTP 401 response for ListAPIKeys
+type ListAPIKeysResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListAPIKeysResponse429Headers the declared response headers of an HTTP 429 response for ListAPIKeys
+type ListAPIKeysResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// ListAPIKeysResponse503Headers the declared response headers of an HTTP 503 response for ListAPIKeys
+type ListAPIKeysResponse503Headers struct {
+	RetryAfter *int
+}
+
+type ListAPIKeysResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *APIKeyList
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListAPIKeysResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListAPIKeysResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListAPIKeysResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListAPIKeysResponse) GetJSON200() *APIKeyList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListAPIKeysResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListAPIKeysResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r ListAPIKeysResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListAPIKeysResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r ListAPIKeysResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListAPIKeysResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListAPIKeysResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListAPIKeysResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// CreateAPIKeyResponse401Headers the declared response headers of an HTTP 401 response for CreateAPIKey
+type CreateAPIKeyResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// CreateAPIKeyResponse429Headers the declared response headers of an HTTP 429 response for CreateAPIKey
+type CreateAPIKeyResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// CreateAPIKeyResponse503Headers the declared response headers of an HTTP 503 response for CreateAPIKey
+type CreateAPIKeyResponse503Headers struct {
+	RetryAfter *int
+}
+
+type CreateAPIKeyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *CreatedAPIKey
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CreateAPIKeyResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CreateAPIKeyResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CreateAPIKeyResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r CreateAPIKeyResponse) GetJSON201() *CreatedAPIKey {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CreateAPIKeyResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CreateAPIKeyResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r CreateAPIKeyResponse) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r CreateAPIKeyResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CreateAPIKeyResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r CreateAPIKeyResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CreateAPIKeyResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r CreateAPIKeyResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CreateAPIKeyResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r CreateAPIKeyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CreateAPIKeyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CreateAPIKeyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CreateAPIKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// DeleteAPIKeyResponse401Headers the declared response headers of an HTTP 401 response for DeleteAPIKey
+type DeleteAPIKeyResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// DeleteAPIKeyResponse429Headers the declared response headers of an HTTP 429 response for DeleteAPIKey
+type DeleteAPIKeyResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// DeleteAPIKeyResponse503Headers the declared response headers of an HTTP 503 response for DeleteAPIKey
+type DeleteAPIKeyResponse503Headers struct {
+	RetryAfter *int
+}
+
+type DeleteAPIKeyResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *DeleteAPIKeyResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *DeleteAPIKeyResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeleteAPIKeyResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r DeleteAPIKeyResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r DeleteAPIKeyResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r DeleteAPIKeyResponse) GetApplicationproblemJSON404() *NotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r DeleteAPIKeyResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r DeleteAPIKeyResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r DeleteAPIKeyResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteAPIKeyResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteAPIKeyResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteAPIKeyResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteAPIKeyResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4423,6 +10069,113 @@ func (r GetModelResponse) ContentType() string {
 	return ""
 }
 
+// GetUsageResponse401Headers the declared response headers of an HTTP 401 response for GetUsage
+type GetUsageResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// GetUsageResponse429Headers the declared response headers of an HTTP 429 response for GetUsage
+type GetUsageResponse429Headers struct {
+	RateLimitLimit     *int
+	RateLimitRemaining *int
+	RateLimitReset     *int
+	RetryAfter         *int
+}
+
+// GetUsageResponse503Headers the declared response headers of an HTTP 503 response for GetUsage
+type GetUsageResponse503Headers struct {
+	RetryAfter *int
+}
+
+type GetUsageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UsageReport
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *UnprocessableEntity
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *TooManyRequests
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetUsageResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetUsageResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetUsageResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetUsageResponse) GetJSON200() *UsageReport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r GetUsageResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r GetUsageResponse) GetApplicationproblemJSON401() *Unauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r GetUsageResponse) GetApplicationproblemJSON422() *UnprocessableEntity {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetUsageResponse) GetApplicationproblemJSON429() *TooManyRequests {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r GetUsageResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetUsageResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetUsageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetUsageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetUsageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetUsageResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetHealthWithResponse Liveness: the process is up
 //
 // Returns a wrapper object for the known response body format(s).
@@ -4434,6 +10187,313 @@ func (c *ClientWithResponses) GetHealthWithResponse(ctx context.Context, reqEdit
 		return nil, err
 	}
 	return ParseGetHealthResponse(rsp)
+}
+
+// OllamaChatWithBodyWithResponse Chat with a model, as Ollama's POST /api/chat
+//
+// Ollama's chat route for Ollama's own clients (see the `ollama` tag). Nothing is stored: the client sends
+// the whole conversation every time. `stream` defaults to true, as in Ollama: the answer is then
+// `application/x-ndjson`, one `OllamaChatAnswer` per line, each flushed as the model writes it; the last
+// line has `done: true`, `done_reason` and the counters (durations in nanoseconds; counters that are zero
+// are left out, as Ollama does). With `stream: false` the answer is one `OllamaChatAnswer`. A failure
+// before the first line is an ordinary error answer with its status; a failure after it keeps the status
+// 200 and ends the stream with one line `{"error": "..."}` and no `done` line, as Ollama does.
+//
+// `options` go to the model within the bounds of `POST /v1/chat` (`num_ctx`, `num_predict`: 422 beyond
+// them). `tools`, `format`, `think` and message `images` are not supported: a request that sets them is a
+// 400. `keep_alive` and other fields are ignored. The limits of `POST /v1/chat` apply: 429
+// `too-many-streams`, and 503 with `Retry-After` when the instance or the model server is busy.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /ollama/api/chat (the `OllamaChat` operationId).
+func (c *ClientWithResponses) OllamaChatWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OllamaChatResponse, error) {
+	rsp, err := c.OllamaChatWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOllamaChatResponse(rsp)
+}
+
+// OllamaChatWithResponse Chat with a model, as Ollama's POST /api/chat
+//
+// Ollama's chat route for Ollama's own clients (see the `ollama` tag). Nothing is stored: the client sends
+// the whole conversation every time. `stream` defaults to true, as in Ollama: the answer is then
+// `application/x-ndjson`, one `OllamaChatAnswer` per line, each flushed as the model writes it; the last
+// line has `done: true`, `done_reason` and the counters (durations in nanoseconds; counters that are zero
+// are left out, as Ollama does). With `stream: false` the answer is one `OllamaChatAnswer`. A failure
+// before the first line is an ordinary error answer with its status; a failure after it keeps the status
+// 200 and ends the stream with one line `{"error": "..."}` and no `done` line, as Ollama does.
+//
+// `options` go to the model within the bounds of `POST /v1/chat` (`num_ctx`, `num_predict`: 422 beyond
+// them). `tools`, `format`, `think` and message `images` are not supported: a request that sets them is a
+// 400. `keep_alive` and other fields are ignored. The limits of `POST /v1/chat` apply: 429
+// `too-many-streams`, and 503 with `Retry-After` when the instance or the model server is busy.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /ollama/api/chat (the `OllamaChat` operationId).
+func (c *ClientWithResponses) OllamaChatWithResponse(ctx context.Context, body OllamaChatJSONRequestBody, reqEditors ...RequestEditorFn) (*OllamaChatResponse, error) {
+	rsp, err := c.OllamaChat(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOllamaChatResponse(rsp)
+}
+
+// OllamaEmbedWithBodyWithResponse Embed texts, as Ollama's POST /api/embed
+//
+// One vector per input text, in the order of `input` (one text or a list of them). The limits of
+// `POST /v1/chat` apply. `truncate`, `dimensions`, `options` and `keep_alive` are ignored.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /ollama/api/embed (the `OllamaEmbed` operationId).
+func (c *ClientWithResponses) OllamaEmbedWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OllamaEmbedResponse, error) {
+	rsp, err := c.OllamaEmbedWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOllamaEmbedResponse(rsp)
+}
+
+// OllamaEmbedWithResponse Embed texts, as Ollama's POST /api/embed
+//
+// One vector per input text, in the order of `input` (one text or a list of them). The limits of
+// `POST /v1/chat` apply. `truncate`, `dimensions`, `options` and `keep_alive` are ignored.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /ollama/api/embed (the `OllamaEmbed` operationId).
+func (c *ClientWithResponses) OllamaEmbedWithResponse(ctx context.Context, body OllamaEmbedJSONRequestBody, reqEditors ...RequestEditorFn) (*OllamaEmbedResponse, error) {
+	rsp, err := c.OllamaEmbed(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOllamaEmbedResponse(rsp)
+}
+
+// OllamaGenerateWithBodyWithResponse Complete a prompt, as Ollama's POST /api/generate
+//
+// Ollama's completion route: `prompt`, after `system` when it is given, becomes one chat turn, answered
+// as `POST /ollama/api/chat` answers (streamed by default, the same errors and limits), with `response`
+// in place of `message`. The final line has no `context`: send the conversation to
+// `/ollama/api/chat` instead. `images`, `format`, `think`, `suffix`, `context`, `raw` and `template` are
+// not supported: a request that sets them is a 400.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /ollama/api/generate (the `OllamaGenerate` operationId).
+func (c *ClientWithResponses) OllamaGenerateWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OllamaGenerateResponse, error) {
+	rsp, err := c.OllamaGenerateWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOllamaGenerateResponse(rsp)
+}
+
+// OllamaGenerateWithResponse Complete a prompt, as Ollama's POST /api/generate
+//
+// Ollama's completion route: `prompt`, after `system` when it is given, becomes one chat turn, answered
+// as `POST /ollama/api/chat` answers (streamed by default, the same errors and limits), with `response`
+// in place of `message`. The final line has no `context`: send the conversation to
+// `/ollama/api/chat` instead. `images`, `format`, `think`, `suffix`, `context`, `raw` and `template` are
+// not supported: a request that sets them is a 400.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /ollama/api/generate (the `OllamaGenerate` operationId).
+func (c *ClientWithResponses) OllamaGenerateWithResponse(ctx context.Context, body OllamaGenerateJSONRequestBody, reqEditors ...RequestEditorFn) (*OllamaGenerateResponse, error) {
+	rsp, err := c.OllamaGenerate(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOllamaGenerateResponse(rsp)
+}
+
+// OllamaShowWithBodyWithResponse Show one model, as Ollama's POST /api/show
+//
+// The model's details, default parameters, capabilities and, in `model_info`, its architecture and
+// context length when the model server tells them. `modelfile`, `template`, `license` and `tensors` are
+// left out; `verbose` is ignored.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /ollama/api/show (the `OllamaShow` operationId).
+func (c *ClientWithResponses) OllamaShowWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OllamaShowResponse, error) {
+	rsp, err := c.OllamaShowWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOllamaShowResponse(rsp)
+}
+
+// OllamaShowWithResponse Show one model, as Ollama's POST /api/show
+//
+// The model's details, default parameters, capabilities and, in `model_info`, its architecture and
+// context length when the model server tells them. `modelfile`, `template`, `license` and `tensors` are
+// left out; `verbose` is ignored.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /ollama/api/show (the `OllamaShow` operationId).
+func (c *ClientWithResponses) OllamaShowWithResponse(ctx context.Context, body OllamaShowJSONRequestBody, reqEditors ...RequestEditorFn) (*OllamaShowResponse, error) {
+	rsp, err := c.OllamaShow(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOllamaShowResponse(rsp)
+}
+
+// OllamaTagsWithResponse List the models, as Ollama's GET /api/tags
+//
+// The models the model server has. `digest` and `details.format` are empty: the gateway's model list
+// does not carry them (`POST /ollama/api/show` tells the format).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /ollama/api/tags (the `OllamaTags` operationId).
+func (c *ClientWithResponses) OllamaTagsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OllamaTagsResponse, error) {
+	rsp, err := c.OllamaTags(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOllamaTagsResponse(rsp)
+}
+
+// OllamaVersionWithResponse This API's version, as Ollama's GET /api/version
+//
+// The version of this gateway's API (the contract's `info.version`), not of the model server.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /ollama/api/version (the `OllamaVersion` operationId).
+func (c *ClientWithResponses) OllamaVersionWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OllamaVersionResponse, error) {
+	rsp, err := c.OllamaVersion(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOllamaVersionResponse(rsp)
+}
+
+// OpenaiCreateChatCompletionWithBodyWithResponse Create a chat completion (OpenAI-compatible)
+//
+// OpenAI's Chat Completions API, for the official OpenAI clients pointed at `/openai/v1`. Fields the
+// gateway does not know are ignored; asking for what it cannot do (tools or functions, `n` above 1,
+// `logprobs`, image, audio or file content parts, roles other than `system`, `user` and `assistant`) is a
+// 400. `max_completion_tokens` (or the older `max_tokens`) becomes the model's `num_predict`, within
+// `DS_CHAT_MAX_PREDICT`. Errors are OpenAI error objects with the request id in `X-Request-ID`.
+//
+// Nothing is stored by default. With `X-DS-Conversation-Id: new`, or the id of one of your
+// conversations, the last message and the answer are stored in that conversation (the client sends the
+// whole history, as OpenAI clients do), and the answer carries the conversation's id in the same header.
+//
+// With `stream: true` the answer is `text/event-stream`: `chat.completion.chunk` objects as `data:`
+// lines, the first with the role, then one per piece of the answer, then one with `finish_reason`, with
+// `stream_options.include_usage` a last one with `usage` and no choices, and finally `data: [DONE]`. A
+// failure after the stream began is a `data:` line with an OpenAI error object, and no `[DONE]`. Limits
+// are those of `POST /v1/chat`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+func (c *ClientWithResponses) OpenaiCreateChatCompletionWithBodyWithResponse(ctx context.Context, params *OpenaiCreateChatCompletionParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error) {
+	rsp, err := c.OpenaiCreateChatCompletionWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiCreateChatCompletionResponse(rsp)
+}
+
+// OpenaiCreateChatCompletionWithResponse Create a chat completion (OpenAI-compatible)
+//
+// OpenAI's Chat Completions API, for the official OpenAI clients pointed at `/openai/v1`. Fields the
+// gateway does not know are ignored; asking for what it cannot do (tools or functions, `n` above 1,
+// `logprobs`, image, audio or file content parts, roles other than `system`, `user` and `assistant`) is a
+// 400. `max_completion_tokens` (or the older `max_tokens`) becomes the model's `num_predict`, within
+// `DS_CHAT_MAX_PREDICT`. Errors are OpenAI error objects with the request id in `X-Request-ID`.
+//
+// Nothing is stored by default. With `X-DS-Conversation-Id: new`, or the id of one of your
+// conversations, the last message and the answer are stored in that conversation (the client sends the
+// whole history, as OpenAI clients do), and the answer carries the conversation's id in the same header.
+//
+// With `stream: true` the answer is `text/event-stream`: `chat.completion.chunk` objects as `data:`
+// lines, the first with the role, then one per piece of the answer, then one with `finish_reason`, with
+// `stream_options.include_usage` a last one with `usage` and no choices, and finally `data: [DONE]`. A
+// failure after the stream began is a `data:` line with an OpenAI error object, and no `[DONE]`. Limits
+// are those of `POST /v1/chat`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /openai/v1/chat/completions (the `OpenaiCreateChatCompletion` operationId).
+func (c *ClientWithResponses) OpenaiCreateChatCompletionWithResponse(ctx context.Context, params *OpenaiCreateChatCompletionParams, body OpenaiCreateChatCompletionJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateChatCompletionResponse, error) {
+	rsp, err := c.OpenaiCreateChatCompletion(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiCreateChatCompletionResponse(rsp)
+}
+
+// OpenaiCreateEmbeddingWithBodyWithResponse Create embeddings (OpenAI-compatible)
+//
+// One vector per input text, from the model server's embedding call, as floats or, with
+// `encoding_format: base64`, as the base64 of their little-endian float32 bytes (what the official clients
+// ask for by default). `dimensions` is not supported (400). Limits are those of `POST /v1/chat`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbedding` operationId).
+func (c *ClientWithResponses) OpenaiCreateEmbeddingWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingResponse, error) {
+	rsp, err := c.OpenaiCreateEmbeddingWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiCreateEmbeddingResponse(rsp)
+}
+
+// OpenaiCreateEmbeddingWithResponse Create embeddings (OpenAI-compatible)
+//
+// One vector per input text, from the model server's embedding call, as floats or, with
+// `encoding_format: base64`, as the base64 of their little-endian float32 bytes (what the official clients
+// ask for by default). `dimensions` is not supported (400). Limits are those of `POST /v1/chat`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /openai/v1/embeddings (the `OpenaiCreateEmbedding` operationId).
+func (c *ClientWithResponses) OpenaiCreateEmbeddingWithResponse(ctx context.Context, body OpenaiCreateEmbeddingJSONRequestBody, reqEditors ...RequestEditorFn) (*OpenaiCreateEmbeddingResponse, error) {
+	rsp, err := c.OpenaiCreateEmbedding(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiCreateEmbeddingResponse(rsp)
+}
+
+// OpenaiListModelsWithResponse List the models (OpenAI-compatible)
+//
+// The models the model server has, as OpenAI model objects; `created` is when the model was last changed.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /openai/v1/models (the `OpenaiListModels` operationId).
+func (c *ClientWithResponses) OpenaiListModelsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*OpenaiListModelsResponse, error) {
+	rsp, err := c.OpenaiListModels(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiListModelsResponse(rsp)
+}
+
+// OpenaiGetModelWithResponse Show one model (OpenAI-compatible)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /openai/v1/models/{model} (the `OpenaiGetModel` operationId).
+func (c *ClientWithResponses) OpenaiGetModelWithResponse(ctx context.Context, model string, reqEditors ...RequestEditorFn) (*OpenaiGetModelResponse, error) {
+	rsp, err := c.OpenaiGetModel(ctx, model, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOpenaiGetModelResponse(rsp)
 }
 
 // GetOpenAPIWithResponse This contract
@@ -4451,6 +10511,11 @@ func (c *ClientWithResponses) GetOpenAPIWithResponse(ctx context.Context, reqEdi
 
 // GetReadinessWithResponse Readiness: the database answers
 //
+// Ready when the database answers. `checks` also reports each model server as `upstream:<name>`
+// (`upstream:ollama` for the one server of `DS_OLLAMA_URL`), `ok` or `unavailable`, checked with a
+// short timeout; a model server that does not answer leaves the instance ready, since it still serves
+// everything else and every instance shares its model servers.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /readyz (the `GetReadiness` operationId).
@@ -4460,6 +10525,145 @@ func (c *ClientWithResponses) GetReadinessWithResponse(ctx context.Context, reqE
 		return nil, err
 	}
 	return ParseGetReadinessResponse(rsp)
+}
+
+// GetAdminUsageWithResponse Everybody's model calls and tokens, by user, model or day
+//
+// The same as `GET /v1/usage` over every account's calls, including those of accounts deleted since,
+// summed by user, by model or by UTC day. Admins only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/usage (the `GetAdminUsage` operationId).
+func (c *ClientWithResponses) GetAdminUsageWithResponse(ctx context.Context, params *GetAdminUsageParams, reqEditors ...RequestEditorFn) (*GetAdminUsageResponse, error) {
+	rsp, err := c.GetAdminUsage(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetAdminUsageResponse(rsp)
+}
+
+// ListUsersWithResponse Every account, with its usage this month and its quotas
+//
+// The accounts in the order of their emails, ignoring letter case, each with its role, its model calls
+// and tokens in the current calendar month (UTC) and its token quotas. Keyset-paginated like
+// `GET /v1/conversations`. Admins only.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/admin/users (the `ListUsers` operationId).
+func (c *ClientWithResponses) ListUsersWithResponse(ctx context.Context, params *ListUsersParams, reqEditors ...RequestEditorFn) (*ListUsersResponse, error) {
+	rsp, err := c.ListUsers(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListUsersResponse(rsp)
+}
+
+// UpdateUserWithBodyWithResponse Set a user's token quotas
+//
+// Sets both token quotas of the user: a number of tokens (prompt and completion together), or null for
+// the default (`DS_QUOTA_TOKENS_PER_DAY`, `DS_QUOTA_TOKENS_PER_MONTH`). The change is recorded in your
+// audit log (`quotas_set`), naming the user and the quotas before and after. Admins only.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/admin/users/{id} (the `UpdateUser` operationId).
+func (c *ClientWithResponses) UpdateUserWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateUserResponse, error) {
+	rsp, err := c.UpdateUserWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateUserResponse(rsp)
+}
+
+// UpdateUserWithResponse Set a user's token quotas
+//
+// Sets both token quotas of the user: a number of tokens (prompt and completion together), or null for
+// the default (`DS_QUOTA_TOKENS_PER_DAY`, `DS_QUOTA_TOKENS_PER_MONTH`). The change is recorded in your
+// audit log (`quotas_set`), naming the user and the quotas before and after. Admins only.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /v1/admin/users/{id} (the `UpdateUser` operationId).
+func (c *ClientWithResponses) UpdateUserWithResponse(ctx context.Context, id openapi_types.UUID, body UpdateUserJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateUserResponse, error) {
+	rsp, err := c.UpdateUser(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseUpdateUserResponse(rsp)
+}
+
+// ListAPIKeysWithResponse Your API keys
+//
+// Every API key of your account, newest first, with the first characters of its secret (`prefix`) to
+// tell them apart; the secret itself is never shown again. `last_used_at` shows a key's first use at
+// once and is then refreshed at most once a minute.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/api-keys (the `ListAPIKeys` operationId).
+func (c *ClientWithResponses) ListAPIKeysWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListAPIKeysResponse, error) {
+	rsp, err := c.ListAPIKeys(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListAPIKeysResponse(rsp)
+}
+
+// CreateAPIKeyWithBodyWithResponse Create an API key
+//
+// Creates a long-lived key that works as a bearer token (`Authorization: Bearer ds_...`) wherever an
+// access token does, for the tools that cannot log in. The answer holds the secret, the only time it is
+// shown: the server keeps only its SHA-256. A key is never refreshed; it works until it expires
+// (`expires_at`, which must be in the future; none when absent), is revoked, or its account is deleted.
+// An account has at most `DS_MAX_API_KEYS_PER_USER` (50) keys that have not expired: one more is a
+// `409`.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/api-keys (the `CreateAPIKey` operationId).
+func (c *ClientWithResponses) CreateAPIKeyWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CreateAPIKeyResponse, error) {
+	rsp, err := c.CreateAPIKeyWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateAPIKeyResponse(rsp)
+}
+
+// CreateAPIKeyWithResponse Create an API key
+//
+// Creates a long-lived key that works as a bearer token (`Authorization: Bearer ds_...`) wherever an
+// access token does, for the tools that cannot log in. The answer holds the secret, the only time it is
+// shown: the server keeps only its SHA-256. A key is never refreshed; it works until it expires
+// (`expires_at`, which must be in the future; none when absent), is revoked, or its account is deleted.
+// An account has at most `DS_MAX_API_KEYS_PER_USER` (50) keys that have not expired: one more is a
+// `409`.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/api-keys (the `CreateAPIKey` operationId).
+func (c *ClientWithResponses) CreateAPIKeyWithResponse(ctx context.Context, body CreateAPIKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*CreateAPIKeyResponse, error) {
+	rsp, err := c.CreateAPIKey(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCreateAPIKeyResponse(rsp)
+}
+
+// DeleteAPIKeyWithResponse Revoke an API key
+//
+// Deletes the key. It stops working at once, on every instance.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/api-keys/{id} (the `DeleteAPIKey` operationId).
+func (c *ClientWithResponses) DeleteAPIKeyWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*DeleteAPIKeyResponse, error) {
+	rsp, err := c.DeleteAPIKey(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteAPIKeyResponse(rsp)
 }
 
 // LoginWithBodyWithResponse Log in with email and password
@@ -4813,7 +11017,8 @@ func (c *ClientWithResponses) GetMeWithResponse(ctx context.Context, reqEditors 
 // ListMyAuditEventsWithResponse Your security events, newest first
 //
 // The security events of your account: sign-up, logins that succeeded or failed, refresh-token reuse,
-// logouts and refused account deletions, with the client address, User-Agent and request id of each.
+// logouts, refused account deletions, and API keys created and revoked, with the client address,
+// User-Agent and request id of each.
 // Keyset-paginated like `GET /v1/conversations`.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -4853,6 +11058,26 @@ func (c *ClientWithResponses) GetModelWithResponse(ctx context.Context, name Mod
 	return ParseGetModelResponse(rsp)
 }
 
+// GetUsageWithResponse Your model calls and tokens, by day or by model
+//
+// Sums the model calls you made from the day `from` to the day `to` (UTC, both included), whatever
+// their route and their outcome (`complete`, `incomplete` or `error`), by UTC day or by model. Without
+// `to` the period ends with the month of `from`; without `from` it starts with the month of `to`;
+// without either it is the current month. A call is counted on the day it ended, within about two
+// seconds of its end. When a stream ended early and the model server gave no counts, its completion
+// tokens are the chunks that were delivered (about one token each).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/usage (the `GetUsage` operationId).
+func (c *ClientWithResponses) GetUsageWithResponse(ctx context.Context, params *GetUsageParams, reqEditors ...RequestEditorFn) (*GetUsageResponse, error) {
+	rsp, err := c.GetUsage(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetUsageResponse(rsp)
+}
+
 // ParseGetHealthResponse parses an HTTP response from a GetHealthWithResponse call
 func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -4874,6 +11099,2060 @@ func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	}
+
+	return response, nil
+}
+
+// ParseOllamaChatResponse parses an HTTP response from a OllamaChatWithResponse call
+func ParseOllamaChatResponse(rsp *http.Response) (*OllamaChatResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OllamaChatResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OllamaChatAnswer
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (application/x-ndjson) unsupported
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers OllamaChatResponse400Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers OllamaChatResponse401Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers OllamaChatResponse404Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers OllamaChatResponse413Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers OllamaChatResponse415Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 422:
+		var headers OllamaChatResponse422Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers OllamaChatResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers OllamaChatResponse500Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 502:
+		var headers OllamaChatResponse502Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers502 = &headers
+	case rsp.StatusCode == 503:
+		var headers OllamaChatResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers503 = &headers
+	case rsp.StatusCode == 504:
+		var headers OllamaChatResponse504Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers504 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOllamaEmbedResponse parses an HTTP response from a OllamaEmbedWithResponse call
+func ParseOllamaEmbedResponse(rsp *http.Response) (*OllamaEmbedResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OllamaEmbedResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OllamaEmbeddings
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers OllamaEmbedResponse400Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers OllamaEmbedResponse401Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers OllamaEmbedResponse404Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers OllamaEmbedResponse413Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers OllamaEmbedResponse415Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 422:
+		var headers OllamaEmbedResponse422Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers OllamaEmbedResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers OllamaEmbedResponse500Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 502:
+		var headers OllamaEmbedResponse502Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers502 = &headers
+	case rsp.StatusCode == 503:
+		var headers OllamaEmbedResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers503 = &headers
+	case rsp.StatusCode == 504:
+		var headers OllamaEmbedResponse504Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers504 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOllamaGenerateResponse parses an HTTP response from a OllamaGenerateWithResponse call
+func ParseOllamaGenerateResponse(rsp *http.Response) (*OllamaGenerateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OllamaGenerateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OllamaGenerateAnswer
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (application/x-ndjson) unsupported
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers OllamaGenerateResponse400Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers OllamaGenerateResponse401Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers OllamaGenerateResponse404Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers OllamaGenerateResponse413Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers OllamaGenerateResponse415Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 422:
+		var headers OllamaGenerateResponse422Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers OllamaGenerateResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers OllamaGenerateResponse500Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 502:
+		var headers OllamaGenerateResponse502Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers502 = &headers
+	case rsp.StatusCode == 503:
+		var headers OllamaGenerateResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers503 = &headers
+	case rsp.StatusCode == 504:
+		var headers OllamaGenerateResponse504Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers504 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOllamaShowResponse parses an HTTP response from a OllamaShowWithResponse call
+func ParseOllamaShowResponse(rsp *http.Response) (*OllamaShowResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OllamaShowResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OllamaShowAnswer
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers OllamaShowResponse400Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers OllamaShowResponse401Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers OllamaShowResponse404Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 413:
+		var headers OllamaShowResponse413Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 415:
+		var headers OllamaShowResponse415Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 422:
+		var headers OllamaShowResponse422Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers422 = &headers
+	case rsp.StatusCode == 429:
+		var headers OllamaShowResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers OllamaShowResponse500Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 502:
+		var headers OllamaShowResponse502Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers502 = &headers
+	case rsp.StatusCode == 503:
+		var headers OllamaShowResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers503 = &headers
+	case rsp.StatusCode == 504:
+		var headers OllamaShowResponse504Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers504 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOllamaTagsResponse parses an HTTP response from a OllamaTagsWithResponse call
+func ParseOllamaTagsResponse(rsp *http.Response) (*OllamaTagsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OllamaTagsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OllamaModelList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers OllamaTagsResponse401Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers OllamaTagsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers OllamaTagsResponse500Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 502:
+		var headers OllamaTagsResponse502Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers502 = &headers
+	case rsp.StatusCode == 503:
+		var headers OllamaTagsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers503 = &headers
+	case rsp.StatusCode == 504:
+		var headers OllamaTagsResponse504Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers504 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOllamaVersionResponse parses an HTTP response from a OllamaVersionWithResponse call
+func ParseOllamaVersionResponse(rsp *http.Response) (*OllamaVersionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OllamaVersionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OllamaVersion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OllamaError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers OllamaVersionResponse401Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers OllamaVersionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 500:
+		var headers OllamaVersionResponse500Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers500 = &headers
+	case rsp.StatusCode == 503:
+		var headers OllamaVersionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOpenaiCreateChatCompletionResponse parses an HTTP response from a OpenaiCreateChatCompletionWithResponse call
+func ParseOpenaiCreateChatCompletionResponse(rsp *http.Response) (*OpenaiCreateChatCompletionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenaiCreateChatCompletionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OpenAIChatCompletion
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest OpenAIBadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OpenAIUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest OpenAIForbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest OpenAINotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest OpenAIPayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest OpenAIUnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OpenAITooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest OpenAIInternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest OpenAIBadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OpenAIServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest OpenAIGatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/event-stream) unsupported
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers OpenaiCreateChatCompletionResponse200Headers
+		if values := rsp.Header.Values("X-DS-Conversation-Id"); len(values) > 0 {
+			var value openapi_types.UUID
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-DS-Conversation-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"}); err != nil {
+				return nil, err
+			}
+			headers.XDSConversationId = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers OpenaiCreateChatCompletionResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers OpenaiCreateChatCompletionResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers OpenaiCreateChatCompletionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOpenaiCreateEmbeddingResponse parses an HTTP response from a OpenaiCreateEmbeddingWithResponse call
+func ParseOpenaiCreateEmbeddingResponse(rsp *http.Response) (*OpenaiCreateEmbeddingResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenaiCreateEmbeddingResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OpenAIEmbeddingList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest OpenAIBadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OpenAIUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest OpenAINotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest OpenAIPayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest OpenAIUnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OpenAITooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest OpenAIInternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest OpenAIBadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OpenAIServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest OpenAIGatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers OpenaiCreateEmbeddingResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers OpenaiCreateEmbeddingResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers OpenaiCreateEmbeddingResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOpenaiListModelsResponse parses an HTTP response from a OpenaiListModelsWithResponse call
+func ParseOpenaiListModelsResponse(rsp *http.Response) (*OpenaiListModelsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenaiListModelsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OpenAIModelList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OpenAIUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OpenAITooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest OpenAIInternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest OpenAIBadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OpenAIServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest OpenAIGatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers OpenaiListModelsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers OpenaiListModelsResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers OpenaiListModelsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseOpenaiGetModelResponse parses an HTTP response from a OpenaiGetModelWithResponse call
+func ParseOpenaiGetModelResponse(rsp *http.Response) (*OpenaiGetModelResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &OpenaiGetModelResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest OpenAIModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest OpenAIBadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OpenAIUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest OpenAINotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest OpenAITooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest OpenAIInternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest OpenAIBadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OpenAIServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest OpenAIGatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers OpenaiGetModelResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers OpenaiGetModelResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers OpenaiGetModelResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4933,6 +13212,769 @@ func ParseGetReadinessResponse(rsp *http.Response) (*GetReadinessResponse, error
 		}
 		response.ApplicationproblemJSON503 = &dest
 
+	}
+
+	return response, nil
+}
+
+// ParseGetAdminUsageResponse parses an HTTP response from a GetAdminUsageWithResponse call
+func ParseGetAdminUsageResponse(rsp *http.Response) (*GetAdminUsageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetAdminUsageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UsageReport
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetAdminUsageResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetAdminUsageResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetAdminUsageResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListUsersResponse parses an HTTP response from a ListUsersWithResponse call
+func ParseListUsersResponse(rsp *http.Response) (*ListUsersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListUsersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminUserPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListUsersResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListUsersResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListUsersResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseUpdateUserResponse parses an HTTP response from a UpdateUserWithResponse call
+func ParseUpdateUserResponse(rsp *http.Response) (*UpdateUserResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &UpdateUserResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminUser
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers UpdateUserResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers UpdateUserResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers UpdateUserResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListAPIKeysResponse parses an HTTP response from a ListAPIKeysWithResponse call
+func ParseListAPIKeysResponse(rsp *http.Response) (*ListAPIKeysResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListAPIKeysResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest APIKeyList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers ListAPIKeysResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListAPIKeysResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListAPIKeysResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseCreateAPIKeyResponse parses an HTTP response from a CreateAPIKeyWithResponse call
+func ParseCreateAPIKeyResponse(rsp *http.Response) (*CreateAPIKeyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CreateAPIKeyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest CreatedAPIKey
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers CreateAPIKeyResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CreateAPIKeyResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CreateAPIKeyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseDeleteAPIKeyResponse parses an HTTP response from a DeleteAPIKeyWithResponse call
+func ParseDeleteAPIKeyResponse(rsp *http.Response) (*DeleteAPIKeyResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteAPIKeyResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers DeleteAPIKeyResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers DeleteAPIKeyResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeleteAPIKeyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6988,6 +16030,128 @@ func ParseGetModelResponse(rsp *http.Response) (*GetModelResponse, error) {
 		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetModelResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetUsageResponse parses an HTTP response from a GetUsageWithResponse call
+func ParseGetUsageResponse(rsp *http.Response) (*GetUsageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetUsageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UsageReport
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest UnprocessableEntity
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest TooManyRequests
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers GetUsageResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetUsageResponse429Headers
+		if values := rsp.Header.Values("RateLimit-Limit"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Limit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Remaining"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitRemaining = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Reset"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Reset", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitReset = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetUsageResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

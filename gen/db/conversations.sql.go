@@ -38,7 +38,7 @@ func (q *Queries) CreateConversation(ctx context.Context, arg CreateConversation
 	return i, err
 }
 
-const deleteConversation = `-- name: DeleteConversation :execrows
+const deleteConversation = `-- name: DeleteConversation :exec
 WITH gone AS (
     DELETE FROM conversations AS c
     WHERE c.id = $2
@@ -60,14 +60,11 @@ type DeleteConversationParams struct {
 	ID     uuid.UUID
 }
 
-// Deletes a conversation of the user with its messages and no longer counts their content as stored. It
-// changes one row when the conversation was the user's, none otherwise.
-func (q *Queries) DeleteConversation(ctx context.Context, arg DeleteConversationParams) (int64, error) {
-	result, err := q.db.Exec(ctx, deleteConversation, arg.UserID, arg.ID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+// Deletes a conversation of the user with its messages and no longer counts their content as stored; lock
+// it first (LockConversation), so that no message is added between the count and the delete.
+func (q *Queries) DeleteConversation(ctx context.Context, arg DeleteConversationParams) error {
+	_, err := q.db.Exec(ctx, deleteConversation, arg.UserID, arg.ID)
+	return err
 }
 
 const getConversation = `-- name: GetConversation :one
@@ -146,6 +143,28 @@ func (q *Queries) ListConversations(ctx context.Context, arg ListConversationsPa
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockConversation = `-- name: LockConversation :one
+SELECT id
+FROM conversations
+WHERE id = $1
+  AND user_id = $2
+FOR UPDATE
+`
+
+type LockConversationParams struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+// Locks a conversation of the user until the transaction ends. Messages being added to it are waited for,
+// and new ones wait in turn (their foreign key check conflicts with the lock).
+func (q *Queries) LockConversation(ctx context.Context, arg LockConversationParams) (uuid.UUID, error) {
+	row := q.db.QueryRow(ctx, lockConversation, arg.ID, arg.UserID)
+	var id uuid.UUID
+	err := row.Scan(&id)
+	return id, err
 }
 
 const touchConversation = `-- name: TouchConversation :exec

@@ -10,6 +10,17 @@ import (
 	"github.com/google/uuid"
 )
 
+type ApiKey struct {
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	Name       string
+	Prefix     string
+	SecretHash []byte
+	CreatedAt  time.Time
+	ExpiresAt  *time.Time
+	LastUsedAt *time.Time
+}
+
 type AuditLog struct {
 	ID        int64
 	Event     string
@@ -56,11 +67,29 @@ type RefreshToken struct {
 	FamilyStartedAt time.Time
 }
 
+type UsageRecord struct {
+	ID               int64
+	UserID           uuid.UUID
+	ApiKeyID         *uuid.UUID
+	Model            string
+	Upstream         string
+	PromptTokens     int32
+	CompletionTokens int32
+	TtftMs           *int32
+	DurationMs       int32
+	Outcome          string
+	RequestID        string
+	CreatedAt        time.Time
+}
+
 type User struct {
-	ID           uuid.UUID
-	Email        string
-	PasswordHash string
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
-	StoredBytes  int64
+	ID             uuid.UUID
+	Email          string
+	PasswordHash   string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	StoredBytes    int64
+	Role           string
+	TokensPerDay   *int64
+	TokensPerMonth *int64
 }

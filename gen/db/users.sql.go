@@ -14,7 +14,7 @@ import (
 const createUser = `-- name: CreateUser :one
 INSERT INTO users (email, password_hash)
 VALUES ($1, $2)
-RETURNING id, email, password_hash, created_at, updated_at, stored_bytes
+RETURNING id, email, password_hash, created_at, updated_at, stored_bytes, role, tokens_per_day, tokens_per_month
 `
 
 type CreateUserParams struct {
@@ -32,6 +32,9 @@ func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, e
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.StoredBytes,
+		&i.Role,
+		&i.TokensPerDay,
+		&i.TokensPerMonth,
 	)
 	return i, err
 }
@@ -52,7 +55,7 @@ func (q *Queries) DeleteUser(ctx context.Context, id uuid.UUID) (int64, error) {
 }
 
 const getUserByEmail = `-- name: GetUserByEmail :one
-SELECT id, email, password_hash, created_at, updated_at, stored_bytes
+SELECT id, email, password_hash, created_at, updated_at, stored_bytes, role, tokens_per_day, tokens_per_month
 FROM users
 WHERE lower(email) = lower($1)
 `
@@ -67,12 +70,15 @@ func (q *Queries) GetUserByEmail(ctx context.Context, email string) (User, error
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.StoredBytes,
+		&i.Role,
+		&i.TokensPerDay,
+		&i.TokensPerMonth,
 	)
 	return i, err
 }
 
 const getUserByID = `-- name: GetUserByID :one
-SELECT id, email, password_hash, created_at, updated_at, stored_bytes
+SELECT id, email, password_hash, created_at, updated_at, stored_bytes, role, tokens_per_day, tokens_per_month
 FROM users
 WHERE id = $1
 `
@@ -87,6 +93,9 @@ func (q *Queries) GetUserByID(ctx context.Context, id uuid.UUID) (User, error) {
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.StoredBytes,
+		&i.Role,
+		&i.TokensPerDay,
+		&i.TokensPerMonth,
 	)
 	return i, err
 }

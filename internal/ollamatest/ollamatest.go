@@ -1,23 +1,24 @@
 // Package ollamatest runs a fake Ollama server for tests. It answers POST /api/chat (streamed and not),
 // GET /api/tags, POST /api/show and GET / with the headers, field order and error bodies recorded from a
-// real Ollama v0.17.4 (testdata/ holds the recordings), and can be told to load slowly, emit slowly, stall,
-// fail in the middle of a stream or fail outright. It records the requests it receives and counts those
+// real Ollama v0.17.4 (testdata/ holds the recordings), and POST /api/embed with Ollama's shape and
+// deterministic vectors (see Embedding); it can be told to load slowly, emit slowly, stall, fail in the
+// middle of a stream or fail outright. It records the requests it receives and counts those
 // whose client went away before the answer was complete.
 package ollamatest
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
+	"math"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/deepersensor/deepersensor/internal/fakeserver"
 )
 
 // Options configure a Server. The zero value serves the model Tiny and streams the recorded tokens.
@@ -29,8 +30,8 @@ type Options struct {
 	Tokens []string
 	// DoneReason is the final chunk's done_reason; empty means "stop".
 	DoneReason string
-	// InitialDelay is waited before the status line of every chat answer, as while Ollama loads a model
-	// or queues the request.
+	// InitialDelay is waited before the status line of every chat and embed answer, as while Ollama loads a
+	// model or queues the request.
 	InitialDelay time.Duration
 	// ChunkDelay is waited before every chat chunk after the first, the final one included. A non-streamed
 	// answer waits as long in total.
@@ -48,10 +49,7 @@ type Options struct {
 // (recording chat_runner_killed_midstream), and a non-streamed chat answers 500 with that error. If Error is
 // empty, the server stalls: it sends nothing more and keeps the connection open until the client goes away
 // or the Server is closed.
-type Fault struct {
-	After int
-	Error string
-}
+type Fault = fakeserver.Fault
 
 // Model is a model the fake server has, as listed by /api/tags and described by /api/show.
 type Model struct {
@@ -91,15 +89,8 @@ func Tiny() Model {
 
 var defaultTokens = []string{",", " there", " was", " a", " little", " g", "ir", "l", " named", " Lily", ".", " She"}
 
-// Request is a request the Server received.
-type Request struct {
-	Method string
-	Path   string
-	Header http.Header
-	Body   []byte
-	// Chat is the decoded body of a POST /api/chat; zero for other requests or a body that did not decode.
-	Chat ChatRequest
-}
+// Request is a request the Server received; Chat is the decoded body of a POST /api/chat.
+type Request = fakeserver.Request[ChatRequest]
 
 // ChatRequest is the part of an /api/chat request body the fake understands.
 type ChatRequest struct {
@@ -111,25 +102,14 @@ type ChatRequest struct {
 }
 
 // Message is one message of a chat request or answer.
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
+type Message = fakeserver.Message
 
-// Server is a running fake Ollama server listening on 127.0.0.1.
+// Server is a running fake Ollama server listening on 127.0.0.1. Its URL, Requests, ChatRequests (of
+// POST /api/chat), Cancelled, WaitCancelled and Close come from fakeserver.Base.
 type Server struct {
-	// URL is the server's base URL, e.g. http://127.0.0.1:41234.
-	URL string
+	fakeserver.Base[ChatRequest]
 
-	opts      Options
-	srv       *httptest.Server
-	done      chan struct{} // closed by Close, to end stalled and delayed answers
-	closeOnce sync.Once
-
-	mu        sync.Mutex // guards the fields below
-	requests  []Request
-	cancelled int
-	changed   chan struct{} // closed and replaced whenever cancelled grows
+	opts Options
 }
 
 // New starts a Server that is closed when the test ends.
@@ -147,103 +127,25 @@ func New(tb testing.TB, opts Options) *Server {
 	if opts.Status != 0 && opts.StatusMessage == "" {
 		opts.StatusMessage = strings.ToLower(http.StatusText(opts.Status))
 	}
-	s := &Server{opts: opts, done: make(chan struct{}), changed: make(chan struct{})}
+	s := &Server{opts: opts}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.root)
 	mux.HandleFunc("POST /api/chat", s.chat)
 	mux.HandleFunc("GET /api/tags", s.tags)
 	mux.HandleFunc("POST /api/show", s.show)
-	s.srv = httptest.NewServer(s.record(mux))
-	s.URL = s.srv.URL
-	tb.Cleanup(s.Close)
+	mux.HandleFunc("POST /api/embed", s.embed)
+	s.Start(tb, "/api/chat", s.refuse(mux))
 	return s
 }
 
-// Close stops the server, ending stalled and delayed answers first. Later requests fail to connect, as
-// when Ollama is down. It is safe to call more than once.
-func (s *Server) Close() {
-	s.closeOnce.Do(func() {
-		close(s.done)
-		s.srv.Close()
-	})
-}
-
-// Requests returns the requests received so far, oldest first.
-func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Request(nil), s.requests...)
-}
-
-// ChatRequests returns the decoded bodies of the POST /api/chat requests received so far, oldest first.
-func (s *Server) ChatRequests() []ChatRequest {
-	var chats []ChatRequest
-	for _, r := range s.Requests() {
-		if r.Method == http.MethodPost && r.Path == "/api/chat" {
-			chats = append(chats, r.Chat)
-		}
-	}
-	return chats
-}
-
-// Cancelled returns how many requests were abandoned by their client (connection closed, request
-// cancelled) before the server had finished answering.
-func (s *Server) Cancelled() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cancelled
-}
-
-// WaitCancelled waits up to timeout until at least n requests were abandoned by their client, and reports
-// whether they were.
-func (s *Server) WaitCancelled(n int, timeout time.Duration) bool {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		s.mu.Lock()
-		got, changed := s.cancelled, s.changed
-		s.mu.Unlock()
-		if got >= n {
-			return true
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return false
-		}
-	}
-}
-
-func (s *Server) noteCancelled() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cancelled++
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
-// record stores each request, reading its whole body first: only then does net/http watch the connection
-// and cancel the request's context when the client goes away. It also applies Options.Status.
-func (s *Server) record(next http.Handler) http.Handler {
+// refuse applies Options.Status to every /api/ request.
+func (s *Server) refuse(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return
-		}
-		rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
-		if r.Method == http.MethodPost && r.URL.Path == "/api/chat" {
-			_ = json.Unmarshal(body, &rec.Chat)
-		}
-		s.mu.Lock()
-		s.requests = append(s.requests, rec)
-		s.mu.Unlock()
-
 		if s.opts.Status != 0 && strings.HasPrefix(r.URL.Path, "/api/") {
 			writeError(w, s.opts.Status, s.opts.StatusMessage)
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
 	})
 }
@@ -288,7 +190,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if !s.wait(ctx, s.opts.InitialDelay) {
+	if !s.Wait(ctx, s.opts.InitialDelay) {
 		return
 	}
 	if len(req.Messages) == 0 {
@@ -301,10 +203,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	tokens, fault := s.opts.Tokens, s.opts.Fault
-	if fault != nil {
-		tokens = tokens[:min(max(fault.After, 0), len(tokens))]
-	}
+	tokens := s.opts.Fault.Sent(s.opts.Tokens)
 	final := chatChunk{
 		Model:           req.Model,
 		Message:         assistant(""),
@@ -320,15 +219,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if !s.wait(ctx, time.Duration(len(tokens))*s.opts.ChunkDelay) {
-		return
-	}
-	if fault != nil {
-		if fault.Error == "" {
-			s.stall(ctx)
-		} else {
-			writeError(w, http.StatusInternalServerError, fault.Error)
-		}
+	if !s.Wait(ctx, time.Duration(len(tokens))*s.opts.ChunkDelay) ||
+		s.Break(ctx, s.opts.Fault, func(msg string) { writeError(w, http.StatusInternalServerError, msg) }) {
 		return
 	}
 	final.CreatedAt = now()
@@ -343,81 +235,40 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, final chatChunk, tokens []string, promptStart, start time.Time) {
 	ctx := r.Context()
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	rc := http.NewResponseController(w)
 	var evalStart time.Time
 	for i, tok := range tokens {
-		if i > 0 && !s.wait(ctx, s.opts.ChunkDelay) {
+		if i > 0 && !s.Wait(ctx, s.opts.ChunkDelay) {
 			return
 		}
 		if i == 0 {
 			final.PromptEvalDuration = elapsed(promptStart)
 			evalStart = time.Now()
 		}
-		if !s.writeLine(w, rc, chatChunk{Model: final.Model, CreatedAt: now(), Message: assistant(tok)}) {
+		if !s.writeLine(w, chatChunk{Model: final.Model, CreatedAt: now(), Message: assistant(tok)}) {
 			return
 		}
 	}
-	if fault := s.opts.Fault; fault != nil {
-		if fault.Error == "" {
-			s.stall(ctx)
-		} else {
-			s.writeLine(w, rc, errorBody{Error: fault.Error})
-		}
+	if s.Break(ctx, s.opts.Fault, func(msg string) { s.writeLine(w, errorBody{Error: msg}) }) {
 		return
 	}
 	if len(tokens) > 0 {
-		if !s.wait(ctx, s.opts.ChunkDelay) {
+		if !s.Wait(ctx, s.opts.ChunkDelay) {
 			return
 		}
 		final.EvalDuration = elapsed(evalStart)
 	}
 	final.CreatedAt = now()
 	final.TotalDuration = elapsed(start)
-	s.writeLine(w, rc, final)
+	s.writeLine(w, final)
 }
 
 // writeLine sends v as one NDJSON line and flushes it. It reports false if the client has gone away.
-func (s *Server) writeLine(w http.ResponseWriter, rc *http.ResponseController, v any) bool {
+func (s *Server) writeLine(w http.ResponseWriter, v any) bool {
 	line, err := json.Marshal(v)
 	if err != nil {
 		panic(err)
 	}
-	if _, err := w.Write(append(line, '\n')); err == nil {
-		err = rc.Flush()
-		if err == nil {
-			return true
-		}
-	}
-	s.noteCancelled()
-	return false
-}
-
-// wait sleeps for d. It reports false, counting the request as cancelled, if the client goes away first,
-// or if the server is closing.
-func (s *Server) wait(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		s.noteCancelled()
-		return false
-	case <-s.done:
-		return false
-	}
-}
-
-// stall blocks until the client goes away, counting the request as cancelled, or the server closes.
-func (s *Server) stall(ctx context.Context) {
-	select {
-	case <-ctx.Done():
-		s.noteCancelled()
-	case <-s.done:
-	}
+	return s.Send(w, append(line, '\n'))
 }
 
 // model finds a model by name, with or without its ":latest" tag.
@@ -506,6 +357,73 @@ func (s *Server) show(w http.ResponseWriter, r *http.Request) {
 		Capabilities: m.Capabilities,
 		ModifiedAt:   m.ModifiedAt,
 	})
+}
+
+// EmbeddingSize is the length of the fake's embedding vectors.
+const EmbeddingSize = 8
+
+// Embedding returns the vector the fake gives text embedded by the model listed as model (such as
+// "tiny:latest"): EmbeddingSize numbers derived from a hash of both, the same every time, of length 1 as
+// Ollama's are.
+func Embedding(model, text string) []float64 {
+	v := make([]float64, EmbeddingSize)
+	var norm float64
+	for i := range v {
+		h := fnv.New64a()
+		_, _ = fmt.Fprintf(h, "%s\x00%s\x00%d", model, text, i)
+		v[i] = float64(h.Sum64())/math.MaxUint64*2 - 1
+		norm += v[i] * v[i]
+	}
+	for i := range v {
+		v[i] /= math.Sqrt(norm)
+	}
+	return v
+}
+
+// embed answers POST /api/embed, whose input is one text or a list of them, as Ollama does.
+func (s *Server) embed(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var req struct {
+		Model string          `json:"model"`
+		Input json.RawMessage `json:"input"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var inputs []string
+	var one string
+	if json.Unmarshal(req.Input, &one) == nil {
+		inputs = []string{one}
+	} else if len(req.Input) > 0 && json.Unmarshal(req.Input, &inputs) != nil {
+		writeError(w, http.StatusBadRequest, "invalid input type")
+		return
+	}
+	if req.Model == "" {
+		writeError(w, http.StatusBadRequest, "model is required")
+		return
+	}
+	m, ok := s.model(req.Model)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q not found, try pulling it first", req.Model))
+		return
+	}
+	if !s.Wait(r.Context(), s.opts.InitialDelay) {
+		return
+	}
+	vectors := make([][]float64, len(inputs))
+	words := 0
+	for i, text := range inputs {
+		vectors[i] = Embedding(m.Name, text)
+		words += len(strings.Fields(text))
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Model           string      `json:"model"`
+		Embeddings      [][]float64 `json:"embeddings"`
+		TotalDuration   int64       `json:"total_duration"`
+		LoadDuration    int64       `json:"load_duration"`
+		PromptEvalCount int         `json:"prompt_eval_count"`
+	}{req.Model, vectors, elapsed(start), elapsed(start), words})
 }
 
 type errorBody struct {

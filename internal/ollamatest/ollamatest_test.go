@@ -454,3 +454,52 @@ func TestStallEndsOnClose(t *testing.T) {
 		t.Errorf("Cancelled() = %d after the server closed, want 0", n)
 	}
 }
+
+// TestEmbed checks /api/embed: one text or a list, vectors of Embedding in input order, Ollama's field order,
+// and Ollama's 404 for an unknown model.
+func TestEmbed(t *testing.T) {
+	fake := ollamatest.New(t, ollamatest.Options{})
+	embed := func(body string) (int, string) {
+		resp, err := http.Post(fake.URL+"/api/embed", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for input, texts := range map[string][]string{`"why is the sky blue"`: {"why is the sky blue"}, `["a","b"]`: {"a", "b"}} {
+		status, body := embed(`{"model":"tiny","input":` + input + `}`)
+		var out struct {
+			Model           string      `json:"model"`
+			Embeddings      [][]float64 `json:"embeddings"`
+			PromptEvalCount int         `json:"prompt_eval_count"`
+		}
+		if err := json.Unmarshal([]byte(body), &out); err != nil || status != http.StatusOK {
+			t.Fatalf("embed %s = %d %s", input, status, body)
+		}
+		if !strings.HasPrefix(body, `{"model":"tiny","embeddings":[[`) || !strings.Contains(body, `"total_duration":`) ||
+			!strings.Contains(body, `"load_duration":`) {
+			t.Errorf("embed %s = %s, not in Ollama's shape", input, body)
+		}
+		if len(out.Embeddings) != len(texts) || out.PromptEvalCount == 0 {
+			t.Fatalf("embed %s = %s", input, body)
+		}
+		for i, v := range out.Embeddings {
+			if !slices.Equal(v, ollamatest.Embedding("tiny:latest", texts[i])) {
+				t.Errorf("vector %d = %v, want Embedding of %q", i, v, texts[i])
+			}
+		}
+	}
+	v := ollamatest.Embedding("tiny:latest", "x")
+	var norm float64
+	for _, x := range v {
+		norm += x * x
+	}
+	if len(v) != ollamatest.EmbeddingSize || norm < 0.999 || norm > 1.001 || slices.Equal(v, ollamatest.Embedding("tiny:latest", "y")) {
+		t.Errorf("Embedding = %v (norm² %v): want %d numbers of length 1, differing by text", v, norm, ollamatest.EmbeddingSize)
+	}
+	if status, body := embed(`{"model":"nope","input":"x"}`); status != http.StatusNotFound || body != `{"error":"model \"nope\" not found, try pulling it first"}` {
+		t.Errorf("unknown model = %d %s", status, body)
+	}
+}

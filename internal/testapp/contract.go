@@ -50,8 +50,8 @@ func loadContract() error {
 }
 
 // validatingTransport checks every response against the contract: its status must be documented for the
-// operation, and its headers and body must match. A mismatch fails the test. Event streams are checked for
-// status and content type only, so that they still arrive event by event.
+// operation, and its headers and body must match. A mismatch fails the test. Event streams and NDJSON streams
+// are checked for status and content type only, so that they still arrive event by event.
 type validatingTransport struct {
 	tb   testing.TB
 	next http.RoundTripper
@@ -92,7 +92,7 @@ func ValidateResponse(tb testing.TB, req *http.Request, resp *http.Response) {
 			IncludeResponseStatus: true, // an undocumented status is an error
 		},
 	}
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "text/event-stream") || strings.HasPrefix(ct, "application/x-ndjson") {
 		input.Body = io.NopCloser(strings.NewReader(""))
 		input.Options.ExcludeResponseBody = true
 	} else {

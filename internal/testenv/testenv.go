@@ -6,6 +6,7 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 )
@@ -21,11 +22,27 @@ func InCI() bool {
 func RequireBinary(tb testing.TB, path, install string) {
 	tb.Helper()
 	_, err := exec.LookPath(path)
+	require(tb, path, err, install)
+}
+
+// RequireNodeModule makes sure that node is installed, and the npm package name in the Node project at dir.
+// When they are not, tb is skipped, with the command that installs them, or fails in CI.
+func RequireNodeModule(tb testing.TB, dir, name string) {
+	tb.Helper()
+	RequireBinary(tb, "node", "apt-get install -y nodejs npm")
+	_, err := os.Stat(filepath.Join(dir, "node_modules", name, "package.json"))
+	require(tb, "the npm package "+name, err, "cd "+dir+" && npm ci")
+}
+
+// require does nothing when err is nil; otherwise what is missing, and tb is skipped, with install as the
+// command that installs it, or fails in CI.
+func require(tb testing.TB, what string, err error, install string) {
+	tb.Helper()
 	if err == nil {
 		return
 	}
 	if InCI() {
-		tb.Fatalf("%s is required in CI but missing (%v): install it with `%s`", path, err, install)
+		tb.Fatalf("%s is required in CI but missing (%v): install it with `%s`", what, err, install)
 	}
-	tb.Skipf("%s is missing (%v): install it with `%s` to run this test", path, err, install)
+	tb.Skipf("%s is missing (%v): install it with `%s` to run this test", what, err, install)
 }

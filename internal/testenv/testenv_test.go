@@ -31,11 +31,16 @@ func (r *recorder) Fatalf(format string, args ...any) {
 
 // requireBinary runs RequireBinary on its own goroutine, which Skipf and Fatalf end, and returns the record.
 func requireBinary(path string) *recorder {
+	return record(func(tb testing.TB) { testenv.RequireBinary(tb, path, "apt-get install -y it") })
+}
+
+// record runs require on its own goroutine, which Skipf and Fatalf end, and returns how it ended tb.
+func record(require func(testing.TB)) *recorder {
 	r := &recorder{}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		testenv.RequireBinary(r, path, "apt-get install -y it")
+		require(r)
 	}()
 	<-done
 	return r
@@ -80,6 +85,37 @@ func TestRequireBinary(t *testing.T) {
 				t.Errorf("RequireBinary with CI=%q on %s: %q, want %q", tt.ci, tt.path, got, tt.want)
 			}
 			if msg := r.skipped + r.failed; got != "" && !strings.Contains(msg, "install it with") {
+				t.Errorf("message %q does not say how to install it", msg)
+			}
+		})
+	}
+}
+
+func TestRequireNodeModule(t *testing.T) {
+	testenv.RequireBinary(t, "node", "apt-get install -y nodejs npm")
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "node_modules", "present"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "node_modules", "present", "package.json"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, ci, module string
+		skipped, failed  bool
+	}{
+		{"present", "true", "present", false, false},
+		{"missing", "", "missing", true, false},
+		{"missing in CI", "true", "missing", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("CI", tt.ci)
+			r := record(func(tb testing.TB) { testenv.RequireNodeModule(tb, dir, tt.module) })
+			if (r.skipped != "") != tt.skipped || (r.failed != "") != tt.failed {
+				t.Errorf("skipped %q, failed %q; want skipped %v, failed %v", r.skipped, r.failed, tt.skipped, tt.failed)
+			}
+			if msg := r.skipped + r.failed; msg != "" && !strings.Contains(msg, "install it with") {
 				t.Errorf("message %q does not say how to install it", msg)
 			}
 		})

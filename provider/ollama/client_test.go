@@ -18,6 +18,7 @@ import (
 	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/internal/ollamatest"
 	"github.com/deepersensor/deepersensor/provider"
+	"github.com/deepersensor/deepersensor/provider/internal/providertest"
 	"github.com/deepersensor/deepersensor/provider/ollama"
 )
 
@@ -38,41 +39,19 @@ func newClient(fake *ollamatest.Server, cfg ollama.Config) *ollama.Client {
 	return ollama.New(cfg)
 }
 
-// collect runs a stream to its end, checking the contract: content chunks, then one final chunk or an error.
-func collect(tb testing.TB, seq iter.Seq2[provider.Chunk, error]) (contents []string, final provider.Chunk, err error) {
-	tb.Helper()
-	for c, err := range seq {
-		if err != nil {
-			return contents, final, err
-		}
-		if final.Done {
-			tb.Fatalf("chunk %+v after the final chunk", c)
-		}
-		if c.Done {
-			final = c
-			continue
-		}
-		contents = append(contents, c.Content)
-	}
-	if !final.Done {
-		tb.Fatal("stream ended without a final chunk or an error")
-	}
-	return contents, final, nil
-}
-
 func TestChatStream(t *testing.T) {
 	fake := ollamatest.New(t, ollamatest.Options{})
 	c := newClient(fake, ollama.Config{})
 
-	contents, final, err := collect(t, c.ChatStream(t.Context(), story))
+	contents, final, err := providertest.Collect(t, c.ChatStream(t.Context(), story))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(contents, recordedTokens) {
 		t.Errorf("contents = %q, want %q", contents, recordedTokens)
 	}
-	if final.DoneReason != "stop" || final.Content != "" {
-		t.Errorf("final = %+v, want done_reason stop and no content", final)
+	if final.DoneReason != "stop" || final.Content != "" || final.Model != "tiny" {
+		t.Errorf("final = %+v, want done_reason stop, no content and the model", final)
 	}
 	if u := final.Usage; u.PromptTokens != 8 || u.CompletionTokens != 12 || u.TotalDuration <= 0 || u.LoadDuration <= 0 || u.EvalDuration <= 0 {
 		t.Errorf("usage = %+v, want 8 prompt tokens (the fake counts words), 12 completion tokens and durations", u)
@@ -89,6 +68,21 @@ func TestChatStream(t *testing.T) {
 	}
 }
 
+func TestEmbed(t *testing.T) {
+	fake := ollamatest.New(t, ollamatest.Options{})
+	resp, err := newClient(fake, ollama.Config{}).Embed(t.Context(), provider.EmbedRequest{Model: "tiny", Input: []string{"a b", "c"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Model != "tiny" || len(resp.Embeddings) != 2 || resp.PromptTokens != 3 ||
+		!slices.Equal(resp.Embeddings[0], ollamatest.Embedding("tiny:latest", "a b")) {
+		t.Errorf("embeddings = %+v", resp)
+	}
+	if r := fake.Requests(); len(r) != 1 || r[0].Path != "/api/embed" || string(r[0].Body) != `{"model":"tiny","input":["a b","c"]}` {
+		t.Errorf("sent %+v", r)
+	}
+}
+
 func TestChat(t *testing.T) {
 	fake := ollamatest.New(t, ollamatest.Options{DoneReason: "length"})
 	c := newClient(fake, ollama.Config{})
@@ -97,7 +91,7 @@ func TestChat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := strings.Join(recordedTokens, ""); resp.Content != want || resp.DoneReason != "length" {
+	if want := strings.Join(recordedTokens, ""); resp.Content != want || resp.DoneReason != "length" || resp.Model != "tiny" {
 		t.Errorf("got %q (%s), want %q (length)", resp.Content, resp.DoneReason, want)
 	}
 	if resp.Usage.PromptTokens != 8 || resp.Usage.CompletionTokens != 12 {
@@ -107,39 +101,6 @@ func TestChat(t *testing.T) {
 		t.Errorf("sent %+v, want one request with stream false", sent)
 	}
 }
-
-// calls are the Provider methods, each reduced to its error.
-var calls = map[string]func(ctx context.Context, c *ollama.Client, model string) error{
-	"ChatStream": func(ctx context.Context, c *ollama.Client, model string) error {
-		for _, err := range c.ChatStream(ctx, provider.ChatRequest{Model: model, Messages: story.Messages}) {
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	},
-	"Chat": func(ctx context.Context, c *ollama.Client, model string) error {
-		_, err := c.Chat(ctx, provider.ChatRequest{Model: model, Messages: story.Messages})
-		return err
-	},
-	"ListModels": func(ctx context.Context, c *ollama.Client, _ string) error {
-		_, err := c.ListModels(ctx)
-		return err
-	},
-	"ShowModel": func(ctx context.Context, c *ollama.Client, model string) error {
-		_, err := c.ShowModel(ctx, model)
-		return err
-	},
-}
-
-// The messages clients see, one per code.
-const (
-	notFoundMsg    = "model not found"
-	refusedMsg     = "the model provider refused the request: "
-	timeoutMsg     = "the model provider did not answer in time"
-	unavailableMsg = "the model provider is unavailable"
-	failedMsg      = "the model provider failed in the middle of the answer"
-)
 
 func TestErrors(t *testing.T) {
 	busy := "server busy, please try again.  maximum pending requests exceeded"
@@ -156,32 +117,32 @@ func TestErrors(t *testing.T) {
 		wantCause string // a part of the cause's text
 	}{
 		{name: "unknown model", model: "nope:7b", only: []string{"ChatStream", "Chat", "ShowModel"},
-			wantCode: core.ModelNotFound, wantMsg: notFoundMsg,
+			wantCode: core.ModelNotFound, wantMsg: providertest.NotFoundMsg,
 			wantCause: `"nope:7b": 404 Not Found: model 'nope:7b' not found`},
 		{name: "500", opts: ollamatest.Options{Status: 500, StatusMessage: "llama runner process has terminated"},
-			wantCode: core.UpstreamUnavailable, wantMsg: unavailableMsg,
+			wantCode: core.UpstreamUnavailable, wantMsg: providertest.UnavailableMsg,
 			wantCause: "500 Internal Server Error: llama runner process has terminated"},
 		{name: "503 busy", opts: ollamatest.Options{Status: 503, StatusMessage: busy},
-			wantCode: core.UpstreamUnavailable, wantMsg: unavailableMsg, wantCause: busy},
+			wantCode: core.UpstreamUnavailable, wantMsg: providertest.UnavailableMsg, wantCause: busy},
 		{name: "400", opts: ollamatest.Options{Status: 400, StatusMessage: `"tiny" does not support thinking`},
-			wantCode: core.ModelRefused, wantMsg: refusedMsg + `"tiny" does not support thinking`, wantCause: "400 Bad Request"},
+			wantCode: core.ModelRefused, wantMsg: providertest.RefusedMsg + `"tiny" does not support thinking`, wantCause: "400 Bad Request"},
 		{name: "500 bad option", opts: ollamatest.Options{Status: 500, StatusMessage: badOption},
-			wantCode: core.ModelRefused, wantMsg: refusedMsg + badOption, wantCause: "500 Internal Server Error"},
+			wantCode: core.ModelRefused, wantMsg: providertest.RefusedMsg + badOption, wantCause: "500 Internal Server Error"},
 		{name: "non-stream fault", opts: ollamatest.Options{Fault: &ollamatest.Fault{After: 2, Error: "runner died"}},
-			only: []string{"Chat"}, wantCode: core.UpstreamUnavailable, wantMsg: unavailableMsg, wantCause: "runner died"},
+			only: []string{"Chat"}, wantCode: core.UpstreamUnavailable, wantMsg: providertest.UnavailableMsg, wantCause: "runner died"},
 		{name: "not Ollama", upstream: func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(http.StatusBadGateway)
 			_, _ = io.WriteString(w, "<h1>502 Bad Gateway</h1>")
-		}, wantCode: core.UpstreamUnavailable, wantMsg: unavailableMsg,
+		}, wantCode: core.UpstreamUnavailable, wantMsg: providertest.UnavailableMsg,
 			wantCause: `unexpected answer 502 Bad Gateway, body "<h1>502 Bad Gateway</h1>"`},
 		{name: "unreadable answer", upstream: func(w http.ResponseWriter, _ *http.Request) {
 			_, _ = io.WriteString(w, "Ollama is running")
-		}, only: []string{"Chat", "ListModels", "ShowModel"},
-			wantCode: core.UpstreamUnavailable, wantMsg: unavailableMsg, wantCause: "unreadable answer"},
+		}, only: []string{"Chat", "Embed", "ListModels", "ShowModel"},
+			wantCode: core.UpstreamUnavailable, wantMsg: providertest.UnavailableMsg, wantCause: "unreadable answer"},
 	}
 	for _, tt := range tests {
-		for name, call := range calls {
+		for name, call := range providertest.Calls {
 			if tt.only != nil && !slices.Contains(tt.only, name) {
 				continue
 			}
@@ -192,7 +153,7 @@ func TestErrors(t *testing.T) {
 					model = "tiny"
 				}
 				err := call(t.Context(), ollama.New(ollama.Config{BaseURL: url}), model)
-				checkError(t, err, tt.wantCode, tt.wantMsg, tt.wantCause)
+				providertest.CheckError(t, err, tt.wantCode, tt.wantMsg, tt.wantCause)
 			})
 		}
 	}
@@ -209,35 +170,8 @@ func upstreamURL(tb testing.TB, opts ollamatest.Options, upstream http.HandlerFu
 	return srv.URL
 }
 
-// checkError fails unless err is a *core.Error with code and message whose cause mentions cause.
-func checkError(tb testing.TB, err error, code core.Code, message, cause string) {
-	tb.Helper()
-	if got := core.ErrorCode(err); got != code {
-		tb.Fatalf("error %v: code %q, want %q", err, got, code)
-	}
-	e, _ := errors.AsType[*core.Error](err)
-	if e.Message != message {
-		tb.Errorf("Message = %q, want %q", e.Message, message)
-	}
-	if e.Err == nil || !strings.Contains(e.Err.Error(), cause) {
-		tb.Errorf("cause %v, want it to mention %q", e.Err, cause)
-	}
-}
-
 func TestConnectionRefused(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	c := ollama.New(ollama.Config{BaseURL: "http://" + addr})
-
-	for name, call := range calls {
-		t.Run(name, func(t *testing.T) {
-			checkError(t, call(t.Context(), c, "tiny"), core.UpstreamUnavailable, unavailableMsg, "connection refused")
-		})
-	}
+	providertest.CheckRefused(t, ollama.New(ollama.Config{BaseURL: providertest.ClosedURL(t)}), "tiny")
 }
 
 func TestStreamFailsMidway(t *testing.T) {
@@ -262,8 +196,8 @@ func TestStreamFailsMidway(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			url := upstreamURL(t, tt.opts, tt.upstream)
-			contents, _, err := collect(t, ollama.New(ollama.Config{BaseURL: url}).ChatStream(t.Context(), story))
-			checkError(t, err, core.UpstreamFailed, failedMsg, tt.wantCause)
+			contents, _, err := providertest.Collect(t, ollama.New(ollama.Config{BaseURL: url}).ChatStream(t.Context(), story))
+			providertest.CheckError(t, err, core.UpstreamFailed, providertest.FailedMsg, tt.wantCause)
 			if !slices.Equal(contents, tt.wantContents) {
 				t.Errorf("contents before the error = %q, want %q", contents, tt.wantContents)
 			}
@@ -293,7 +227,7 @@ func TestStreamReusesConnection(t *testing.T) {
 	t.Cleanup(srv.Close)
 	c := ollama.New(ollama.Config{BaseURL: srv.URL})
 	for range 3 {
-		if _, _, err := collect(t, c.ChatStream(t.Context(), story)); err != nil {
+		if _, _, err := providertest.Collect(t, c.ChatStream(t.Context(), story)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -302,40 +236,32 @@ func TestStreamReusesConnection(t *testing.T) {
 	}
 }
 
-// wantCancelled fails unless the fake saw its client go away soon.
-func wantCancelled(tb testing.TB, fake *ollamatest.Server) {
-	tb.Helper()
-	if !fake.WaitCancelled(1, 500*time.Millisecond) {
-		tb.Error("the upstream request was not cancelled within 500ms")
-	}
-}
-
 func TestTimeouts(t *testing.T) {
 	t.Run("first chunk", func(t *testing.T) {
 		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 10 * time.Second})
 		c := newClient(fake, ollama.Config{FirstChunkTimeout: 100 * time.Millisecond})
 		start := time.Now()
-		_, _, err := collect(t, c.ChatStream(t.Context(), story))
-		checkError(t, err, core.UpstreamTimeout, timeoutMsg, "no answer within 100ms")
+		_, _, err := providertest.Collect(t, c.ChatStream(t.Context(), story))
+		providertest.CheckError(t, err, core.UpstreamTimeout, providertest.TimeoutMsg, "no answer within 100ms")
 		if d := time.Since(start); d > 2*time.Second {
 			t.Errorf("timed out after %v", d)
 		}
-		wantCancelled(t, fake)
+		providertest.WantCancelled(t, fake)
 	})
 	t.Run("stall between chunks", func(t *testing.T) {
 		fake := ollamatest.New(t, ollamatest.Options{Fault: &ollamatest.Fault{After: 2}})
 		c := newClient(fake, ollama.Config{ChunkTimeout: 150 * time.Millisecond})
-		contents, _, err := collect(t, c.ChatStream(t.Context(), story))
-		checkError(t, err, core.UpstreamTimeout, timeoutMsg, "no chunk for 150ms")
+		contents, _, err := providertest.Collect(t, c.ChatStream(t.Context(), story))
+		providertest.CheckError(t, err, core.UpstreamTimeout, providertest.TimeoutMsg, "no chunk for 150ms")
 		if len(contents) != 2 {
 			t.Errorf("got %d chunks before the stall, want 2", len(contents))
 		}
-		wantCancelled(t, fake)
+		providertest.WantCancelled(t, fake)
 	})
 	t.Run("slow model load is not a chunk timeout", func(t *testing.T) {
 		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 400 * time.Millisecond})
 		c := newClient(fake, ollama.Config{ChunkTimeout: 100 * time.Millisecond})
-		if _, _, err := collect(t, c.ChatStream(t.Context(), story)); err != nil {
+		if _, _, err := providertest.Collect(t, c.ChatStream(t.Context(), story)); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -353,18 +279,18 @@ func TestTimeouts(t *testing.T) {
 		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 10 * time.Second})
 		c := newClient(fake, ollama.Config{RequestTimeout: 100 * time.Millisecond})
 		_, err := c.Chat(t.Context(), story)
-		checkError(t, err, core.UpstreamTimeout, timeoutMsg, "no answer within 100ms")
-		wantCancelled(t, fake)
+		providertest.CheckError(t, err, core.UpstreamTimeout, providertest.TimeoutMsg, "no answer within 100ms")
+		providertest.WantCancelled(t, fake)
 	})
 	t.Run("caller's deadline is not UpstreamTimeout", func(t *testing.T) {
 		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 10 * time.Second})
 		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel()
-		_, _, err := collect(t, newClient(fake, ollama.Config{}).ChatStream(ctx, story))
+		_, _, err := providertest.Collect(t, newClient(fake, ollama.Config{}).ChatStream(ctx, story))
 		if !errors.Is(err, context.DeadlineExceeded) || core.ErrorCode(err) != core.Internal {
 			t.Errorf("error %v, want context.DeadlineExceeded and no *core.Error", err)
 		}
-		wantCancelled(t, fake)
+		providertest.WantCancelled(t, fake)
 	})
 }
 
@@ -379,7 +305,7 @@ func TestCancellation(t *testing.T) {
 			}
 			break
 		}
-		wantCancelled(t, fake)
+		providertest.WantCancelled(t, fake)
 	})
 	t.Run("context cancelled mid-stream", func(t *testing.T) {
 		fake := ollamatest.New(t, slow)
@@ -400,7 +326,7 @@ func TestCancellation(t *testing.T) {
 		if d := time.Since(cancelledAt); d > time.Second {
 			t.Errorf("the stream stopped %v after the first chunk", d)
 		}
-		wantCancelled(t, fake)
+		providertest.WantCancelled(t, fake)
 	})
 	t.Run("context cancelled while the model loads", func(t *testing.T) {
 		fake := ollamatest.New(t, ollamatest.Options{InitialDelay: 10 * time.Second})
@@ -410,7 +336,7 @@ func TestCancellation(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("error %v, want context.Canceled", err)
 		}
-		wantCancelled(t, fake)
+		providertest.WantCancelled(t, fake)
 	})
 }
 
@@ -552,18 +478,17 @@ func TestConcurrencyCap(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const busy = "the model server is busy with as many chats as this instance may run, retry shortly"
 	start := time.Now()
 	_, err := c.Chat(t.Context(), story)
-	checkError(t, err, core.Overloaded, busy, "all 1 slots stayed taken for 100ms")
+	providertest.CheckError(t, err, core.Overloaded, providertest.BusyMsg, "all 1 slots stayed taken for 100ms")
 	if e, _ := errors.AsType[*core.Error](err); e.RetryAfter < time.Second {
 		t.Errorf("RetryAfter = %v, want at least a second", e.RetryAfter)
 	}
 	if d := time.Since(start); d < wait {
 		t.Errorf("refused after %v, want after the %v wait", d, wait)
 	}
-	_, _, err = collect(t, c.ChatStream(t.Context(), story))
-	checkError(t, err, core.Overloaded, busy, "stayed taken")
+	_, _, err = providertest.Collect(t, c.ChatStream(t.Context(), story))
+	providertest.CheckError(t, err, core.Overloaded, providertest.BusyMsg, "stayed taken")
 	if _, err := c.ListModels(t.Context()); err != nil {
 		t.Errorf("ListModels while the slots are taken: %v", err)
 	}

@@ -3,73 +3,41 @@ package ollama
 import (
 	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"iter"
-	"net/http"
-	"time"
 
 	"github.com/deepersensor/deepersensor/provider"
 )
 
-const (
-	// maxLineSize bounds one NDJSON line. A line holds one token, so this only stops a runaway server.
-	maxLineSize = 8 << 20
-	// drainTimeout bounds reading the end of a finished stream so that its connection can be reused.
-	drainTimeout = time.Second
-)
+// maxLineSize bounds one NDJSON line. A line holds one token, so this only stops a runaway server.
+const maxLineSize = 8 << 20
 
 // ChatStream streams an answer from POST /api/chat with stream true, one NDJSON line per token. The request
 // is sent when iteration starts, once one of MaxConcurrency slots is free; the slot is held until iteration
 // ends. FirstChunkTimeout bounds the wait for the first line (model loading included) and ChunkTimeout each
 // later silence; neither runs while the consumer handles a chunk. RequestTimeout bounds the whole stream, so
-// that no answer runs for ever.
+// that no answer runs for ever. The final chunk's Model is the model asked for, as Ollama echoes it.
 func (c *Client) ChatStream(ctx context.Context, req provider.ChatRequest) iter.Seq2[provider.Chunk, error] {
 	return func(yield func(provider.Chunk, error) bool) {
 		op := fmt.Sprintf("ollama chat %q", req.Model)
-		body, err := json.Marshal(chatBody(req, true))
-		if err != nil {
-			yield(provider.Chunk{}, fmt.Errorf("%s: encode request: %w", op, err))
-			return
-		}
-		release, err := c.acquire(ctx, op)
+		s, err := c.up.OpenStream(ctx, op, "/api/chat", chatBody(req, true))
 		if err != nil {
 			yield(provider.Chunk{}, err)
 			return
 		}
-		defer release()
+		defer s.Close()
 
-		// Cancelling ctx (the consumer broke out, or a timer fired) aborts the request or body read at once.
-		ctx, cancel := context.WithCancelCause(ctx)
-		defer cancel(nil)
-		timer := time.AfterFunc(c.cfg.FirstChunkTimeout, func() { cancel(errTimedOut) })
-		defer timer.Stop()
-		whole := time.AfterFunc(c.cfg.RequestTimeout, func() { cancel(errTimedOut) })
-		defer whole.Stop()
-
-		resp, err := c.do(ctx, http.MethodPost, "/api/chat", body)
-		if err != nil {
-			yield(provider.Chunk{}, sendError(ctx, op, err, c.streamTimedOut(0)))
-			return
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			yield(provider.Chunk{}, statusError(op, resp))
-			return
-		}
-
-		lines := lineReader{br: bufio.NewReader(resp.Body)}
+		lines := lineReader{br: bufio.NewReader(s.Body)}
 		var dec lineDecoder
 		var line chatLine
-		for chunks := 0; ; chunks++ {
+		for {
 			b, err := lines.next()
 			if err != nil {
-				yield(provider.Chunk{}, c.readError(ctx, op, err, chunks))
+				yield(provider.Chunk{}, s.ReadError(err, "stream ended before its final chunk"))
 				return
 			}
-			timer.Stop()
+			s.Received()
 			if err := dec.decode(b, &line); err != nil {
 				yield(provider.Chunk{}, provider.UpstreamFailed(fmt.Errorf("%s: malformed chunk: %w", op, err)))
 				return
@@ -79,38 +47,18 @@ func (c *Client) ChatStream(ctx context.Context, req provider.ChatRequest) iter.
 				return
 			}
 			if line.Done {
-				final := provider.Chunk{Content: line.Message.Content, Done: true, DoneReason: line.DoneReason, Usage: line.usage()}
+				final := provider.Chunk{Model: req.Model, Content: line.Message.Content, Done: true, DoneReason: line.DoneReason, Usage: line.usage()}
 				if yield(final, nil) {
-					timer.Reset(drainTimeout)
-					_, _ = io.Copy(io.Discard, io.LimitReader(lines.br, 64<<10))
+					s.Finish()
 				}
 				return
 			}
 			if !yield(provider.Chunk{Content: line.Message.Content}, nil) {
 				return
 			}
-			timer.Reset(c.cfg.ChunkTimeout)
+			s.Next()
 		}
 	}
-}
-
-// readError classifies a failure to read the next line after chunks lines were read.
-func (c *Client) readError(ctx context.Context, op string, err error, chunks int) error {
-	if err := ctxError(ctx, op, c.streamTimedOut(chunks)); err != nil {
-		return err
-	}
-	if errors.Is(err, io.EOF) {
-		return provider.UpstreamFailed(fmt.Errorf("%s: stream ended before its final chunk", op))
-	}
-	return provider.UpstreamFailed(fmt.Errorf("%s: stream broken: %w", op, err))
-}
-
-// streamTimedOut says, for the logs, which timeout of a stream ran out after chunks lines were read.
-func (c *Client) streamTimedOut(chunks int) string {
-	if chunks == 0 {
-		return "no answer within " + c.cfg.FirstChunkTimeout.String()
-	}
-	return "no chunk for " + c.cfg.ChunkTimeout.String()
 }
 
 // lineReader splits a body into lines without copying them, except lines longer than its buffer.
