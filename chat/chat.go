@@ -44,6 +44,9 @@ type Models interface {
 	provider.Provider
 	// Upstream names the model server that serves a model, named as ListModels names it.
 	Upstream(model string) string
+	// ListedModel returns the name under which the model server lists a model, the same for every spelling
+	// of it, or a core.ModelNotFound error; it asks only the model's own server.
+	ListedModel(ctx context.Context, name string) (string, error)
 }
 
 // Recorder takes the usage record of each model call when the call ends. Record is called on the request
@@ -173,9 +176,22 @@ func checkMessages(msgs []provider.Message, first int) error {
 	return nil
 }
 
-// checkOptions keeps the model options that cost the model server most within what the operator allows:
-// the context window (a reload of the model at that size) and the tokens to generate.
+// samplingOptions are the model options a turn may set: they shape one answer. Options that configure how the
+// model server runs a model (num_gpu, num_thread, use_mmap, ...) would change it for every user, and are
+// refused.
+var samplingOptions = map[string]bool{
+	"temperature": true, "top_p": true, "top_k": true, "seed": true, "num_predict": true, "num_ctx": true,
+	"stop": true, "repeat_penalty": true, "presence_penalty": true, "frequency_penalty": true,
+}
+
+// checkOptions allows only sampling options, and keeps those that cost the model server most within what
+// the operator allows: the context window (a reload of the model at that size) and the tokens to generate.
 func (s *Service) checkOptions(opts map[string]any) error {
+	for name := range opts {
+		if !samplingOptions[name] {
+			return core.InvalidField("options."+name, "is not an option that a chat may set")
+		}
+	}
 	if n, ok := number(opts["num_ctx"]); ok && (n < 1 || n > float64(s.limits.MaxContext)) {
 		return core.InvalidField("options.num_ctx", fmt.Sprintf("must be between 1 and %d", s.limits.MaxContext))
 	}
@@ -209,23 +225,13 @@ func checkText(field, text string) error {
 }
 
 // checkModel makes sure the model exists before anything is stored, and returns its name as the model
-// server lists it: the cached list answers most calls, and a model missing from it is asked for directly,
-// in case it was pulled since.
+// server lists it.
 func (s *Service) checkModel(ctx context.Context, name string) (string, error) {
-	models, err := s.provider.ListModels(ctx)
+	listed, err := s.provider.ListedModel(ctx, name)
 	if err != nil {
 		return "", fmt.Errorf("check model %q: %w", name, err)
 	}
-	for _, m := range models {
-		if provider.SameModel(m.Name, name) {
-			return m.Name, nil
-		}
-	}
-	d, err := s.provider.ShowModel(ctx, name)
-	if err != nil {
-		return "", fmt.Errorf("check model %q: %w", name, err)
-	}
-	return cmp.Or(d.Name, name), nil
+	return cmp.Or(listed, name), nil
 }
 
 // titleFrom makes a conversation title from the first user message: white space collapsed, shortened.
@@ -246,7 +252,7 @@ func titleFrom(msgs []provider.Message) string {
 
 // Complete asks the model for a whole answer, accounts for the call and stores the answer.
 func (t *Turn) Complete(ctx context.Context) (Message, error) {
-	c := t.svc.startCall(t.caller, t.upstream.Model, t.listedAs)
+	c := t.svc.startCall(t.caller, t.listedAs)
 	resp, err := t.svc.provider.Chat(ctx, t.upstream)
 	if err != nil {
 		c.end(failed(ctx), "", nil)
@@ -263,7 +269,7 @@ func (t *Turn) Complete(ctx context.Context) (Message, error) {
 // for when the stream ends, however it ends.
 func (t *Turn) Stream(ctx context.Context) iter.Seq2[provider.Chunk, error] {
 	return func(yield func(provider.Chunk, error) bool) {
-		c := t.svc.startCall(t.caller, t.upstream.Model, t.listedAs)
+		c := t.svc.startCall(t.caller, t.listedAs)
 		outcome, answeredBy, counts := usage.Error, "", (*provider.Usage)(nil)
 		var text strings.Builder
 		saved := false

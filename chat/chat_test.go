@@ -361,6 +361,7 @@ func TestOptionsWithinLimits(t *testing.T) {
 		{"endless prediction", map[string]any{"num_predict": float64(-1)}, "options.num_predict"},
 		{"no prediction", map[string]any{"num_predict": 0}, "options.num_predict"},
 		{"other options pass", map[string]any{"temperature": 0.5, "seed": float64(42)}, ""},
+		{"an option of the model server", map[string]any{"num_gpu": float64(0)}, "options.num_gpu"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -223,6 +223,11 @@ func (f *fakeModel) ShowModel(_ context.Context, name string) (provider.ModelDet
 	return provider.ModelDetails{}, core.Errorf(core.ModelNotFound, "model not found")
 }
 
+func (f *fakeModel) ListedModel(ctx context.Context, name string) (string, error) {
+	d, err := f.ShowModel(ctx, name)
+	return d.Name, err
+}
+
 func (f *fakeModel) Chat(ctx context.Context, req provider.ChatRequest) (provider.ChatResponse, error) {
 	f.sent = req
 	if f.end != nil {

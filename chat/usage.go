@@ -27,7 +27,7 @@ func (s *Service) Embed(ctx context.Context, req EmbedRequest) (provider.EmbedRe
 	if err != nil {
 		return provider.EmbedResponse{}, err
 	}
-	c := s.startCall(caller{userID: req.UserID, apiKeyID: req.APIKeyID, requestID: req.RequestID}, req.Model, listedAs)
+	c := s.startCall(caller{userID: req.UserID, apiKeyID: req.APIKeyID, requestID: req.RequestID}, listedAs)
 	resp, err := s.provider.Embed(ctx, provider.EmbedRequest{Model: req.Model, Input: req.Input})
 	if err != nil {
 		c.end(failed(ctx), "", nil)
@@ -47,16 +47,15 @@ type caller struct {
 type call struct {
 	svc        *Service
 	who        caller
-	asked      string // the model as the caller named it
-	listedAs   string // and as the model server lists it
+	listedAs   string // the model as the model server lists it
 	start      time.Time
 	firstToken time.Duration // until the first chunk with content was delivered
 	chunks     int           // the chunks with content delivered
 }
 
-// startCall starts measuring a call of the model asked for, which the model server lists as listedAs.
-func (s *Service) startCall(who caller, asked, listedAs string) *call {
-	return &call{svc: s, who: who, asked: asked, listedAs: listedAs, start: time.Now()}
+// startCall starts measuring a call of the model that the model server lists as listedAs.
+func (s *Service) startCall(who caller, listedAs string) *call {
+	return &call{svc: s, who: who, listedAs: listedAs, start: time.Now()}
 }
 
 // delivered counts a chunk of a stream handed to its consumer.
@@ -79,7 +78,7 @@ func (c *call) end(outcome, answeredBy string, counts *provider.Usage) {
 		return
 	}
 	model := c.listedAs
-	if answeredBy != "" && !provider.SameModel(answeredBy, c.asked) {
+	if answeredBy != "" && !provider.SameModel(answeredBy, c.listedAs) {
 		model = answeredBy // a fallback answered
 	}
 	r := usage.Record{
@@ -87,7 +86,7 @@ func (c *call) end(outcome, answeredBy string, counts *provider.Usage) {
 		CompletionTokens: c.chunks, TimeToFirstToken: c.firstToken, Duration: time.Since(c.start), Outcome: outcome,
 		RequestID: c.who.requestID, CreatedAt: time.Now(),
 	}
-	if counts != nil {
+	if counts != nil && (counts.PromptTokens > 0 || counts.CompletionTokens > 0) { // zero: the server sent none
 		r.PromptTokens, r.CompletionTokens = counts.PromptTokens, counts.CompletionTokens
 	}
 	c.svc.recorder.Record(r)

@@ -38,6 +38,7 @@ func (s *Server) Chat(ctx context.Context, req apiserver.ChatRequestObject) (api
 		},
 		Usage:      usage,
 		DoneReason: answer.DoneReason,
+		Model:      &answer.Model,
 	}, nil
 }
 

@@ -50,15 +50,7 @@ func (s *Server) OllamaEmbed(ctx context.Context, req apiserver.OllamaEmbedReque
 	if err != nil {
 		return nil, err
 	}
-	release, err := s.acquireModelCall(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	p := principal(ctx)
-	resp, err := s.chat.Embed(ctx, chat.EmbedRequest{
-		UserID: p.UserID, APIKeyID: p.APIKeyID, RequestID: requestIDFrom(ctx), Model: body.Model, Input: input,
-	})
+	resp, err := s.embed(ctx, body.Model, input)
 	if err != nil {
 		return nil, ollamaModelError(err, body.Model)
 	}

@@ -285,7 +285,11 @@ func openaiModel(m provider.Model) apiserver.OpenAIModel {
 	if !ok {
 		owner = "library"
 	}
-	return apiserver.OpenAIModel{Id: m.Name, Object: apiserver.OpenAIObjectModel, Created: m.ModifiedAt.Unix(), OwnedBy: owner}
+	var created int64 // 0 when the model server says nothing, rather than year 1
+	if !m.ModifiedAt.IsZero() {
+		created = m.ModifiedAt.Unix()
+	}
+	return apiserver.OpenAIModel{Id: m.Name, Object: apiserver.OpenAIObjectModel, Created: created, OwnedBy: owner}
 }
 
 // openaiModelsPath is the route of one model, whose id follows it.

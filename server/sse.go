@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -111,8 +112,9 @@ func (n nativeEvents) delta(sse *sseWriter, content string) error {
 }
 
 func (n nativeEvents) done(sse *sseWriter, final provider.Chunk) error {
+	model := cmp.Or(final.Model, n.meta.Model)
 	return sse.event("done", apiserver.StreamDone{
-		MessageId: n.meta.MessageId, DoneReason: final.DoneReason, Usage: toAPIUsage(final.Usage),
+		MessageId: n.meta.MessageId, DoneReason: final.DoneReason, Usage: toAPIUsage(final.Usage), Model: &model,
 	})
 }
 

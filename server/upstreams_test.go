@@ -66,6 +66,9 @@ func TestUpstreams(t *testing.T) {
 		if resp.JSON200.Message.Content != want {
 			t.Errorf("chat with %s answered %q, want %q", model, resp.JSON200.Message.Content, want)
 		}
+		if answered := resp.JSON200.Model; model == "down/tiny" && (answered == nil || *answered != "gpu/gpt-tiny") {
+			t.Errorf("chat with %s says %v answered, want the fallback gpu/gpt-tiny", model, answered)
+		}
 	}
 	resp, events, end := stream(t, ctx, a, c, client.ChatRequest{Model: "down/tiny", Messages: userMessage("Tell me a story")})
 	if resp.StatusCode != http.StatusOK {
@@ -79,8 +82,8 @@ func TestUpstreams(t *testing.T) {
 			text.WriteString(d.Content)
 		}
 	}
-	if last := all[len(all)-1]; last.Type != "done" || text.String() != openaiAnswer {
-		t.Errorf("stream with down/tiny = %q ending with %s, want the fallback's answer", text.String(), last.Type)
+	if last := all[len(all)-1]; last.Type != "done" || text.String() != openaiAnswer || !strings.Contains(last.Data, `"model":"gpu/gpt-tiny"`) {
+		t.Errorf("stream with down/tiny = %q ending with %s %s, want the fallback's answer, named", text.String(), last.Type, last.Data)
 	}
 	var gpuModels []string
 	for _, r := range gpu.ChatRequests() {

@@ -536,7 +536,12 @@ type ChatResult struct {
 	// Example: stop
 	DoneReason string           `json:"done_reason"`
 	Message    AssistantMessage `json:"message"`
-	Usage      Usage            `json:"usage"`
+
+	// Model The model that answered, the one asked for or, when its server failed before the first token, its fallback (`DS_MODEL_FALLBACKS`).
+	//
+	// Example: llama3.2:latest
+	Model *string `json:"model,omitempty"`
+	Usage Usage   `json:"usage"`
 }
 
 // Conversation defines model for Conversation.
@@ -1447,7 +1452,10 @@ type StreamDelta struct {
 type StreamDone struct {
 	DoneReason string             `json:"done_reason"`
 	MessageId  openapi_types.UUID `json:"message_id"`
-	Usage      Usage              `json:"usage"`
+
+	// Model The model that answered, the one asked for or, when its server failed before the first token, its fallback (`DS_MODEL_FALLBACKS`).
+	Model *string `json:"model,omitempty"`
+	Usage Usage   `json:"usage"`
 }
 
 // StreamMeta The data of the first `meta` event.

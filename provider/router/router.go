@@ -220,6 +220,28 @@ func (r *Router) each(ctx context.Context, f func(context.Context, int, *Upstrea
 	return errs
 }
 
+// ListedModel returns the name under which the model server lists name, named as clients name it: one name
+// for every spelling of a model, such as "local/llama3.2:latest" for "llama3.2", or a ModelNotFound error.
+// Only the upstream that name routes to is asked (its fallback's when it fails), from its cached model
+// list, and directly only for a model missing from the list, in case it was pulled since.
+func (r *Router) ListedModel(ctx context.Context, name string) (string, error) {
+	type listed struct{ name string }
+	out, err := withFallback(ctx, r, name, func(p provider.Provider, model string) (listed, error) {
+		models, err := p.ListModels(ctx)
+		if err != nil {
+			return listed{}, err
+		}
+		for _, m := range models {
+			if provider.SameModel(m.Name, model) {
+				return listed{m.Name}, nil
+			}
+		}
+		d, err := p.ShowModel(ctx, model)
+		return listed{d.Name}, err
+	}, func(l *listed) *string { return &l.name })
+	return out.name, err
+}
+
 // ShowModel describes the model name routes to, named as clients name it; when its upstream fails, the
 // fallback's, so that a model whose server is down can still be checked before a chat that will fall back.
 func (r *Router) ShowModel(ctx context.Context, name string) (provider.ModelDetails, error) {

@@ -322,3 +322,25 @@ func TestCancelledIsNotRetried(t *testing.T) {
 		t.Errorf("error = %v, gpu asked %d times; want the caller's deadline and no fallback", err, len(s.gpu.Requests()))
 	}
 }
+
+// TestListedModel checks the one name of a model for every spelling of it, and that only the model's own
+// upstream is asked: a chat check must not wait on the other servers.
+func TestListedModel(t *testing.T) {
+	s := newSetup(t, ollamatest.Options{}, openaitest.Options{Models: []string{"gpt-tiny"}},
+		map[string]string{"local/gone": "gpu/gpt-tiny"}, ollama.Config{})
+	for name, want := range map[string]string{
+		"tiny": "local/tiny:latest", "tiny:latest": "local/tiny:latest", "local/tiny": "local/tiny:latest",
+		"local/user/model": "local/user/model:latest", "gpu/gpt-tiny": "gpu/gpt-tiny",
+	} {
+		if got, err := s.r.ListedModel(t.Context(), name); err != nil || got != want {
+			t.Errorf("ListedModel(%q) = %q, %v; want %q", name, got, err, want)
+		}
+	}
+	if _, err := s.r.ListedModel(t.Context(), "gpu/tiny"); core.ErrorCode(err) != core.ModelNotFound {
+		t.Errorf("a model of the other upstream: %v, want ModelNotFound", err)
+	}
+	s.gpu.Close()
+	if got, err := s.r.ListedModel(t.Context(), "tiny"); err != nil || got != "local/tiny:latest" {
+		t.Errorf("with the other upstream down: %q, %v; want local/tiny:latest", got, err)
+	}
+}
