@@ -3,6 +3,7 @@ package usage
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -39,6 +40,9 @@ func NewWriter(st Store, logger *slog.Logger) *Writer {
 
 // Record queues r to be written. It never blocks: when BufferSize records wait already, r is dropped.
 func (w *Writer) Record(r Record) {
+	// Text a model server sent, such as the name of the model that answered, may be anything; PostgreSQL
+	// would refuse the whole batch for one NUL or invalid UTF-8 sequence.
+	r.Model, r.Upstream, r.RequestID = storable(r.Model), storable(r.Upstream), storable(r.RequestID)
 	select {
 	case w.queue <- r:
 	default:
@@ -108,4 +112,9 @@ func (w *Writer) write(ctx context.Context, pending []Record) []Record {
 		return pending
 	}
 	return pending[:0]
+}
+
+// storable makes s text that PostgreSQL stores: valid UTF-8 without NUL.
+func storable(s string) string {
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
 }

@@ -171,3 +171,18 @@ func TestWriterRetriesAFailedBatch(t *testing.T) {
 		t.Errorf("the failure was not logged:\n%s", logs.String())
 	}
 }
+
+// TestRecordKeepsTextStorable checks that text a model server sent cannot make PostgreSQL refuse a batch.
+func TestRecordKeepsTextStorable(t *testing.T) {
+	st := &fakeStore{inserted: make(chan int, 10)}
+	w, _, _ := startWriter(t, st)
+	r := record(1)
+	r.Model, r.Upstream = "bad\x00model\xff", "gpu\x00"
+	w.Record(r)
+	waitBatch(t, st, usage.FlushInterval+time.Second)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if got := st.batches[0][0]; got.Model != "badmodel\uFFFD" || got.Upstream != "gpu" {
+		t.Errorf("stored model %q upstream %q, want them without NUL and valid UTF-8", got.Model, got.Upstream)
+	}
+}
