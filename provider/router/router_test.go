@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"iter"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -324,7 +326,7 @@ func TestCancelledIsNotRetried(t *testing.T) {
 }
 
 // TestListedModel checks the one name of a model for every spelling of it, and that only the model's own
-// upstream is asked: a chat check must not wait on the other servers.
+// upstream is asked: a chat check must not wait on the other servers, even one that hangs.
 func TestListedModel(t *testing.T) {
 	s := newSetup(t, ollamatest.Options{}, openaitest.Options{Models: []string{"gpt-tiny"}},
 		map[string]string{"local/gone": "gpu/gpt-tiny"}, ollama.Config{})
@@ -339,8 +341,20 @@ func TestListedModel(t *testing.T) {
 	if _, err := s.r.ListedModel(t.Context(), "gpu/tiny"); core.ErrorCode(err) != core.ModelNotFound {
 		t.Errorf("a model of the other upstream: %v, want ModelNotFound", err)
 	}
-	s.gpu.Close()
-	if got, err := s.r.ListedModel(t.Context(), "tiny"); err != nil || got != "local/tiny:latest" {
-		t.Errorf("with the other upstream down: %q, %v; want local/tiny:latest", got, err)
+
+	// An upstream that hangs does not hold up a model of another.
+	hanging := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	t.Cleanup(hanging.Close)
+	r, err := router.New(router.Config{Upstreams: []router.Upstream{
+		{Name: "local", Provider: ollama.New(ollama.Config{BaseURL: s.local.URL})},
+		{Name: "stuck", Provider: openai.New(openai.Config{BaseURL: hanging.URL, RequestTimeout: time.Hour})},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if got, err := r.ListedModel(ctx, "tiny"); err != nil || got != "local/tiny:latest" {
+		t.Errorf("with the other upstream hanging: %q, %v; want local/tiny:latest at once", got, err)
 	}
 }
