@@ -21,8 +21,24 @@ clients/node/node_modules/.package-lock.json: clients/node/package-lock.json
 	@if command -v npm >/dev/null; then npm ci --prefix clients/node --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: the tests of the official npm clients will skip"; fi
 
+# The chat suite against a real Ollama v0.17.4 serving ../shared/models/stories260K.gguf. scripts/ollama-build.sh
+# builds it from the Go module proxy (CPU only; needs nlohmann-json3-dev and libstb-dev) when the user's cache
+# lacks it, and prints its path; plain `make test` skips these tests, which need DS_OLLAMA_BIN.
+.PHONY: test-ollama
+test-ollama: clients/node/node_modules/.package-lock.json ## the chat suite against a real Ollama, built once and cached
+	bin=$$(scripts/ollama-build.sh) && DS_OLLAMA_BIN="$$bin" nice $(GO) test -race -count=1 -timeout 10m -v ./internal/realollama/
+
 bench: ## Go benchmarks with ns/op and allocs/op
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# What the gateway adds to a model call, end to end on loopback (about 7 minutes): the server built from this
+# checkout against a fast fake model server, the same load direct and through it in alternating rounds. The
+# report goes to stdout and docs/performance.md; run it on a quiet machine. BENCH_QUICK=1 is a smoke run of
+# about 2 minutes whose report goes to stdout only. BENCH_FLAGS passes more flags, such as -only 'native-chat'
+# or -cpuprofile cpu.out.
+.PHONY: bench-e2e
+bench-e2e: ## end-to-end benchmark beside the upstream; writes docs/performance.md
+	$(GO) run ./cmd/bench-e2e $(if $(BENCH_QUICK),,-out docs/performance.md) $(BENCH_FLAGS)
 
 fuzz: ## each fuzz target for FUZZTIME
 	@set -e; for pkg in $$($(GO) list $(PKGS)); do \

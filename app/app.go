@@ -19,6 +19,7 @@ import (
 	"github.com/deepersensor/deepersensor/chat"
 	"github.com/deepersensor/deepersensor/config"
 	"github.com/deepersensor/deepersensor/metrics"
+	"github.com/deepersensor/deepersensor/quota"
 	"github.com/deepersensor/deepersensor/server"
 	"github.com/deepersensor/deepersensor/store"
 	"github.com/deepersensor/deepersensor/tracing"
@@ -101,6 +102,10 @@ func build(ctx context.Context, cfg config.Config, logger *slog.Logger, accounti
 	m := metrics.New()
 	m.RegisterPool(pool)
 	a.metrics = m
+	st, replicaChecker, err := a.readReplica(ctx, pool, st, queryTracer)
+	if err != nil {
+		return nil, err
+	}
 
 	hasher, err := auth.NewHasher(auth.Argon2Params{
 		Memory: cfg.Argon2Memory, Time: cfg.Argon2Time, Parallelism: cfg.Argon2Parallelism,
@@ -140,20 +145,22 @@ func build(ctx context.Context, cfg config.Config, logger *slog.Logger, accounti
 	if accounting {
 		recorder = usageWriter
 	}
-	chatSvc := chat.NewService(st, models, recorder, chat.Limits{
-		HistoryMessages: cfg.ChatHistoryMessages, HistoryBytes: cfg.ChatHistoryBytes,
-		MaxContext: cfg.ChatMaxContext, MaxPredict: cfg.ChatMaxPredict, MaxStoredBytes: cfg.MaxStoredBytesPerUser,
-	}, logger)
-
-	limits, closeLimits, err := newLimits(cfg, logger, m.LimiterFallbacks.Inc)
+	limits, budgets, closeLimits, err := newLimits(cfg, logger, m.LimiterFallbacks.Inc)
 	if err != nil {
 		return nil, err
 	}
 	a.closers = append(a.closers, func() { _ = closeLimits() })
+	quotas := quota.New(quota.Limits{
+		PerMinute: cfg.RateLimitTokensPerMinute, PerDay: cfg.QuotaTokensPerDay, PerMonth: cfg.QuotaTokensPerMonth,
+	}, st, budgets, nil)
+	chatSvc := chat.NewService(st, models, recorder, quotas, chat.Limits{
+		HistoryMessages: cfg.ChatHistoryMessages, HistoryBytes: cfg.ChatHistoryBytes,
+		MaxContext: cfg.ChatMaxContext, MaxPredict: cfg.ChatMaxPredict, MaxStoredBytes: cfg.MaxStoredBytesPerUser,
+	}, logger)
 
 	srv, err := server.New(server.Deps{
 		Config: cfg, Logger: logger, Auth: authSvc, Chat: chatSvc, Usage: usage.NewService(st), Provider: models,
-		Database: pool, Limits: limits, Metrics: m, Tracing: tracingOn,
+		Database: pool, Replica: replicaChecker, Limits: limits, Quotas: quotas, Metrics: m, Tracing: tracingOn,
 	})
 	if err != nil {
 		return nil, err

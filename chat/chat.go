@@ -18,6 +18,7 @@ import (
 
 	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/provider"
+	"github.com/deepersensor/deepersensor/quota"
 	"github.com/deepersensor/deepersensor/usage"
 )
 
@@ -35,6 +36,7 @@ type Service struct {
 	store    Store
 	provider Models
 	recorder Recorder
+	quotas   *quota.Service
 	limits   Limits
 	logger   *slog.Logger
 }
@@ -64,10 +66,10 @@ type Limits struct {
 	MaxStoredBytes  int64 // message content one user may store; 0 for no cap
 }
 
-// NewService returns a Service within limits that gives the usage record of each model call to rec; a nil
-// rec accounts for nothing.
-func NewService(st Store, models Models, rec Recorder, limits Limits, logger *slog.Logger) *Service {
-	return &Service{store: st, provider: models, recorder: rec, limits: limits, logger: logger}
+// NewService returns a Service within limits that gives the usage record of each model call to rec and
+// holds each call to the caller's token quotas; a nil rec accounts for nothing, nil quotas hold nothing.
+func NewService(st Store, models Models, rec Recorder, quotas *quota.Service, limits Limits, logger *slog.Logger) *Service {
+	return &Service{store: st, provider: models, recorder: rec, quotas: quotas, limits: limits, logger: logger}
 }
 
 // Request is one turn asked by a user.
@@ -97,10 +99,12 @@ type Turn struct {
 	listedAs     string // the model's name as the model server lists it
 	stateless    bool   // nothing is stored
 	caller       caller
+	hold         *quota.Hold // the call's tokens, reserved in the caller's quotas
 }
 
-// Begin checks the request and the model, stores the new messages (creating the conversation when needed)
-// and prepares what the model will be sent: the stored history, then the new messages.
+// Begin checks the request and the model, prepares what the model will be sent (the stored history, then the
+// new messages), reserves the call's estimated tokens in the caller's quotas, and stores the new messages
+// (creating the conversation when needed).
 func (s *Service) Begin(ctx context.Context, req Request) (*Turn, error) {
 	toStore := req.Messages
 	switch {
@@ -127,42 +131,66 @@ func (s *Service) Begin(ctx context.Context, req Request) (*Turn, error) {
 		stateless: req.Stateless,
 		caller:    caller{userID: req.UserID, apiKeyID: req.APIKeyID, requestID: req.RequestID},
 	}
+	if req.ConversationID != nil && !req.Stateless {
+		if err := s.readHistory(ctx, turn, req); err != nil {
+			return nil, err
+		}
+	}
+	// The whole prompt is known now, and nothing is stored yet.
+	if turn.hold, err = s.reserve(ctx, req.UserID, estimate(turn.upstream.Messages, req.Options)); err != nil {
+		return nil, err
+	}
 	if req.Stateless {
 		return turn, nil
 	}
+	if err := s.storeNew(ctx, turn, req, toStore); err != nil {
+		if err := turn.hold.Settle(ctx, 0); err != nil { // nothing was sent to the model
+			s.logger.WarnContext(ctx, "give back the quota of a turn that did not start", "error", err)
+		}
+		return nil, err
+	}
+	return turn, nil
+}
+
+// readHistory reads the conversation that a turn continues and puts the stored history before the new
+// messages that the model will be sent, unless the client sent the whole conversation.
+func (s *Service) readHistory(ctx context.Context, turn *Turn, req Request) error {
+	conv, err := s.store.Conversation(ctx, *req.ConversationID, req.UserID)
+	if err != nil {
+		return fmt.Errorf("begin turn: %w", err)
+	}
+	turn.Conversation = conv
+	if req.ClientHistory {
+		return nil
+	}
+	history, _, err := s.store.MessagePage(ctx, conv.ID, 0, s.limits.HistoryMessages, s.limits.HistoryBytes)
+	if err != nil {
+		return fmt.Errorf("begin turn: %w", err)
+	}
+	msgs := make([]provider.Message, 0, len(history)+len(req.Messages))
+	for _, m := range slices.Backward(history) {
+		msgs = append(msgs, provider.Message{Role: m.Role, Content: m.Content})
+	}
+	turn.upstream.Messages = append(msgs, req.Messages...)
+	return nil
+}
+
+// storeNew stores the turn's new messages, in a new conversation unless it continues one.
+func (s *Service) storeNew(ctx context.Context, turn *Turn, req Request, toStore []provider.Message) error {
 	newMsgs := make([]NewMessage, len(toStore))
 	for i, m := range toStore {
 		newMsgs[i] = NewMessage{Role: m.Role, Content: m.Content, Status: StatusComplete}
 	}
-	var (
-		conv    Conversation
-		history []Message
-	)
+	var err error
 	if req.ConversationID == nil {
-		conv, err = s.store.CreateConversation(ctx, req.UserID, titleFrom(req.Messages), req.Model, newMsgs, s.limits.MaxStoredBytes)
-		if err != nil {
-			return nil, fmt.Errorf("begin turn: %w", err)
-		}
+		turn.Conversation, err = s.store.CreateConversation(ctx, req.UserID, titleFrom(req.Messages), req.Model, newMsgs, s.limits.MaxStoredBytes)
 	} else {
-		if conv, err = s.store.Conversation(ctx, *req.ConversationID, req.UserID); err != nil {
-			return nil, fmt.Errorf("begin turn: %w", err)
-		}
-		if !req.ClientHistory {
-			if history, _, err = s.store.MessagePage(ctx, conv.ID, 0, s.limits.HistoryMessages, s.limits.HistoryBytes); err != nil {
-				return nil, fmt.Errorf("begin turn: %w", err)
-			}
-			slices.Reverse(history)
-		}
-		if _, err = s.store.AppendMessages(ctx, req.UserID, conv.ID, newMsgs, s.limits.MaxStoredBytes); err != nil {
-			return nil, fmt.Errorf("begin turn: %w", err)
-		}
+		_, err = s.store.AppendMessages(ctx, req.UserID, turn.Conversation.ID, newMsgs, s.limits.MaxStoredBytes)
 	}
-	msgs := make([]provider.Message, 0, len(history)+len(req.Messages))
-	for _, m := range history {
-		msgs = append(msgs, provider.Message{Role: m.Role, Content: m.Content})
+	if err != nil {
+		return fmt.Errorf("begin turn: %w", err)
 	}
-	turn.Conversation, turn.upstream.Messages = conv, append(msgs, req.Messages...)
-	return turn, nil
+	return nil
 }
 
 // checkMessages refuses what the contract cannot express in messages to be stored, the request's from index
@@ -252,7 +280,7 @@ func titleFrom(msgs []provider.Message) string {
 
 // Complete asks the model for a whole answer, accounts for the call and stores the answer.
 func (t *Turn) Complete(ctx context.Context) (Message, error) {
-	c := t.svc.startCall(t.caller, t.listedAs)
+	c := t.svc.startCall(t.caller, t.listedAs, promptTokens(t.upstream.Messages), t.hold)
 	resp, err := t.svc.provider.Chat(ctx, t.upstream)
 	if err != nil {
 		c.end(failed(ctx), "", nil)
@@ -269,7 +297,7 @@ func (t *Turn) Complete(ctx context.Context) (Message, error) {
 // for when the stream ends, however it ends.
 func (t *Turn) Stream(ctx context.Context) iter.Seq2[provider.Chunk, error] {
 	return func(yield func(provider.Chunk, error) bool) {
-		c := t.svc.startCall(t.caller, t.listedAs)
+		c := t.svc.startCall(t.caller, t.listedAs, promptTokens(t.upstream.Messages), t.hold)
 		outcome, answeredBy, counts := usage.Error, "", (*provider.Usage)(nil)
 		var text strings.Builder
 		saved := false
@@ -336,6 +364,11 @@ func (t *Turn) save(ctx context.Context, content, status, answeredBy, doneReason
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), persistTimeout)
 	defer cancel()
 	stored, err := t.svc.store.AppendMessages(ctx, t.Conversation.UserID, t.Conversation.ID, []NewMessage{msg}, 0)
+	if err != nil && core.ErrorCode(err) != core.NotFound {
+		// Once more: a connection that PostgreSQL ended (a restart, a failover) fails on its first use, and the
+		// pool has let it go by now. The answer's id makes a second insert of a stored answer a conflict.
+		stored, err = t.svc.store.AppendMessages(ctx, t.Conversation.UserID, t.Conversation.ID, []NewMessage{msg}, 0)
+	}
 	if err != nil {
 		t.svc.logger.ErrorContext(ctx, "store answer", "conversation_id", t.Conversation.ID, "message_id", t.AnswerID,
 			"status", status, "error", err)
@@ -351,3 +384,6 @@ func (t *Turn) Model() string { return t.upstream.Model }
 // ListedModel is the model's name as the model server lists it, such as "llama3.2:latest" for "llama3.2": a
 // label that callers cannot vary, for metrics.
 func (t *Turn) ListedModel() string { return t.listedAs }
+
+// Upstream names the model server that serves the turn's model, such as "gpu": a label for metrics.
+func (t *Turn) Upstream() string { return t.svc.provider.Upstream(t.listedAs) }

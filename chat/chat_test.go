@@ -24,7 +24,7 @@ func newService(st *memStore, model *fakeModel) *chat.Service {
 }
 
 func newServiceWithin(st *memStore, model *fakeModel, limits chat.Limits) *chat.Service {
-	return chat.NewService(st, model, nil, limits, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return chat.NewService(st, model, nil, nil, limits, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
 func userSays(text string) []provider.Message {
@@ -40,6 +40,7 @@ func TestStreamEndings(t *testing.T) {
 		end         error
 		stopAfter   int // the consumer breaks after this many chunks; 0 reads to the end
 		failAnswers bool
+		failOnce    bool
 		wantStatus  string
 		wantContent string
 		wantCode    core.Code // of the error the consumer is given; "" for none
@@ -52,6 +53,7 @@ func TestStreamEndings(t *testing.T) {
 			wantContent: "Hello there", wantCode: core.UpstreamFailed},
 		{name: "consumer stops early", stopAfter: 1, wantStatus: chat.StatusIncomplete, wantContent: "Hello"},
 		{name: "answer cannot be stored", failAnswers: true, wantCode: core.NotStored},
+		{name: "answer stored at the second try", failOnce: true, wantStatus: chat.StatusComplete, wantContent: "Hello there", wantUsage: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,7 +66,7 @@ func TestStreamEndings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st.failAnswers = tt.failAnswers
+			st.failAnswers, st.failAnswerOnce = tt.failAnswers, tt.failOnce
 
 			answer := func() *chat.Message {
 				msgs := st.messages(turn.Conversation.ID)

@@ -26,6 +26,8 @@ type memStore struct {
 	seq         int64
 	clock       time.Time
 	failAnswers bool
+	// failAnswerOnce makes the next append of an answer fail, as a connection that the database ended does.
+	failAnswerOnce bool
 }
 
 var _ chat.Store = (*memStore)(nil)
@@ -131,7 +133,8 @@ func (s *memStore) DeleteConversation(_ context.Context, id, userID uuid.UUID) e
 func (s *memStore) AppendMessages(_ context.Context, userID, conversationID uuid.UUID, msgs []chat.NewMessage, maxStoredBytes int64) ([]chat.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failAnswers && slices.ContainsFunc(msgs, func(m chat.NewMessage) bool { return m.Role == provider.RoleAssistant }) {
+	if (s.failAnswers || s.failAnswerOnce) && slices.ContainsFunc(msgs, func(m chat.NewMessage) bool { return m.Role == provider.RoleAssistant }) {
+		s.failAnswerOnce = false
 		return nil, errors.New("connection reset by peer")
 	}
 	if err := s.countLocked(userID, msgs, maxStoredBytes); err != nil {

@@ -40,7 +40,7 @@ func (r *recorder) only(t *testing.T) usage.Record {
 
 func newAccountedService(model *fakeModel) (*chat.Service, *recorder) {
 	rec := &recorder{}
-	return chat.NewService(newMemStore(), model, rec, testLimits, slog.New(slog.NewTextHandler(io.Discard, nil))), rec
+	return chat.NewService(newMemStore(), model, rec, nil, testLimits, slog.New(slog.NewTextHandler(io.Discard, nil))), rec
 }
 
 // accountedRequest is a turn of a user with an API key, under a request id.
@@ -166,7 +166,7 @@ func TestEmbedAccounting(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			svc, rec := newAccountedService(&fakeModel{end: tt.end})
 			caller := accountedRequest()
-			resp, err := svc.Embed(context.Background(), chat.EmbedRequest{
+			resp, _, err := svc.Embed(context.Background(), chat.EmbedRequest{
 				UserID: caller.UserID, APIKeyID: caller.APIKeyID, RequestID: caller.RequestID, Model: tt.model, Input: []string{"hi"},
 			})
 			if tt.want == nil {

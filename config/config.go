@@ -48,6 +48,11 @@ type Config struct {
 	RedisURL       string `envconfig:"REDIS_URL" desc:"optional; enables limits shared across instances"`
 	RedisKeyPrefix string `envconfig:"REDIS_KEY_PREFIX" default:"ds:" desc:"prefix of every Redis key"`
 
+	// DatabaseReadURL, when set, is a streaming replica of DatabaseURL that serves the reads that may be
+	// slightly stale, while it is no more than DatabaseReadMaxLag behind.
+	DatabaseReadURL    string        `envconfig:"DATABASE_READ_URL" desc:"optional; a streaming replica of DATABASE_URL for reads that may be slightly stale"`
+	DatabaseReadMaxLag time.Duration `envconfig:"DATABASE_READ_MAX_LAG" default:"5s" desc:"how far behind the primary the replica may be before every read goes to the primary"`
+
 	JWTSecret           string        `envconfig:"JWT_SECRET" desc:"at least 32 bytes; signs access tokens"`
 	JWTPreviousSecrets  []string      `envconfig:"JWT_PREVIOUS_SECRETS" desc:"comma-separated older secrets still accepted for verification"`
 	JWTIssuer           string        `envconfig:"JWT_ISSUER" default:"deepersensor"`
@@ -74,16 +79,19 @@ type Config struct {
 	Upstreams      Upstreams `envconfig:"UPSTREAMS" desc:"model servers, NAME=KIND+URL comma-separated (KIND ollama or openai); empty means the one Ollama at OLLAMA_URL"`
 	ModelFallbacks Fallbacks `envconfig:"MODEL_FALLBACKS" desc:"MODEL=FALLBACK comma-separated: the model that answers when MODEL fails before its first token"`
 
-	RateLimitAuthIP            Rate `envconfig:"RATE_LIMIT_AUTH_IP" default:"20/1m" desc:"per client address on signup, login, refresh, logout and account deletion"`
-	RateLimitLoginEmail        Rate `envconfig:"RATE_LIMIT_LOGIN_EMAIL" default:"10/15m" desc:"per account email and client address on login and account deletion"`
-	RateLimitLoginEmailCeiling Rate `envconfig:"RATE_LIMIT_LOGIN_EMAIL_CEILING" default:"100/1h" desc:"per account email on login, from all addresses together"`
-	RateLimitIPv6Prefix        int  `envconfig:"RATE_LIMIT_IPV6_PREFIX" default:"64" desc:"IPv6 clients are limited per network of this many bits"`
-	RateLimitUser              Rate `envconfig:"RATE_LIMIT_USER" default:"300/1m" desc:"per user on authenticated routes"`
-	RateLimitChat              Rate `envconfig:"RATE_LIMIT_CHAT" default:"30/1m" desc:"per user on the chat routes"`
-	MaxStreamsPerUser          int  `envconfig:"MAX_STREAMS_PER_USER" default:"3" desc:"model calls, streamed or not, one user may have running at once"`
-	RateLimitFailClosed        bool `envconfig:"RATE_LIMIT_FAIL_CLOSED" default:"false" desc:"answer 503 instead of limiting per instance while Redis is down"`
-	RateLimitKeyLookupIP       Rate `envconfig:"RATE_LIMIT_KEY_LOOKUP_IP" default:"120/1m" desc:"per client address, API keys looked up in the database (those not cached)"`
-	MaxAPIKeysPerUser          int  `envconfig:"MAX_API_KEYS_PER_USER" default:"50" desc:"API keys that have not expired one user may have"`
+	RateLimitAuthIP            Rate  `envconfig:"RATE_LIMIT_AUTH_IP" default:"20/1m" desc:"per client address on signup, login, refresh, logout and account deletion"`
+	RateLimitLoginEmail        Rate  `envconfig:"RATE_LIMIT_LOGIN_EMAIL" default:"10/15m" desc:"per account email and client address on login and account deletion"`
+	RateLimitLoginEmailCeiling Rate  `envconfig:"RATE_LIMIT_LOGIN_EMAIL_CEILING" default:"100/1h" desc:"per account email on login, from all addresses together"`
+	RateLimitIPv6Prefix        int   `envconfig:"RATE_LIMIT_IPV6_PREFIX" default:"64" desc:"IPv6 clients are limited per network of this many bits"`
+	RateLimitUser              Rate  `envconfig:"RATE_LIMIT_USER" default:"300/1m" desc:"per user on authenticated routes"`
+	RateLimitChat              Rate  `envconfig:"RATE_LIMIT_CHAT" default:"30/1m" desc:"per user on the chat routes"`
+	MaxStreamsPerUser          int   `envconfig:"MAX_STREAMS_PER_USER" default:"3" desc:"model calls, streamed or not, one user may have running at once"`
+	RateLimitFailClosed        bool  `envconfig:"RATE_LIMIT_FAIL_CLOSED" default:"false" desc:"answer 503 instead of limiting per instance while Redis is down"`
+	RateLimitKeyLookupIP       Rate  `envconfig:"RATE_LIMIT_KEY_LOOKUP_IP" default:"120/1m" desc:"per client address, API keys looked up in the database (those not cached)"`
+	MaxAPIKeysPerUser          int   `envconfig:"MAX_API_KEYS_PER_USER" default:"50" desc:"API keys that have not expired one user may have"`
+	RateLimitTokensPerMinute   int64 `envconfig:"RATE_LIMIT_TOKENS_PER_MINUTE" default:"0" desc:"per user, model tokens per minute on all instances together; 0 for none"`
+	QuotaTokensPerDay          int64 `envconfig:"QUOTA_TOKENS_PER_DAY" default:"0" desc:"per user, model tokens per UTC day unless an admin set another; 0 for none"`
+	QuotaTokensPerMonth        int64 `envconfig:"QUOTA_TOKENS_PER_MONTH" default:"0" desc:"per user, model tokens per calendar month (UTC) unless an admin set another; 0 for none"`
 
 	ChatHistoryMessages   int           `envconfig:"CHAT_HISTORY_MESSAGES" default:"50" desc:"stored messages sent to the model before the new ones"`
 	ChatHistoryBytes      int64         `envconfig:"CHAT_HISTORY_BYTES" default:"1048576" desc:"and at most this many bytes of their content"`
@@ -164,6 +172,11 @@ func (c *Config) finish() error {
 	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		bad("DATABASE_URL", "must be a postgres:// URL")
 	}
+	if c.DatabaseReadURL != "" {
+		if u, err := url.Parse(c.DatabaseReadURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			bad("DATABASE_READ_URL", "must be a postgres:// URL")
+		}
+	}
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			bad("REDIS_URL", "must be a redis:// or rediss:// URL")
@@ -180,6 +193,15 @@ func (c *Config) finish() error {
 		"MAX_API_KEYS_PER_USER":  int64(c.MaxAPIKeysPerUser),
 		"REFRESH_FAMILY_MAX_AGE": int64(c.RefreshFamilyMaxAge),
 		"OLLAMA_MAX_CONCURRENCY": int64(c.OllamaMaxConcurrency), "OLLAMA_QUEUE_WAIT": int64(c.OllamaQueueWait),
+		"DATABASE_READ_MAX_LAG": int64(c.DatabaseReadMaxLag),
+	}
+	for name, v := range map[string]int64{
+		"RATE_LIMIT_TOKENS_PER_MINUTE": c.RateLimitTokensPerMinute, "QUOTA_TOKENS_PER_DAY": c.QuotaTokensPerDay,
+		"QUOTA_TOKENS_PER_MONTH": c.QuotaTokensPerMonth,
+	} {
+		if v < 0 {
+			bad(name, "must not be negative")
+		}
 	}
 	for name, v := range positive {
 		if v <= 0 {
@@ -209,6 +231,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("metrics_addr", c.MetricsAddr),
 		slog.String("database_url", redactURL(c.DatabaseURL)),
+		slog.String("database_read_url", redactURL(c.DatabaseReadURL)),
+		slog.Duration("database_read_max_lag", c.DatabaseReadMaxLag),
 		slog.String("redis_url", redactURL(c.RedisURL)),
 		slog.String("ollama_url", c.OllamaURL),
 		slog.String("upstreams", c.Upstreams.String()),

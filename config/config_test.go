@@ -24,6 +24,9 @@ func TestLoad(t *testing.T) {
 			if !c.GeneratedJWTSecret || len(c.JWTSecret) < config.MinJWTSecretBytes {
 				t.Errorf("development without DS_JWT_SECRET must generate one")
 			}
+			if c.DatabaseReadURL != "" || c.DatabaseReadMaxLag != 5*time.Second {
+				t.Errorf("read replica defaults = %q, %s; want none, 5s", c.DatabaseReadURL, c.DatabaseReadMaxLag)
+			}
 			if c.Argon2Memory != 19456 || c.Argon2Time != 2 || c.Argon2Parallelism != 1 {
 				t.Errorf("argon2 defaults = %d/%d/%d, want OWASP's", c.Argon2Memory, c.Argon2Time, c.Argon2Parallelism)
 			}
@@ -43,6 +46,13 @@ func TestLoad(t *testing.T) {
 		{"bad proxy network", map[string]string{"DS_TRUSTED_PROXIES": "10.0.0.0/8,nonsense"}, "DS_TRUSTED_PROXIES", nil},
 		{"bad ollama url", map[string]string{"DS_OLLAMA_URL": "localhost:11434"}, "DS_OLLAMA_URL", nil},
 		{"bad redis url", map[string]string{"DS_REDIS_URL": "http://x"}, "DS_REDIS_URL", nil},
+		{"bad read url", map[string]string{"DS_DATABASE_READ_URL": "replica:5432"}, "DS_DATABASE_READ_URL", nil},
+		{"zero read lag", map[string]string{"DS_DATABASE_READ_MAX_LAG": "0s"}, "DS_DATABASE_READ_MAX_LAG", nil},
+		{"read replica", map[string]string{"DS_DATABASE_READ_URL": "postgres://replica:5432/ds", "DS_DATABASE_READ_MAX_LAG": "2s"}, "", func(t *testing.T, c config.Config) {
+			if c.DatabaseReadURL != "postgres://replica:5432/ds" || c.DatabaseReadMaxLag != 2*time.Second {
+				t.Errorf("read replica = %q, max lag %s", c.DatabaseReadURL, c.DatabaseReadMaxLag)
+			}
+		}},
 		{"bad rate", map[string]string{"DS_RATE_LIMIT_CHAT": "ten per minute"}, "RATE_LIMIT_CHAT", nil},
 		{"rate too fast", map[string]string{"DS_RATE_LIMIT_USER": "100000000/1s"}, "RATE_LIMIT_USER", nil},
 		{"rate", map[string]string{"DS_RATE_LIMIT_CHAT": "5/30s"}, "", func(t *testing.T, c config.Config) {
@@ -111,6 +121,7 @@ func TestLoad(t *testing.T) {
 func TestLogValueMasksSecrets(t *testing.T) {
 	t.Setenv("DS_JWT_SECRET", strings.Repeat("k", 40))
 	t.Setenv("DS_DATABASE_URL", "postgres://app:hunter2@db:5432/ds")
+	t.Setenv("DS_DATABASE_READ_URL", "postgres://app:hunter2@replica:5432/ds")
 	c, err := config.Load()
 	if err != nil {
 		t.Fatal(err)

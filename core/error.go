@@ -35,6 +35,8 @@ const (
 	UnsupportedMediaType Code = "unsupported_media_type"
 	// RateLimited: the caller sent more requests than its limit allows; Limit says which.
 	RateLimited Code = "rate_limited"
+	// QuotaExceeded: the call would cross one of the caller's token quotas; Quota says which.
+	QuotaExceeded Code = "quota_exceeded"
 	// TooManyStreams: the caller holds as many model calls open as it may.
 	TooManyStreams Code = "too_many_streams"
 	// StorageFull: the caller stores as much as it may; waiting does not help, deleting does.
@@ -78,8 +80,18 @@ type Error struct {
 	RetryAfter time.Duration
 	// Limit is the state of the limit that refused the request, for RateLimited.
 	Limit *Limit
+	// Quota is the state of the token quota that refused the request, for QuotaExceeded.
+	Quota *Quota
 	// Err is the cause, or nil.
 	Err error
+}
+
+// Quota is the state of a token quota at the moment it refused a call.
+type Quota struct {
+	Name      string    // minute, day or month
+	Limit     int64     // the tokens it allows in its window
+	Remaining int64     // the tokens left in the window
+	Reset     time.Time // when the window starts anew, or the bucket has room for the call
 }
 
 // Limit is the state of a rate limit at the moment it refused a request.

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"maps"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -115,7 +116,7 @@ func loadCompose(tb testing.TB) composeFile {
 
 func TestCompose(t *testing.T) {
 	c := loadCompose(t)
-	for _, name := range []string{"postgres", "redis", "ollama", "api1", "api2", "nginx"} {
+	for _, name := range []string{"postgres", "redis", "ollama", "api1", "api2", "nginx", "prometheus", "grafana"} {
 		if _, ok := c.Services[name]; !ok {
 			t.Fatalf("no service %s", name)
 		}
@@ -158,6 +159,11 @@ func TestCompose(t *testing.T) {
 		}
 		if got := c.Services["ollama"].Image; got != "ollama/ollama:0.17.4" {
 			t.Errorf("ollama: image %q, want ollama/ollama:0.17.4", got)
+		}
+		for name, prefix := range map[string]string{"prometheus": "prom/prometheus:v3.", "grafana": "grafana/grafana:12."} {
+			if got := c.Services[name].Image; !strings.HasPrefix(got, prefix) {
+				t.Errorf("%s: image %q, want %s*", name, got, prefix)
+			}
 		}
 	})
 
@@ -282,6 +288,84 @@ func TestCompose(t *testing.T) {
 		}
 		if !c.Networks["frontend"].EnableIPv6 {
 			t.Errorf("the frontend network has no IPv6: nginx would not see IPv6 clients")
+		}
+	})
+
+	// Prometheus and Grafana watch from the internal network, provisioned from deploy/ by read-only mounts.
+	for name, mounts := range map[string][]string{
+		"prometheus": {"./deploy/prometheus:/etc/prometheus:ro"},
+		"grafana":    {"./deploy/grafana/provisioning:/etc/grafana/provisioning:ro", "./deploy/grafana/dashboards:/etc/grafana/dashboards:ro"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := c.Services[name]
+			if !slices.Equal(s.Networks.names(), []string{"backend"}) {
+				t.Errorf("networks %v, want only backend", s.Networks.names())
+			}
+			for _, m := range mounts {
+				if !slices.Contains(s.Volumes, m) {
+					t.Errorf("volumes %v lack %s", s.Volumes, m)
+				}
+			}
+			for _, v := range s.Volumes {
+				if strings.HasPrefix(v, ".") && !strings.HasSuffix(v, ":ro") {
+					t.Errorf("bind mount %s is writable", v)
+				}
+			}
+			if s.Healthcheck == nil {
+				t.Errorf("no healthcheck")
+			}
+		})
+	}
+
+	t.Run("prometheus reads its configuration", func(t *testing.T) {
+		if cmd := c.Services["prometheus"].Command; !slices.Contains(cmd, "--config.file=/etc/prometheus/prometheus.yml") {
+			t.Errorf("command %q, want --config.file=/etc/prometheus/prometheus.yml", cmd)
+		}
+	})
+
+	// Every replica's metrics listener is a target of the job the alerts and the dashboard name.
+	t.Run("prometheus scrapes every replica", func(t *testing.T) {
+		var want []string
+		for name, s := range c.Services {
+			if strings.HasPrefix(name, "api") {
+				_, port, err := net.SplitHostPort(s.Environment["DS_METRICS_ADDR"])
+				if err != nil {
+					t.Fatalf("%s: DS_METRICS_ADDR: %v", name, err)
+				}
+				want = append(want, net.JoinHostPort(name, port))
+			}
+		}
+		slices.Sort(want)
+		got := loadPrometheusConfig(t).targets(t, apiJob)
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("prometheus.yml's job %s scrapes %v, want the replicas' metrics listeners %v", apiJob, got, want)
+		}
+	})
+
+	t.Run("grafana", func(t *testing.T) {
+		s := c.Services["grafana"]
+		if v := s.Environment["GF_SECURITY_ADMIN_PASSWORD"]; !requiredVar("GRAFANA_ADMIN_PASSWORD").MatchString(v) {
+			t.Errorf("GF_SECURITY_ADMIN_PASSWORD = %q, want ${GRAFANA_ADMIN_PASSWORD:?...}", v)
+		}
+		// With no route out, Grafana must not try to download the plugins it installs by default.
+		if v := s.Environment["GF_PLUGINS_PREINSTALL_DISABLED"]; v != "true" {
+			t.Errorf("GF_PLUGINS_PREINSTALL_DISABLED = %q, want true", v)
+		}
+		if _, ok := s.DependsOn["prometheus"]; !ok {
+			t.Errorf("does not wait for prometheus")
+		}
+		// The data source is the prometheus service, on the port it listens on (its default: no
+		// --web.listen-address).
+		ds := loadDatasource(t)
+		u, err := url.Parse(ds.URL)
+		if err != nil || u.Host != "prometheus:9090" ||
+			slices.ContainsFunc(c.Services["prometheus"].Command, func(a string) bool { return strings.HasPrefix(a, "--web.listen-address") }) {
+			t.Errorf("data source URL %q, want http://prometheus:9090", ds.URL)
+		}
+		// The dashboards are where the provider looks for them.
+		if p := loadDashboardProvider(t).Options.Path; !slices.Contains(s.Volumes, "./deploy/grafana/dashboards:"+p+":ro") {
+			t.Errorf("the dashboard provider reads %s, where compose mounts no dashboards", p)
 		}
 	})
 

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -201,4 +203,95 @@ func TestDockerignore(t *testing.T) {
 			t.Errorf(".dockerignore lacks %s", want)
 		}
 	}
+}
+
+// TestNginxDockerfile checks the image that compose.yaml builds for nginx: Debian's nginx with Debian's brotli
+// module, the packages the nginx tests run, as UID 101, with the configuration compose mounts.
+func TestNginxDockerfile(t *testing.T) {
+	stages := parseDockerfile(t, "nginx/Dockerfile")
+	if len(stages) != 1 {
+		t.Fatalf("%d stages, want 1", len(stages))
+	}
+	s := stages[0]
+	// Debian 12, whose nginx (1.22) and brotli module the tests run; a fixed tag.
+	if !strings.HasPrefix(s.from.args, "debian:12.") || !strings.HasSuffix(s.from.args, "-slim") {
+		t.Errorf("FROM %s, want a fixed debian:12.N-slim", s.from.args)
+	}
+
+	t.Run("packages", func(t *testing.T) {
+		var install []string
+		for _, in := range s.all("RUN") {
+			for _, cmd := range strings.Split(in.args, "&&") {
+				args := strings.Fields(cmd)
+				if i := slices.Index(args, "install"); i > 0 && slices.Contains(args[:i], "apt-get") {
+					if !slices.Contains(args, "--no-install-recommends") {
+						t.Errorf("line %d: apt-get install without --no-install-recommends", in.line)
+					}
+					for _, a := range args[i+1:] {
+						if !strings.HasPrefix(a, "-") {
+							install = append(install, a)
+						}
+					}
+				}
+			}
+			if strings.Contains(in.args, "apt-get update") && !strings.Contains(in.args, "rm -rf /var/lib/apt/lists/*") {
+				t.Errorf("line %d: the package lists stay in the image", in.line)
+			}
+		}
+		slices.Sort(install)
+		if want := []string{"libnginx-mod-http-brotli-filter", "nginx"}; !slices.Equal(install, want) {
+			t.Errorf("installs %v, want %v", install, want)
+		}
+	})
+
+	// nginx.conf loads the module from where the package puts it, here and in the image.
+	t.Run("modules", func(t *testing.T) {
+		b, err := os.ReadFile("nginx/nginx.conf")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var modules []string
+		for _, m := range regexp.MustCompile(`(?m)^load_module\s+(\S+);`).FindAllStringSubmatch(string(b), -1) {
+			modules = append(modules, m[1])
+		}
+		if !slices.Equal(modules, []string{brotliModule}) {
+			t.Errorf("nginx.conf loads %v, want [%s]", modules, brotliModule)
+		}
+	})
+
+	t.Run("runtime", func(t *testing.T) {
+		users := s.all("USER")
+		if len(users) != 1 || users[0].args != "101:101" {
+			t.Errorf("USER %v, want 101:101", users)
+		}
+		entry, cmd := s.all("ENTRYPOINT"), s.all("CMD")
+		if len(entry) != 1 || len(cmd) != 1 {
+			t.Fatalf("%d ENTRYPOINTs and %d CMDs, want one each", len(entry), len(cmd))
+		}
+		argv, ok := execForm(entry[0].args)
+		args, ok2 := execForm(cmd[0].args)
+		if !ok || !ok2 || !slices.Equal(argv, []string{"nginx"}) {
+			t.Fatalf("ENTRYPOINT %s CMD %s, want nginx and its arguments in exec form", entry[0].args, cmd[0].args)
+		}
+		// The prefix is the tmpfs compose gives it; the configuration is where compose mounts it.
+		compose := loadCompose(t).Services["nginx"]
+		flag := func(name string) string {
+			if i := slices.Index(args, name); i >= 0 && i+1 < len(args) {
+				return args[i+1]
+			}
+			return ""
+		}
+		if p := flag("-p"); p == "" || !slices.Contains(compose.Tmpfs, strings.TrimSuffix(p, "/")) {
+			t.Errorf("prefix %q, want a tmpfs of the compose service (%v)", p, compose.Tmpfs)
+		}
+		if c := flag("-c"); !slices.Contains(compose.Volumes, "./deploy/nginx:"+filepath.Dir(c)+":ro") || filepath.Base(c) != "nginx.conf" {
+			t.Errorf("configuration %q, want nginx.conf where compose mounts deploy/nginx", c)
+		}
+		if g := flag("-g"); !strings.Contains(g, "daemon off;") {
+			t.Errorf("-g %q, want daemon off: the container's process is nginx", g)
+		}
+		if build := compose.Build; build != "./deploy/nginx" {
+			t.Errorf("compose builds nginx from %q, want ./deploy/nginx", build)
+		}
+	})
 }

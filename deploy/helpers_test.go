@@ -27,6 +27,10 @@ import (
 // nginxBin is where the Debian package installs nginx.
 const nginxBin = "/usr/sbin/nginx"
 
+// brotliModule is where the Debian package libnginx-mod-http-brotli-filter installs the module that nginx.conf
+// loads.
+const brotliModule = "/usr/lib/nginx/modules/ngx_http_brotli_filter_module.so"
+
 // nginxSrc is the committed nginx configuration, relative to this package.
 const nginxSrc = "nginx"
 
@@ -165,10 +169,11 @@ func nginxArgs(dir string) []string {
 	}
 }
 
-// requireNginx skips the test when nginx is not installed, or fails it in CI.
+// requireNginx skips the test when nginx or its brotli module is not installed, or fails it in CI.
 func requireNginx(tb testing.TB) {
 	tb.Helper()
 	testenv.RequireBinary(tb, nginxBin, "apt-get install -y nginx")
+	testenv.RequireFile(tb, brotliModule, "apt-get install -y libnginx-mod-http-brotli-filter")
 }
 
 // checkNginxConfig runs `nginx -t` on the configuration in dir and fails tb unless it passes without warnings.

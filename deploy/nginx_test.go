@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -10,11 +11,15 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
+
+	spec "github.com/deepersensor/deepersensor/api"
 	"github.com/deepersensor/deepersensor/config"
 	"github.com/deepersensor/deepersensor/internal/dbtest"
 	"github.com/deepersensor/deepersensor/internal/ollamatest"
@@ -354,6 +359,106 @@ func TestNginx(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != "gzip" {
 			t.Errorf("GET /v1/models: status %d, Content-Encoding %q, %d bytes, want 200 gzip",
 				resp.StatusCode, resp.Header.Get("Content-Encoding"), len(b))
+		}
+	})
+
+	// Brotli beside gzip, under the same rules: the contract and JSON answers are compressed, never the answers
+	// of the auth routes, which carry tokens, nor event streams.
+	t.Run("compression", func(t *testing.T) {
+		creds, err := json.Marshal(map[string]string{
+			"email":    fmt.Sprintf("compression-%d@example.com", time.Now().UnixNano()),
+			"password": testapp.TestPassword,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, b := s.do(t, http.MethodPost, "/v1/auth/signup", creds, nil); resp.StatusCode != http.StatusCreated {
+			t.Fatalf("signup: %d %s", resp.StatusCode, b)
+		}
+		resp, b := s.do(t, http.MethodPost, "/v1/auth/login", creds, nil)
+		var tokens struct {
+			AccessToken string `json:"access_token"`
+		}
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &tokens) != nil {
+			t.Fatalf("login: %d %s", resp.StatusCode, b)
+		}
+		auth := "Bearer " + tokens.AccessToken
+		// Conversations enough for a list worth compressing (nginx compresses from 512 bytes).
+		const conversations = 3
+		var wg sync.WaitGroup
+		for i := range conversations {
+			wg.Go(func() {
+				chat := fmt.Sprintf(`{"model":"tiny","messages":[{"role":"user","content":"conversation %d, whose title is long enough to fill a list"}]}`, i)
+				if resp, b := s.do(t, http.MethodPost, "/v1/chat", []byte(chat), http.Header{"Authorization": {auth}}); resp.StatusCode != http.StatusOK {
+					t.Errorf("chat: %d %s", resp.StatusCode, b)
+				}
+			})
+		}
+		wg.Wait()
+		stream := []byte(`{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`)
+
+		tests := []struct {
+			name, method, path string
+			body               []byte
+			compressed         bool
+			check              func(t *testing.T, plain []byte)
+		}{
+			{"the contract", http.MethodGet, "/openapi.yaml", nil, true, func(t *testing.T, plain []byte) {
+				if !bytes.Equal(plain, spec.OpenAPIYAML) {
+					t.Errorf("the contract decoded to %d bytes, not the %d of api/openapi.yaml", len(plain), len(spec.OpenAPIYAML))
+				}
+			}},
+			{"a conversation list", http.MethodGet, "/v1/conversations", nil, true, func(t *testing.T, plain []byte) {
+				var list struct{ Items []json.RawMessage }
+				if err := json.Unmarshal(plain, &list); err != nil || len(list.Items) != conversations {
+					t.Errorf("the list decoded to %d conversations (%v), want %d", len(list.Items), err, conversations)
+				}
+			}},
+			{"a login", http.MethodPost, "/v1/auth/login", creds, false, func(t *testing.T, plain []byte) {
+				// Long enough to be compressed anywhere else: only the route's rule keeps it plain.
+				if len(plain) < 512 || !bytes.Contains(plain, []byte(`"access_token"`)) {
+					t.Errorf("the login answered %d bytes: %s; want tokens, 512 bytes or more", len(plain), plain)
+				}
+			}},
+			{"a stream", http.MethodPost, "/v1/chat/stream", stream, false, func(t *testing.T, plain []byte) {
+				if !bytes.Contains(plain, []byte("event: done")) {
+					t.Errorf("the stream has no done event: %s", plain)
+				}
+			}},
+		}
+		decoders := map[string]func(io.Reader) (io.Reader, error){
+			"br":   func(r io.Reader) (io.Reader, error) { return brotli.NewReader(r), nil },
+			"gzip": func(r io.Reader) (io.Reader, error) { return gzip.NewReader(r) },
+		}
+		for _, tt := range tests {
+			for encoding, decode := range decoders {
+				t.Run(tt.name+" with "+encoding, func(t *testing.T) {
+					resp, body := s.do(t, tt.method, tt.path, tt.body, http.Header{"Authorization": {auth}, "Accept-Encoding": {encoding}})
+					if resp.StatusCode != http.StatusOK {
+						t.Fatalf("status %d: %s", resp.StatusCode, body)
+					}
+					got := resp.Header.Get("Content-Encoding")
+					if !tt.compressed {
+						if got != "" {
+							t.Fatalf("Content-Encoding %q, want none", got)
+						}
+						tt.check(t, body)
+						return
+					}
+					if got != encoding || !slices.Contains(resp.Header.Values("Vary"), "Accept-Encoding") {
+						t.Fatalf("Content-Encoding %q, Vary %q; want %s, varying by Accept-Encoding", got, resp.Header.Values("Vary"), encoding)
+					}
+					r, err := decode(bytes.NewReader(body))
+					if err != nil {
+						t.Fatal(err)
+					}
+					plain, err := io.ReadAll(r)
+					if err != nil {
+						t.Fatalf("decode %s: %v", encoding, err)
+					}
+					tt.check(t, plain)
+				})
+			}
 		}
 	})
 

@@ -20,7 +20,7 @@ type Metrics struct {
 
 	TimeToFirstToken    *prometheus.HistogramVec // model
 	StreamDuration      *prometheus.HistogramVec // model
-	Tokens              *prometheus.CounterVec   // model, direction (in, out)
+	Tokens              *prometheus.CounterVec   // model, upstream, direction (in, out)
 	OpenStreams         prometheus.Gauge
 	ProviderErrors      *prometheus.CounterVec // kind
 	ClientCancellations prometheus.Counter
@@ -28,6 +28,7 @@ type Metrics struct {
 	Logins            *prometheus.CounterVec // outcome
 	RefreshReuse      prometheus.Counter
 	RateLimitRefusals *prometheus.CounterVec // policy
+	QuotaRefusals     *prometheus.CounterVec // quota (minute, day, month)
 	LimiterFallbacks  prometheus.Counter
 	HashQueueWait     prometheus.Histogram
 }
@@ -48,7 +49,7 @@ func New() *Metrics {
 		StreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "chat_stream_duration_seconds",
 			Help: "Whole chat stream duration, by model.", Buckets: []float64{.1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}}, []string{"model"}),
 		Tokens: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "chat_tokens_total",
-			Help: "Tokens by model and direction (in: prompt, out: completion)."}, []string{"model", "direction"}),
+			Help: "Tokens by model, upstream (its model server) and direction (in: prompt, out: completion)."}, []string{"model", "upstream", "direction"}),
 		OpenStreams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "chat_open_streams",
 			Help: "Chat streams open now."}),
 		ProviderErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "provider_errors_total",
@@ -61,6 +62,8 @@ func New() *Metrics {
 			Help: "Reused refresh tokens detected (each revokes a token family)."}),
 		RateLimitRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "ratelimit_refusals_total",
 			Help: "Requests refused by a rate limit, by policy."}, []string{"policy"}),
+		QuotaRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "quota_refusals_total",
+			Help: "Model calls refused because a token quota was used up, by quota (minute, day, month)."}, []string{"quota"}),
 		LimiterFallbacks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "ratelimit_backend_fallbacks_total",
 			Help: "Limiter decisions made without Redis because it was unreachable."}),
 		HashQueueWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "auth_password_hash_queue_wait_seconds",
@@ -71,8 +74,12 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight,
 		m.TimeToFirstToken, m.StreamDuration, m.Tokens, m.OpenStreams, m.ProviderErrors, m.ClientCancellations,
-		m.Logins, m.RefreshReuse, m.RateLimitRefusals, m.LimiterFallbacks, m.HashQueueWait,
+		m.Logins, m.RefreshReuse, m.RateLimitRefusals, m.QuotaRefusals, m.LimiterFallbacks, m.HashQueueWait,
 	)
+	// Every quota's series exists from the start, so that rates and alerts over it are defined before a refusal.
+	for _, quota := range []string{"minute", "day", "month"} {
+		m.QuotaRefusals.WithLabelValues(quota)
+	}
 	return m
 }
 
@@ -81,8 +88,9 @@ func (m *Metrics) RegisterPool(pool *pgxpool.Pool) {
 	m.Registry.MustRegister(poolCollector{pool: pool})
 }
 
-// CountTokens adds one answer's prompt and completion tokens to chat_tokens_total.
-func (m *Metrics) CountTokens(model string, in, out int) {
-	m.Tokens.WithLabelValues(model, "in").Add(float64(in))
-	m.Tokens.WithLabelValues(model, "out").Add(float64(out))
+// CountTokens adds one answer's prompt and completion tokens to chat_tokens_total, under its model and the
+// upstream that serves it.
+func (m *Metrics) CountTokens(model, upstream string, in, out int) {
+	m.Tokens.WithLabelValues(model, upstream, "in").Add(float64(in))
+	m.Tokens.WithLabelValues(model, upstream, "out").Add(float64(out))
 }

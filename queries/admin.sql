@@ -57,3 +57,9 @@ WHERE user_id = ANY(@user_ids::uuid[])
   AND created_at >= @since
   AND created_at < @until
 GROUP BY user_id;
+
+-- name: GetUserQuotas :one
+-- A user's own token quotas (NULL: the default).
+SELECT tokens_per_day, tokens_per_month
+FROM users
+WHERE id = @id;

@@ -1,7 +1,31 @@
 -- name: CreateConversation :one
-INSERT INTO conversations (user_id, title, model)
-VALUES (@user_id, @title, @model)
-RETURNING *;
+-- Creates a conversation of the user with its first messages and counts their @bytes of content as stored by
+-- the user, in one statement (one round trip, one commit); unless @max_bytes is above zero and the count
+-- would pass it, or the user does not exist: then nothing is stored and no row is returned. The messages
+-- are the arrays, one element per message in order, as in AppendMessages.
+WITH counted AS (
+    UPDATE users
+    SET stored_bytes = stored_bytes + @bytes::bigint
+    WHERE id = @user_id::uuid
+      AND (@max_bytes::bigint <= 0 OR stored_bytes + @bytes::bigint <= @max_bytes::bigint)
+    RETURNING id
+), conversation AS (
+    INSERT INTO conversations (user_id, title, model)
+    SELECT counted.id, @title::text, @model::text
+    FROM counted
+    RETURNING *
+), stored AS (
+    INSERT INTO messages (id, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens)
+    SELECT (@ids::uuid[])[i], conversation.id, (@roles::text[])[i], (@contents::text[])[i], (@statuses::text[])[i],
+        (@models::text[])[i], (@done_reasons::text[])[i], nullif((@prompt_tokens::integer[])[i], -1),
+        nullif((@completion_tokens::integer[])[i], -1)
+    FROM conversation,
+        generate_subscripts(@ids::uuid[], 1) AS i
+    ORDER BY i
+)
+SELECT conversation.id, conversation.user_id, conversation.title, conversation.model, conversation.created_at,
+    conversation.updated_at
+FROM conversation;
 
 -- name: GetConversation :one
 SELECT *
@@ -28,11 +52,6 @@ SET title = @title,
 WHERE id = @id
   AND user_id = @user_id
 RETURNING *;
-
--- name: TouchConversation :exec
-UPDATE conversations
-SET updated_at = now()
-WHERE id = @id;
 
 -- name: LockConversation :one
 -- Locks a conversation of the user until the transaction ends. Messages being added to it are waited for,

@@ -1,7 +1,34 @@
--- name: CreateMessage :one
-INSERT INTO messages (id, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens)
-VALUES (@id, @conversation_id, @role, @content, @status, @model, @done_reason, sqlc.narg('prompt_tokens'), sqlc.narg('completion_tokens'))
-RETURNING *;
+-- name: AppendMessages :many
+-- Stores messages at the end of a conversation, marks it active and counts their @bytes of content as stored
+-- by the user, in one statement (one round trip, one commit), and returns their ids, places and times in
+-- order (not their content, which the caller has); unless @max_bytes is above zero and the count would pass
+-- it, or the user does not exist: then nothing is stored and no row is returned. A conversation that no
+-- longer exists fails the messages' foreign key, which undoes the count. The messages are the arrays, one
+-- element per message in order; a token count of -1 is stored as NULL (no usage reported).
+WITH counted AS (
+    UPDATE users
+    SET stored_bytes = stored_bytes + @bytes::bigint
+    WHERE id = @user_id::uuid
+      AND (@max_bytes::bigint <= 0 OR stored_bytes + @bytes::bigint <= @max_bytes::bigint)
+    RETURNING id
+), touched AS (
+    UPDATE conversations
+    SET updated_at = now()
+    WHERE id = @conversation_id::uuid
+      AND EXISTS (SELECT 1 FROM counted)
+), stored AS (
+    INSERT INTO messages (id, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens)
+    SELECT (@ids::uuid[])[i], @conversation_id::uuid, (@roles::text[])[i], (@contents::text[])[i], (@statuses::text[])[i],
+        (@models::text[])[i], (@done_reasons::text[])[i], nullif((@prompt_tokens::integer[])[i], -1),
+        nullif((@completion_tokens::integer[])[i], -1)
+    FROM counted,
+        generate_subscripts(@ids::uuid[], 1) AS i
+    ORDER BY i
+    RETURNING id, seq, created_at
+)
+SELECT stored.id, stored.seq, stored.created_at
+FROM stored
+ORDER BY stored.seq;
 
 -- name: ListMessagePage :many
 -- A page of a conversation's messages, newest first: those before @before_seq (all when it is NULL), at most
@@ -27,16 +54,3 @@ FROM (
 WHERE page.running_bytes <= @max_bytes::bigint
    OR page.running_bytes = octet_length(page.content)
 ORDER BY page.seq DESC;
-
--- name: ReserveStoredBytes :execrows
--- Counts @bytes more of stored content for the user, unless that would pass @max_bytes.
-UPDATE users
-SET stored_bytes = stored_bytes + @bytes
-WHERE id = @user_id
-  AND stored_bytes + @bytes <= @max_bytes;
-
--- name: AddStoredBytes :exec
--- Counts @bytes more of stored content for the user, whatever the cap: an answer is never lost.
-UPDATE users
-SET stored_bytes = stored_bytes + @bytes
-WHERE id = @user_id;

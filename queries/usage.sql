@@ -40,3 +40,13 @@ WHERE created_at >= @from_time
   AND created_at < @to_time
 GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3;
+
+-- name: UserTokensUsed :one
+-- One user's prompt and completion tokens since the start of a day and since the start of a month (the
+-- earlier of the two), to rebuild quota totals: an index-only scan of usage_records_user_id_created_at_idx.
+SELECT
+    coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE created_at >= @day_start), 0)::bigint AS day_tokens,
+    coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE created_at >= @month_start), 0)::bigint AS month_tokens
+FROM usage_records
+WHERE user_id = @user_id
+  AND created_at >= least(@day_start::timestamptz, @month_start::timestamptz);

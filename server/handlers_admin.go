@@ -31,6 +31,7 @@ func (s *Server) UpdateUser(ctx context.Context, req apiserver.UpdateUserRequest
 	if err != nil {
 		return nil, err
 	}
+	s.quotas.Forget(req.Id)
 	return apiserver.UpdateUser200JSONResponse(toAPIAdminUser(u)), nil
 }
 

@@ -31,7 +31,7 @@ func (s *Server) Chat(ctx context.Context, req apiserver.ChatRequestObject) (api
 	if answer.Usage != nil {
 		usage = apiserver.Usage{PromptTokens: answer.Usage.PromptTokens, CompletionTokens: answer.Usage.CompletionTokens}
 	}
-	return apiserver.Chat200JSONResponse{
+	return apiserver.Chat200JSONResponse{Body: apiserver.ChatResult{
 		ConversationId: turn.Conversation.ID,
 		Message: apiserver.AssistantMessage{
 			Id: answer.ID, Role: apiserver.AssistantMessageRoleAssistant, Content: answer.Content, CreatedAt: answer.CreatedAt,
@@ -39,7 +39,7 @@ func (s *Server) Chat(ctx context.Context, req apiserver.ChatRequestObject) (api
 		Usage:      usage,
 		DoneReason: answer.DoneReason,
 		Model:      &answer.Model,
-	}, nil
+	}}, nil
 }
 
 // complete asks the model for the turn's whole answer and counts its tokens.
@@ -53,7 +53,7 @@ func (s *Server) complete(ctx context.Context, turn *chat.Turn) (chat.Message, e
 		return chat.Message{}, err
 	}
 	if answer.Usage != nil {
-		s.metrics.CountTokens(turn.ListedModel(), answer.Usage.PromptTokens, answer.Usage.CompletionTokens)
+		s.metrics.CountTokens(turn.ListedModel(), turn.Upstream(), answer.Usage.PromptTokens, answer.Usage.CompletionTokens)
 	}
 	return answer, nil
 }
@@ -67,13 +67,17 @@ func (s *Server) embed(ctx context.Context, model string, input []string) (provi
 	}
 	defer release()
 	p := principal(ctx)
-	var resp provider.EmbedResponse
+	var (
+		resp provider.EmbedResponse
+		left chat.QuotaLeft
+	)
 	err = s.untilDrained(ctx, func(ctx context.Context) (err error) {
-		resp, err = s.chat.Embed(ctx, chat.EmbedRequest{
+		resp, left, err = s.chat.Embed(ctx, chat.EmbedRequest{
 			UserID: p.UserID, APIKeyID: p.APIKeyID, RequestID: requestIDFrom(ctx), Model: model, Input: input,
 		})
 		return err
 	})
+	noteQuotaLeft(ctx, left)
 	return resp, err
 }
 
@@ -122,6 +126,7 @@ func (s *Server) newChatStream(ctx context.Context, release func(), turn *chat.T
 		release:      release,
 		events:       events,
 		model:        turn.ListedModel(),
+		upstream:     turn.Upstream(),
 		chunks:       turn.Stream,
 		draining:     s.drained.Done(),
 		heartbeat:    s.cfg.SSEHeartbeat,
@@ -143,10 +148,15 @@ func (s *Server) beginTurn(ctx context.Context, body apiserver.ChatRequest) (*ch
 		return nil, err
 	}
 	p := principal(ctx)
-	return s.chat.Begin(ctx, chat.Request{
+	turn, err := s.chat.Begin(ctx, chat.Request{
 		UserID: p.UserID, APIKeyID: p.APIKeyID, RequestID: requestIDFrom(ctx), ConversationID: body.ConversationId,
 		Model: body.Model, Messages: msgs, Options: options,
 	})
+	if err != nil {
+		return nil, err
+	}
+	noteQuotaLeft(ctx, turn.DayQuotaLeft())
+	return turn, nil
 }
 
 // optionsMap turns the contract's options into the provider's map, keeping only those that were set.

@@ -22,15 +22,23 @@ type upstreamHealth interface {
 	Health(ctx context.Context) map[string]error
 }
 
+// ReplicaChecker is a read replica that can say whether it serves reads: Check returns nil when it does, else
+// why not.
+type ReplicaChecker interface {
+	Check() error
+}
+
 // GetHealth implements GET /healthz: the process is up.
 func (s *Server) GetHealth(context.Context, apiserver.GetHealthRequestObject) (apiserver.GetHealthResponseObject, error) {
 	return apiserver.GetHealth200JSONResponse{Status: apiserver.Ok}, nil
 }
 
 // GetReadiness implements GET /readyz: 200 when the database answers, else 503 naming it. Either way its
-// checks report each model server, as "upstream:<name>": "ok" or "unavailable". A model server that does not
-// answer leaves the instance ready: it still serves accounts, conversations and the other servers' models,
-// and every instance sees the same model servers, so taking it out of rotation would help nobody.
+// checks report each model server, as "upstream:<name>": "ok" or "unavailable", and the read replica, if
+// any, as "database_replica": "ok" or "degraded". A model server that does not answer leaves the instance
+// ready: it still serves accounts, conversations and the other servers' models, and every instance sees the
+// same model servers, so taking it out of rotation would help nobody. A degraded replica leaves it ready too:
+// the primary serves its reads meanwhile.
 func (s *Server) GetReadiness(ctx context.Context, _ apiserver.GetReadinessRequestObject) (apiserver.GetReadinessResponseObject, error) {
 	ctx, cancel := context.WithTimeout(ctx, readinessTimeout)
 	defer cancel()
@@ -38,6 +46,7 @@ func (s *Server) GetReadiness(ctx context.Context, _ apiserver.GetReadinessReque
 	go func() { upstreams <- s.upstreamChecks(ctx) }()
 	dbErr := s.database.Ping(ctx)
 	checks := <-upstreams
+	s.replicaCheck(ctx, checks)
 	if dbErr != nil {
 		s.logger.WarnContext(ctx, "not ready", "component", "database", "error", dbErr)
 		body := problemBody(core.Errorf(core.NotReady, "not ready: database"), requestIDFrom(ctx))
@@ -47,6 +56,18 @@ func (s *Server) GetReadiness(ctx context.Context, _ apiserver.GetReadinessReque
 	}
 	checks["database"] = "ok"
 	return apiserver.GetReadiness200JSONResponse{Status: apiserver.Ok, Checks: &checks}, nil
+}
+
+// replicaCheck adds the read replica's state, if there is one, to checks, logging why it is degraded.
+func (s *Server) replicaCheck(ctx context.Context, checks map[string]string) {
+	if s.replica == nil {
+		return
+	}
+	checks["database_replica"] = "ok"
+	if err := s.replica.Check(); err != nil {
+		checks["database_replica"] = "degraded"
+		s.logger.WarnContext(ctx, "read replica degraded", "component", "database_replica", "error", err)
+	}
 }
 
 // upstreamChecks returns the readiness checks of the model servers, logging those that do not answer.

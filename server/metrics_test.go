@@ -54,7 +54,7 @@ func TestMetrics(t *testing.T) {
 		`deepersensor_http_requests_in_flight 1`, // the scrape itself
 		`deepersensor_chat_time_to_first_token_seconds_count{model="tiny:latest"} 1`,
 		`deepersensor_chat_stream_duration_seconds_count{model="tiny:latest"} 1`,
-		`deepersensor_chat_tokens_total{direction="out",model="tiny:latest"} 24`,
+		`deepersensor_chat_tokens_total{direction="out",model="tiny:latest",upstream="ollama"} 24`,
 		`deepersensor_chat_open_streams 0`,
 		`deepersensor_provider_errors_total{kind="model_not_found"} 1`,
 		`deepersensor_auth_logins_total{outcome="success"} 1`,

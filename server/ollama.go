@@ -54,9 +54,9 @@ func (s *Server) OllamaEmbed(ctx context.Context, req apiserver.OllamaEmbedReque
 	if err != nil {
 		return nil, ollamaModelError(err, body.Model)
 	}
-	return apiserver.OllamaEmbed200JSONResponse{
+	return apiserver.OllamaEmbed200JSONResponse{Body: apiserver.OllamaEmbeddings{
 		Model: cmp.Or(resp.Model, body.Model), Embeddings: resp.Embeddings, PromptEvalCount: resp.PromptTokens,
-	}, nil
+	}}, nil
 }
 
 // OllamaTags implements GET /ollama/api/tags.
@@ -139,6 +139,7 @@ func (s *Server) ollamaTurn(ctx context.Context, model string, msgs []provider.M
 		release()
 		return ollamaAnswer{}, ollamaModelError(err, model)
 	}
+	noteQuotaLeft(ctx, turn.DayQuotaLeft())
 	return ollamaAnswer{
 		chunks:       s.turnChunks(ctx, turn, release),
 		stream:       stream == nil || *stream,

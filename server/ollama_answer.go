@@ -144,7 +144,7 @@ func (s *Server) turnChunks(ctx context.Context, turn *chat.Turn, release func()
 					return err
 				}
 				if chunk.Done {
-					s.metrics.CountTokens(turn.ListedModel(), chunk.Usage.PromptTokens, chunk.Usage.CompletionTokens)
+					s.metrics.CountTokens(turn.ListedModel(), turn.Upstream(), chunk.Usage.PromptTokens, chunk.Usage.CompletionTokens)
 				}
 				if !yield(chunk, nil) {
 					return nil

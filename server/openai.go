@@ -45,6 +45,7 @@ func (s *Server) OpenaiCreateChatCompletion(ctx context.Context, req apiserver.O
 		release()
 		return nil, openaiParam(err, body)
 	}
+	noteQuotaLeft(ctx, turn.DayQuotaLeft())
 	var stored *uuid.UUID
 	if !turnReq.Stateless {
 		stored = &turn.Conversation.ID
@@ -332,10 +333,10 @@ func (s *Server) OpenaiCreateEmbedding(ctx context.Context, req apiserver.Openai
 			return nil, fmt.Errorf("encode embedding: %w", err)
 		}
 	}
-	return apiserver.OpenaiCreateEmbedding200JSONResponse{
+	return apiserver.OpenaiCreateEmbedding200JSONResponse{Body: apiserver.OpenAIEmbeddingList{
 		Object: apiserver.OpenAIObjectEmbeddingList, Data: data, Model: cmp.Or(resp.Model, body.Model),
 		Usage: apiserver.OpenAIEmbeddingUsage{PromptTokens: resp.PromptTokens, TotalTokens: resp.PromptTokens},
-	}, nil
+	}}, nil
 }
 
 // openaiEmbedInput checks an embedding request and returns its texts.

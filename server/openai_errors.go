@@ -8,6 +8,7 @@ import (
 
 	"github.com/deepersensor/deepersensor/core"
 	"github.com/deepersensor/deepersensor/gen/apiserver"
+	"github.com/deepersensor/deepersensor/quota"
 )
 
 // openaiErrorKind is how the OpenAI-compatible API answers one core code: its status, and the type and code
@@ -35,6 +36,7 @@ var openaiErrorKinds = map[core.Code]openaiErrorKind{
 	core.UnsupportedMediaType: {http.StatusUnsupportedMediaType, "invalid_request_error", "unsupported_media_type"},
 	core.RateLimited:          {http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded"},
 	core.TooManyStreams:       {http.StatusTooManyRequests, "rate_limit_error", "too_many_concurrent_requests"},
+	core.QuotaExceeded:        {http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota"},
 	core.Internal:             {http.StatusInternalServerError, "server_error", "internal_error"},
 	core.UpstreamFailed:       {http.StatusBadGateway, "server_error", "upstream_failed"},
 	core.UpstreamUnavailable:  {http.StatusServiceUnavailable, "server_error", "upstream_unavailable"},
@@ -58,6 +60,9 @@ func openaiKindOf(code core.Code) openaiErrorKind {
 // openaiErrorBody builds OpenAI's error object for e; param names the field at fault, if one is.
 func openaiErrorBody(e *core.Error) apiserver.OpenAIErrorResponse {
 	k := openaiKindOf(e.Code)
+	if e.Quota != nil && e.Quota.Name == quota.Minute {
+		k = openaiKindOf(core.RateLimited) // a per-minute limit is a rate limit to OpenAI's clients
+	}
 	body := apiserver.OpenAIError{Message: e.Message, Type: k.typ, Code: &k.code}
 	if e.Field != "" {
 		body.Message = e.Field + ": " + e.Message
@@ -78,6 +83,10 @@ func writeOpenAIError(w http.ResponseWriter, e *core.Error) error {
 		h.Set(echo.HeaderWWWAuthenticate, "Bearer")
 	}
 	setRetryHeaders(h, e)
+	if e.Quota != nil && e.Quota.Name != quota.Minute {
+		// OpenAI's clients retry a 429 unless told not to; a day's or a month's quota is not back in seconds.
+		h.Set("X-Should-Retry", "false")
+	}
 	h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(openaiErrorBody(e))

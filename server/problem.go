@@ -42,6 +42,7 @@ var problemKinds = map[core.Code]problemKind{
 	core.Invalid:              {http.StatusUnprocessableEntity, "unprocessable"},
 	core.ModelRefused:         {http.StatusUnprocessableEntity, "provider-refused"},
 	core.RateLimited:          {http.StatusTooManyRequests, "rate-limited"},
+	core.QuotaExceeded:        {http.StatusTooManyRequests, "quota-exceeded"},
 	core.TooManyStreams:       {http.StatusTooManyRequests, "too-many-streams"},
 	core.Internal:             {http.StatusInternalServerError, "internal"},
 	core.UpstreamFailed:       {http.StatusBadGateway, "provider-failed"},
@@ -186,6 +187,9 @@ func (s *Server) failure(ctx context.Context, err error) *core.Error {
 	if e.Code.Upstream() {
 		s.metrics.ProviderErrors.WithLabelValues(string(e.Code)).Inc()
 	}
+	if e.Quota != nil {
+		s.metrics.QuotaRefusals.WithLabelValues(e.Quota.Name).Inc()
+	}
 	if kindOf(e.Code).status >= http.StatusInternalServerError && e.Err != nil {
 		s.logger.ErrorContext(ctx, "request failed", "request_id", requestIDFrom(ctx), "code", e.Code, "error", e.Err)
 	}
@@ -205,6 +209,9 @@ func problemBody(e *core.Error, requestID string) apiserver.Problem {
 	}
 	if e.Code == core.Internal {
 		body.Detail = "an unexpected error occurred"
+	}
+	if q := e.Quota; q != nil {
+		body.Quota = &apiserver.QuotaState{Name: apiserver.QuotaStateName(q.Name), Limit: q.Limit, Remaining: q.Remaining, Reset: q.Reset}
 	}
 	return body
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/deepersensor/deepersensor/gen/apiserver"
 	"github.com/deepersensor/deepersensor/metrics"
 	"github.com/deepersensor/deepersensor/provider"
+	"github.com/deepersensor/deepersensor/quota"
 	"github.com/deepersensor/deepersensor/usage"
 )
 
@@ -40,7 +41,11 @@ type Deps struct {
 	// Database is pinged by the readiness probe.
 	Database Pinger
 	Limits   Limits
-	Metrics  *metrics.Metrics
+	// Replica, when set, is the read replica, which the readiness probe reports without failing on it.
+	Replica ReplicaChecker
+	// Quotas forgets what it cached of a user's quotas when an admin changes them.
+	Quotas  *quota.Service
+	Metrics *metrics.Metrics
 	// Tracing makes a span of every request, child of the client's W3C traceparent when it sends one.
 	Tracing bool
 }
@@ -59,7 +64,9 @@ type Server struct {
 	usage    *usage.Service
 	provider provider.Provider
 	database Pinger
+	replica  ReplicaChecker
 	limits   Limits
+	quotas   *quota.Service
 	metrics  *metrics.Metrics
 	echo     *echo.Echo
 	// drained ends when Drain is called: the model calls in flight must end for a shutdown.
@@ -82,7 +89,7 @@ var _ apiserver.StrictServerInterface = (*Server)(nil)
 func New(d Deps) (*Server, error) {
 	s := &Server{
 		cfg: d.Config, logger: d.Logger, auth: d.Auth, chat: d.Chat, usage: d.Usage, provider: d.Provider,
-		database: d.Database, limits: d.Limits, metrics: d.Metrics,
+		database: d.Database, replica: d.Replica, limits: d.Limits, quotas: d.Quotas, metrics: d.Metrics,
 	}
 	s.drained, s.drain = context.WithCancel(context.Background())
 	e := echo.New()
@@ -132,6 +139,7 @@ func New(d Deps) (*Server, error) {
 		cors(d.Config.CORSOrigins),
 		inFlightLimit(d.Config.MaxInFlight),
 		longWriteDeadline(d.Config.OllamaRequestTimeout+d.Config.WriteTimeout),
+		modelCallHeaders,
 		middleware.BodyLimit(strconv.FormatInt(d.Config.BodyLimit, 10)+"B"),
 		strictJSON,
 		clientMiddleware,

@@ -141,10 +141,11 @@ type chatStream struct {
 	// the non-streamed route does; a slower model gets the meta event and heartbeats meanwhile.
 	firstWait time.Duration
 	// failure turns a failure into the core error the client is told.
-	failure func(error) *core.Error
-	metrics *metrics.Metrics
-	model   string    // the metrics label of the model: its name as the model server lists it
-	start   time.Time // when the request arrived, for the time to first token
+	failure  func(error) *core.Error
+	metrics  *metrics.Metrics
+	model    string    // the metrics label of the model: its name as the model server lists it
+	upstream string    // the metrics label of the model server
+	start    time.Time // when the request arrived, for the time to first token
 }
 
 type streamItem struct {
@@ -234,7 +235,7 @@ func (cs chatStream) relay(w http.ResponseWriter) error {
 			}
 			cancelled = false
 			usage := item.chunk.Usage
-			cs.metrics.CountTokens(model, usage.PromptTokens, usage.CompletionTokens)
+			cs.metrics.CountTokens(model, cs.upstream, usage.PromptTokens, usage.CompletionTokens)
 			_ = cs.events.done(sse, item.chunk)
 			return true
 		case item.chunk.Content != "":

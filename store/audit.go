@@ -15,6 +15,9 @@ func (s *Store) InsertAuditEvent(ctx context.Context, e auth.AuditEvent) error {
 	err := s.q.InsertAuditEvent(ctx, db.InsertAuditEventParams{
 		Event: e.Event, UserID: e.UserID, Ip: e.IP, UserAgent: e.UserAgent, RequestID: e.RequestID, Detail: e.Detail,
 	})
+	if e.UserID != nil {
+		s.wrote(*e.UserID)
+	}
 	if err != nil {
 		return fmt.Errorf("insert audit event %s: %w", e.Event, interpretError(err, "audit event"))
 	}
@@ -28,7 +31,9 @@ func (s *Store) AuditEvents(ctx context.Context, userID uuid.UUID, beforeID int6
 	if beforeID != 0 {
 		params.BeforeID = &beforeID
 	}
-	rows, err := s.q.ListAuditEventsByUser(ctx, params)
+	rows, err := staleRead(ctx, s, []uuid.UUID{userID}, func(q *db.Queries) ([]db.AuditLog, error) {
+		return q.ListAuditEventsByUser(ctx, params)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list audit events of user %s: %w", userID, interpretError(err, "audit event"))
 	}

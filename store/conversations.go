@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/deepersensor/deepersensor/chat"
 	"github.com/deepersensor/deepersensor/gen/db"
@@ -15,30 +17,29 @@ func conversationFromDB(c db.Conversation) chat.Conversation {
 }
 
 // CreateConversation stores a new conversation of userID together with its first messages, in one
-// transaction, unless their content would take the user past maxStoredBytes (when it is above zero).
+// statement, unless their content would take the user past maxStoredBytes (when it is above zero).
 func (s *Store) CreateConversation(ctx context.Context, userID uuid.UUID, title, model string, first []chat.NewMessage, maxStoredBytes int64) (chat.Conversation, error) {
-	var conv db.Conversation
-	err := s.inTx(ctx, func(q *db.Queries) error {
-		if err := countStored(ctx, q, userID, first, maxStoredBytes); err != nil {
-			return err
-		}
-		var err error
-		conv, err = q.CreateConversation(ctx, db.CreateConversationParams{UserID: userID, Title: title, Model: model})
-		if err != nil {
-			return err
-		}
-		_, err = insertMessages(ctx, q, conv.ID, first)
-		return err
+	c := columnsOf(first)
+	row, err := s.q.CreateConversation(ctx, db.CreateConversationParams{
+		Bytes: c.bytes, UserID: userID, MaxBytes: maxStoredBytes, Title: title, Model: model,
+		Ids: c.ids, Roles: c.roles, Contents: c.contents, Statuses: c.statuses, Models: c.models, DoneReasons: c.reasons,
+		PromptTokens: c.prompt, CompletionTokens: c.completion,
 	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = notCounted(maxStoredBytes)
+	}
+	s.wrote(userID, row.ID)
 	if err != nil {
 		return chat.Conversation{}, fmt.Errorf("create conversation: %w", interpretError(err, "conversation"))
 	}
-	return conversationFromDB(conv), nil
+	return conversationFromDB(db.Conversation(row)), nil
 }
 
 // Conversation returns the conversation id of userID; another user's conversation is a core.NotFound.
 func (s *Store) Conversation(ctx context.Context, id, userID uuid.UUID) (chat.Conversation, error) {
-	c, err := s.q.GetConversation(ctx, db.GetConversationParams{ID: id, UserID: userID})
+	c, err := staleRead(ctx, s, []uuid.UUID{userID}, func(q *db.Queries) (db.Conversation, error) {
+		return q.GetConversation(ctx, db.GetConversationParams{ID: id, UserID: userID})
+	})
 	if err != nil {
 		return chat.Conversation{}, fmt.Errorf("get conversation %s: %w", id, interpretError(err, "conversation"))
 	}
@@ -52,7 +53,9 @@ func (s *Store) Conversations(ctx context.Context, userID uuid.UUID, after *chat
 	if after != nil {
 		params.AfterUpdatedAt, params.AfterID = &after.UpdatedAt, &after.ID
 	}
-	rows, err := s.q.ListConversations(ctx, params)
+	rows, err := staleRead(ctx, s, []uuid.UUID{userID}, func(q *db.Queries) ([]db.Conversation, error) {
+		return q.ListConversations(ctx, params)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list conversations: %w", interpretError(err, "conversation"))
 	}
@@ -66,6 +69,7 @@ func (s *Store) Conversations(ctx context.Context, userID uuid.UUID, after *chat
 // RenameConversation sets the title of a conversation of userID.
 func (s *Store) RenameConversation(ctx context.Context, id, userID uuid.UUID, title string) (chat.Conversation, error) {
 	c, err := s.q.UpdateConversationTitle(ctx, db.UpdateConversationTitleParams{ID: id, UserID: userID, Title: title})
+	s.wrote(userID, id)
 	if err != nil {
 		return chat.Conversation{}, fmt.Errorf("rename conversation %s: %w", id, interpretError(err, "conversation"))
 	}
@@ -81,6 +85,7 @@ func (s *Store) DeleteConversation(ctx context.Context, id, userID uuid.UUID) er
 		}
 		return q.DeleteConversation(ctx, db.DeleteConversationParams{ID: id, UserID: userID})
 	})
+	s.wrote(userID, id)
 	if err != nil {
 		return fmt.Errorf("delete conversation %s: %w", id, interpretError(err, "conversation"))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/deepersensor/deepersensor/chat"
 	"github.com/deepersensor/deepersensor/core"
@@ -22,68 +23,78 @@ func messageFromDB(m db.Message) chat.Message {
 	return msg
 }
 
-// countStored counts the content of msgs as stored by userID: with maxStoredBytes above zero only if that
-// keeps the user within it, else the error is a core.StorageFull.
-func countStored(ctx context.Context, q *db.Queries, userID uuid.UUID, msgs []chat.NewMessage, maxStoredBytes int64) error {
-	var n int64
-	for _, m := range msgs {
-		n += int64(len(m.Content))
+// noTokens stands for a token count the model did not report, in the arrays of the queries that store
+// messages, which store it as NULL.
+const noTokens = -1
+
+// messageColumns are messages to store as the queries take them: one array per column, one element per
+// message in order, and the bytes of their content, counted against the user's cap.
+type messageColumns struct {
+	ids                                        []uuid.UUID
+	roles, contents, statuses, models, reasons []string
+	prompt, completion                         []int32
+	bytes                                      int64
+}
+
+func columnsOf(msgs []chat.NewMessage) messageColumns {
+	n := len(msgs)
+	c := messageColumns{
+		ids: make([]uuid.UUID, n), roles: make([]string, n), contents: make([]string, n), statuses: make([]string, n),
+		models: make([]string, n), reasons: make([]string, n), prompt: make([]int32, n), completion: make([]int32, n),
 	}
-	if maxStoredBytes <= 0 {
-		return q.AddStoredBytes(ctx, db.AddStoredBytesParams{UserID: userID, Bytes: n})
+	for i, m := range msgs {
+		c.ids[i] = m.ID
+		if m.ID == uuid.Nil {
+			c.ids[i] = uuid.New()
+		}
+		c.roles[i], c.contents[i], c.statuses[i], c.models[i], c.reasons[i] = m.Role, m.Content, m.Status, m.Model, m.DoneReason
+		c.prompt[i], c.completion[i] = noTokens, noTokens
+		if m.Usage != nil {
+			c.prompt[i], c.completion[i] = int32(m.Usage.PromptTokens), int32(m.Usage.CompletionTokens)
+		}
+		c.bytes += int64(len(m.Content))
 	}
-	counted, err := q.ReserveStoredBytes(ctx, db.ReserveStoredBytesParams{UserID: userID, Bytes: n, MaxBytes: maxStoredBytes})
-	if err != nil {
-		return err
-	}
-	if counted == 0 {
+	return c
+}
+
+// notCounted is the error of a store query that returned no row because it did not count the messages:
+// with maxStoredBytes above zero a core.StorageFull, else the user is gone (pgx.ErrNoRows).
+func notCounted(maxStoredBytes int64) error {
+	if maxStoredBytes > 0 {
 		return core.Errorf(core.StorageFull,
 			"these messages would take your stored content past the %d bytes you may store; delete conversations to make room", maxStoredBytes)
 	}
-	return nil
+	return pgx.ErrNoRows
 }
 
 // AppendMessages stores messages at the end of a conversation of userID and marks it active, in one
-// transaction, unless their content would take the user past maxStoredBytes (when it is above zero). The
-// caller must have checked that the conversation is the user's.
+// statement, unless their content would take the user past maxStoredBytes (when it is above zero); without
+// messages it does nothing. The caller must have checked that the conversation is the user's.
 func (s *Store) AppendMessages(ctx context.Context, userID, conversationID uuid.UUID, msgs []chat.NewMessage, maxStoredBytes int64) ([]chat.Message, error) {
-	var stored []chat.Message
-	err := s.inTx(ctx, func(q *db.Queries) error {
-		if err := countStored(ctx, q, userID, msgs, maxStoredBytes); err != nil {
-			return err
-		}
-		var err error
-		if stored, err = insertMessages(ctx, q, conversationID, msgs); err != nil {
-			return err
-		}
-		return q.TouchConversation(ctx, conversationID)
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	c := columnsOf(msgs)
+	rows, err := s.q.AppendMessages(ctx, db.AppendMessagesParams{
+		Bytes: c.bytes, UserID: userID, MaxBytes: maxStoredBytes, ConversationID: conversationID,
+		Ids: c.ids, Roles: c.roles, Contents: c.contents, Statuses: c.statuses, Models: c.models, DoneReasons: c.reasons,
+		PromptTokens: c.prompt, CompletionTokens: c.completion,
 	})
+	if err == nil && len(rows) == 0 {
+		err = notCounted(maxStoredBytes)
+	}
+	s.wrote(userID, conversationID)
 	if err != nil {
 		return nil, fmt.Errorf("append messages to conversation %s: %w", conversationID, interpretError(err, "message"))
 	}
-	return stored, nil
-}
-
-func insertMessages(ctx context.Context, q *db.Queries, conversationID uuid.UUID, msgs []chat.NewMessage) ([]chat.Message, error) {
-	stored := make([]chat.Message, 0, len(msgs))
-	for _, m := range msgs {
-		id := m.ID
-		if id == uuid.Nil {
-			id = uuid.New()
+	stored := make([]chat.Message, len(rows))
+	for i, r := range rows {
+		// The rows come in the order of the messages, as the query inserts them.
+		m := msgs[i]
+		stored[i] = chat.Message{
+			ID: r.ID, ConversationID: conversationID, Seq: r.Seq, Role: m.Role, Content: m.Content, Status: m.Status,
+			Model: m.Model, DoneReason: m.DoneReason, Usage: m.Usage, CreatedAt: r.CreatedAt,
 		}
-		params := db.CreateMessageParams{
-			ID: id, ConversationID: conversationID, Role: m.Role, Content: m.Content, Status: m.Status,
-			Model: m.Model, DoneReason: m.DoneReason,
-		}
-		if m.Usage != nil {
-			prompt, completion := int32(m.Usage.PromptTokens), int32(m.Usage.CompletionTokens)
-			params.PromptTokens, params.CompletionTokens = &prompt, &completion
-		}
-		row, err := q.CreateMessage(ctx, params)
-		if err != nil {
-			return nil, err
-		}
-		stored = append(stored, messageFromDB(row))
 	}
 	return stored, nil
 }
@@ -96,7 +107,9 @@ func (s *Store) MessagePage(ctx context.Context, conversationID uuid.UUID, befor
 	if before > 0 {
 		params.BeforeSeq = &before
 	}
-	rows, err := s.q.ListMessagePage(ctx, params)
+	rows, err := staleRead(ctx, s, []uuid.UUID{conversationID}, func(q *db.Queries) ([]db.ListMessagePageRow, error) {
+		return q.ListMessagePage(ctx, params)
+	})
 	if err != nil {
 		return nil, false, fmt.Errorf("list messages of conversation %s: %w", conversationID, interpretError(err, "message"))
 	}

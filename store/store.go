@@ -6,6 +6,8 @@ package store
 import (
 	"context"
 	"errors"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -25,8 +27,9 @@ type DB interface {
 
 // Store runs the application's queries.
 type Store struct {
-	db DB
-	q  *db.Queries
+	db      DB
+	q       *db.Queries
+	replica *readReplica // nil without a read replica
 }
 
 var (
@@ -46,14 +49,23 @@ func (s *Store) inTx(ctx context.Context, fn func(q *db.Queries) error) error {
 	})
 }
 
-// interpretError maps driver errors to core errors about object, such as "conversation", and leaves the
-// rest as they are.
+// databaseRetryAfter is how long clients are told to wait when the database is unavailable.
+const databaseRetryAfter = 5 * time.Second
+
+// interpretError maps driver errors to core errors about object, such as "conversation", and a database out
+// of reach to core.Unavailable, and leaves the rest as they are.
 func interpretError(err error, object string) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return core.Wrap(core.NotFound, err, object+" not found")
 	}
 	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	_, noConnection := errors.AsType[*pgconn.ConnectError](err)
 	switch {
+	case noConnection, ok && (strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")):
+		// Connection exceptions and operator intervention: PostgreSQL is down, restarting, or ended the session.
+		e := core.Wrap(core.Unavailable, err, "the database is unavailable")
+		e.RetryAfter = databaseRetryAfter
+		return e
 	case !ok:
 	case pgErr.Code == "23505": // unique_violation
 		return core.Wrap(core.Conflict, err, object+" exists already")

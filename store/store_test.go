@@ -398,13 +398,41 @@ func TestMessages(t *testing.T) {
 	if all[2].Usage != nil {
 		t.Errorf("a user message has usage %+v", all[2].Usage)
 	}
+}
 
-	_, err = st.AppendMessages(ctx, ada.ID, conv.ID, []chat.NewMessage{{Role: "robot", Content: "x", Status: chat.StatusComplete}}, 0)
-	if err == nil {
+// TestRefusedMessagesCountNothing stores messages that the schema refuses, on the pool (each write a
+// transaction of its own, as in production): nothing of them is counted as stored.
+func TestRefusedMessagesCountNothing(t *testing.T) {
+	ctx := context.Background()
+	st := store.New(pool)
+	ada, err := st.CreateUser(ctx, "refused-"+uuid.NewString()+"@example.com", "hash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = pool.Exec(ctx, "DELETE FROM users WHERE id = $1", ada.ID) })
+	conv, err := st.CreateConversation(ctx, ada.ID, "t", "tiny", userMessage("m0"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	robot := []chat.NewMessage{{Role: "user", Content: "fine", Status: chat.StatusComplete}, {Role: "robot", Content: "x", Status: chat.StatusComplete}}
+	if _, err := st.AppendMessages(ctx, ada.ID, conv.ID, robot, 0); err == nil {
 		t.Error("a message with a role the schema refuses was stored")
 	}
-	if got := storedBytes(t, tx, ada.ID); got != 6 {
-		t.Errorf("stored bytes = %d, want 6 (a refused message counts nothing)", got)
+	if _, err := st.CreateConversation(ctx, ada.ID, "t", "tiny", robot, 0); err == nil {
+		t.Error("a conversation with a message of a role the schema refuses was stored")
+	}
+	if _, err := st.AppendMessages(ctx, ada.ID, uuid.New(), userMessage("lost"), 0); core.ErrorCode(err) != core.NotFound {
+		t.Errorf("a message for a conversation that does not exist: error %v, want a %s", err, core.NotFound)
+	}
+	var n int64
+	if err := pool.QueryRow(ctx, "SELECT stored_bytes FROM users WHERE id = $1", ada.ID).Scan(&n); err != nil || n != 2 {
+		t.Errorf("stored bytes = %d (%v), want 2 (the refused messages count nothing)", n, err)
+	}
+	if page, _ := st.Conversations(ctx, ada.ID, nil, 10); len(page) != 1 {
+		t.Errorf("%d conversations stored, want only the first", len(page))
+	}
+	if page, _, _ := st.MessagePage(ctx, conv.ID, 0, 10, 100); len(page) != 1 {
+		t.Errorf("%d messages stored, want only the first", len(page))
 	}
 }
 

@@ -48,22 +48,21 @@ func (s *Store) UsageTotals(ctx context.Context, q usage.Query) ([]usage.Total, 
 		ByDay: q.GroupBy == usage.ByDay, ByModel: q.GroupBy == usage.ByModel, ByUser: q.GroupBy == usage.ByUser,
 		FromTime: q.From, ToTime: q.To,
 	}
-	var (
-		rows []db.AllUsageRow
-		err  error
-	)
-	if q.UserID == uuid.Nil {
-		rows, err = s.q.AllUsage(ctx, params)
-	} else {
-		var userRows []db.UserUsageRow
-		userRows, err = s.q.UserUsage(ctx, db.UserUsageParams{
+	// A report may miss the last moments' records, which the usage writer stores in batches anyway.
+	rows, err := staleRead(ctx, s, nil, func(dq *db.Queries) ([]db.AllUsageRow, error) {
+		if q.UserID == uuid.Nil {
+			return dq.AllUsage(ctx, params)
+		}
+		userRows, err := dq.UserUsage(ctx, db.UserUsageParams{
 			ByDay: params.ByDay, ByModel: params.ByModel, ByUser: params.ByUser, UserID: q.UserID,
 			FromTime: params.FromTime, ToTime: params.ToTime,
 		})
-		for _, r := range userRows {
-			rows = append(rows, db.AllUsageRow(r))
+		rows := make([]db.AllUsageRow, len(userRows))
+		for i, r := range userRows {
+			rows[i] = db.AllUsageRow(r)
 		}
-	}
+		return rows, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("sum usage by %s: %w", q.GroupBy, interpretError(err, "usage"))
 	}

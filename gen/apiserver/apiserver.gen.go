@@ -320,6 +320,27 @@ func (e OpenAIModelListObject) Valid() bool {
 	}
 }
 
+// Defines values for QuotaStateName.
+const (
+	QuotaStateNameDay    QuotaStateName = "day"
+	QuotaStateNameMinute QuotaStateName = "minute"
+	QuotaStateNameMonth  QuotaStateName = "month"
+)
+
+// Valid indicates whether the value is a known member of the QuotaStateName enum.
+func (e QuotaStateName) Valid() bool {
+	switch e {
+	case QuotaStateNameDay:
+		return true
+	case QuotaStateNameMinute:
+		return true
+	case QuotaStateNameMonth:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Role.
 const (
 	RoleAssistant Role = "assistant"
@@ -1416,6 +1437,11 @@ type Problem struct {
 	// Errors The fields at fault, for validation problems.
 	Errors *[]FieldError `json:"errors,omitempty"`
 
+	// Quota The token quota that refused a call (`quota-exceeded`).
+	//
+	// Example: {"limit":100000,"name":"day","remaining":120,"reset":"2026-11-30T00:00:00Z"}
+	Quota *QuotaState `json:"quota,omitempty"`
+
 	// RequestId The request id, also sent as `X-Request-ID`.
 	//
 	// Example: 01JD6Q4Y2M3N4P5Q6R7S8T9V0W
@@ -1436,6 +1462,26 @@ type Problem struct {
 	// Example: urn:deepersensor:problem:invalid-request
 	Type string `json:"type"`
 }
+
+// QuotaState The token quota that refused a call (`quota-exceeded`).
+//
+// Example: {"limit":100000,"name":"day","remaining":120,"reset":"2026-11-30T00:00:00Z"}
+type QuotaState struct {
+	// Limit The tokens it allows in its window.
+	Limit int64 `json:"limit"`
+
+	// Name The quota, per minute (`DS_RATE_LIMIT_TOKENS_PER_MINUTE`), per UTC day or per calendar month.
+	Name QuotaStateName `json:"name"`
+
+	// Remaining The tokens left in the window (for `minute`, 0).
+	Remaining int64 `json:"remaining"`
+
+	// Reset When the window starts anew (for `minute`, when the call would fit).
+	Reset time.Time `json:"reset"`
+}
+
+// QuotaStateName The quota, per minute (`DS_RATE_LIMIT_TOKENS_PER_MINUTE`), per UTC day or per calendar month.
+type QuotaStateName string
 
 // RefreshRequest defines model for RefreshRequest.
 type RefreshRequest struct {
@@ -1532,10 +1578,10 @@ type User struct {
 
 // UserQuotas defines model for UserQuotas.
 type UserQuotas struct {
-	// TokensPerDay Tokens per UTC day; null for the default.
+	// TokensPerDay Tokens per UTC day; null for the default (`DS_QUOTA_TOKENS_PER_DAY`), 0 for no quota.
 	TokensPerDay *int64 `json:"tokens_per_day"`
 
-	// TokensPerMonth Tokens per calendar month (UTC); null for the default.
+	// TokensPerMonth Tokens per calendar month (UTC); null for the default (`DS_QUOTA_TOKENS_PER_MONTH`), 0 for no quota.
 	TokensPerMonth *int64 `json:"tokens_per_month"`
 }
 
@@ -2912,15 +2958,25 @@ type OllamaChatResponseObject interface {
 	VisitOllamaChatResponse(w http.ResponseWriter) error
 }
 
-type OllamaChat200JSONResponse OllamaChatAnswer
+type OllamaChat200ResponseHeaders struct {
+	XQuotaDayRemaining *int64
+}
+
+type OllamaChat200JSONResponse struct {
+	Body    OllamaChatAnswer
+	Headers OllamaChat200ResponseHeaders
+}
 
 func (response OllamaChat200JSONResponse) VisitOllamaChatResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XQuotaDayRemaining != nil {
+		w.Header().Set("X-Quota-Day-Remaining", fmt.Sprint(*response.Headers.XQuotaDayRemaining))
+	}
 	w.WriteHeader(200)
 	_, err := buf.WriteTo(w)
 	return err
@@ -2928,6 +2984,7 @@ func (response OllamaChat200JSONResponse) VisitOllamaChatResponse(w http.Respons
 
 type OllamaChat200ApplicationxNdjsonResponse struct {
 	Body          io.Reader
+	Headers       OllamaChat200ResponseHeaders
 	ContentLength int64
 }
 
@@ -2936,6 +2993,9 @@ func (response OllamaChat200ApplicationxNdjsonResponse) VisitOllamaChatResponse(
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	if response.ContentLength != 0 {
 		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	if response.Headers.XQuotaDayRemaining != nil {
+		w.Header().Set("X-Quota-Day-Remaining", fmt.Sprint(*response.Headers.XQuotaDayRemaining))
 	}
 	w.WriteHeader(200)
 
@@ -3277,15 +3337,25 @@ type OllamaEmbedResponseObject interface {
 	VisitOllamaEmbedResponse(w http.ResponseWriter) error
 }
 
-type OllamaEmbed200JSONResponse OllamaEmbeddings
+type OllamaEmbed200ResponseHeaders struct {
+	XQuotaDayRemaining *int64
+}
+
+type OllamaEmbed200JSONResponse struct {
+	Body    OllamaEmbeddings
+	Headers OllamaEmbed200ResponseHeaders
+}
 
 func (response OllamaEmbed200JSONResponse) VisitOllamaEmbedResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XQuotaDayRemaining != nil {
+		w.Header().Set("X-Quota-Day-Remaining", fmt.Sprint(*response.Headers.XQuotaDayRemaining))
+	}
 	w.WriteHeader(200)
 	_, err := buf.WriteTo(w)
 	return err
@@ -3599,15 +3669,25 @@ type OllamaGenerateResponseObject interface {
 	VisitOllamaGenerateResponse(w http.ResponseWriter) error
 }
 
-type OllamaGenerate200JSONResponse OllamaGenerateAnswer
+type OllamaGenerate200ResponseHeaders struct {
+	XQuotaDayRemaining *int64
+}
+
+type OllamaGenerate200JSONResponse struct {
+	Body    OllamaGenerateAnswer
+	Headers OllamaGenerate200ResponseHeaders
+}
 
 func (response OllamaGenerate200JSONResponse) VisitOllamaGenerateResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XQuotaDayRemaining != nil {
+		w.Header().Set("X-Quota-Day-Remaining", fmt.Sprint(*response.Headers.XQuotaDayRemaining))
+	}
 	w.WriteHeader(200)
 	_, err := buf.WriteTo(w)
 	return err
@@ -3615,6 +3695,7 @@ func (response OllamaGenerate200JSONResponse) VisitOllamaGenerateResponse(w http
 
 type OllamaGenerate200ApplicationxNdjsonResponse struct {
 	Body          io.Reader
+	Headers       OllamaGenerate200ResponseHeaders
 	ContentLength int64
 }
 
@@ -3623,6 +3704,9 @@ func (response OllamaGenerate200ApplicationxNdjsonResponse) VisitOllamaGenerateR
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	if response.ContentLength != 0 {
 		w.Header().Set("Content-Length", fmt.Sprint(response.ContentLength))
+	}
+	if response.Headers.XQuotaDayRemaining != nil {
+		w.Header().Set("X-Quota-Day-Remaining", fmt.Sprint(*response.Headers.XQuotaDayRemaining))
 	}
 	w.WriteHeader(200)
 
@@ -4594,7 +4678,8 @@ type OpenaiCreateChatCompletionResponseObject interface {
 }
 
 type OpenaiCreateChatCompletion200ResponseHeaders struct {
-	XDSConversationId *openapi_types.UUID
+	XDSConversationId  *openapi_types.UUID
+	XQuotaDayRemaining *int64
 }
 
 type OpenaiCreateChatCompletion200JSONResponse struct {
@@ -4611,6 +4696,9 @@ func (response OpenaiCreateChatCompletion200JSONResponse) VisitOpenaiCreateChatC
 	w.Header().Set("Content-Type", "application/json")
 	if response.Headers.XDSConversationId != nil {
 		w.Header().Set("X-DS-Conversation-Id", fmt.Sprint(*response.Headers.XDSConversationId))
+	}
+	if response.Headers.XQuotaDayRemaining != nil {
+		w.Header().Set("X-Quota-Day-Remaining", fmt.Sprint(*response.Headers.XQuotaDayRemaining))
 	}
 	w.WriteHeader(200)
 	_, err := buf.WriteTo(w)
@@ -4631,6 +4719,9 @@ func (response OpenaiCreateChatCompletion200TexteventStreamResponse) VisitOpenai
 	}
 	if response.Headers.XDSConversationId != nil {
 		w.Header().Set("X-DS-Conversation-Id", fmt.Sprint(*response.Headers.XDSConversationId))
+	}
+	if response.Headers.XQuotaDayRemaining != nil {
+		w.Header().Set("X-Quota-Day-Remaining", fmt.Sprint(*response.Headers.XQuotaDayRemaining))
 	}
 	w.WriteHeader(200)
 
@@ -4856,15 +4947,25 @@ type OpenaiCreateEmbeddingResponseObject interface {
 	VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error
 }
 
-type OpenaiCreateEmbedding200JSONResponse OpenAIEmbeddingList
+type OpenaiCreateEmbedding200ResponseHeaders struct {
+	XQuotaDayRemaining *int64
+}
+
+type OpenaiCreateEmbedding200JSONResponse struct {
+	Body    OpenAIEmbeddingList
+	Headers OpenaiCreateEmbedding200ResponseHeaders
+}
 
 func (response OpenaiCreateEmbedding200JSONResponse) VisitOpenaiCreateEmbeddingResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XQuotaDayRemaining != nil {
+		w.Header().Set("X-Quota-Day-Remaining", fmt.Sprint(*response.Headers.XQuotaDayRemaining))
+	}
 	w.WriteHeader(200)
 	_, err := buf.WriteTo(w)
 	return err
@@ -6901,15 +7002,25 @@ type ChatResponseObject interface {
 	VisitChatResponse(w http.ResponseWriter) error
 }
 
-type Chat200JSONResponse ChatResult
+type Chat200ResponseHeaders struct {
+	XQuotaDayRemaining *int64
+}
+
+type Chat200JSONResponse struct {
+	Body    ChatResult
+	Headers Chat200ResponseHeaders
+}
 
 func (response Chat200JSONResponse) VisitChatResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.XQuotaDayRemaining != nil {
+		w.Header().Set("X-Quota-Day-Remaining", fmt.Sprint(*response.Headers.XQuotaDayRemaining))
+	}
 	w.WriteHeader(200)
 	_, err := buf.WriteTo(w)
 	return err
@@ -7134,8 +7245,9 @@ type StreamChatResponseObject interface {
 }
 
 type StreamChat200ResponseHeaders struct {
-	CacheControl    *string
-	XAccelBuffering *string
+	CacheControl       *string
+	XAccelBuffering    *string
+	XQuotaDayRemaining *int64
 }
 
 type StreamChat200TexteventStreamResponse struct {
@@ -7155,6 +7267,9 @@ func (response StreamChat200TexteventStreamResponse) VisitStreamChatResponse(w h
 	}
 	if response.Headers.XAccelBuffering != nil {
 		w.Header().Set("X-Accel-Buffering", fmt.Sprint(*response.Headers.XAccelBuffering))
+	}
+	if response.Headers.XQuotaDayRemaining != nil {
+		w.Header().Set("X-Quota-Day-Remaining", fmt.Sprint(*response.Headers.XQuotaDayRemaining))
 	}
 	w.WriteHeader(200)
 
@@ -10273,311 +10388,321 @@ func (sh *strictHandler) GetUsage(ctx echo.Context, params GetUsageParams) error
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L3rdts48i/6Klg6e63YZ1OybnZs+cM+TuL0uCe3tp1J90Q5IkRCEscUoCZAO5r8/e57oQrgTaREyXa6",
-	"eyb9oWNJJK6FQl1/9a3hiflCcMaVbAy+NWaM+iyCPy+pYm+CeaDgf/obn0kvChYqELwxaFzPGOHxfMwi",
-	"IiYkYr/HTCpJ1IyRhQgDb0loGIo7SQJOKBnHkVSthtOQ3ozNqW5OLResMWgEXLEpixr3907a5yWb04AH",
-	"fFreb9JbyCZKd6B79eIoYlxt35VkJdO7Yp7gviQxV0EI7U/iMMTGSSAJvaVBSMchI3RKA765P6ai5dlE",
-	"sai6LyXIHQ0UGbOJiPQsVbQM+HRD2/dOY0EjOmfK7NxLwW9ZJKlu/eJV+Qp6mWeeSRL4upNA/7qgatZw",
-	"GpzOoRu/4TT0cgcR8xsDFcUsO5iJiOZUNQaNOIYnzeCkivTe6aG9FT4L39E5+6DbLR3LXD/yTBLdpUNk",
-	"7M0IlcQNQzqnvVZ3EFLFpHLJ3sfLN03GPeEzQol74O5XDBr+WTfs/xWxSWPQ+H8OUuo/wF/lQTJgGP77",
-	"BeNnF9kV/RsckdWZuJzduUQqETE8BeyrN6N8yvAAcHaXW/RTeCbw9eERnOl/liKOcs9I21yg9NMRG/I9",
-	"yoX+k8SSRXrjJKGk3+7vt8inQM1ErPTD+pmAT/Wv0ILfGnK7VHjE08X6tfnqqpmdYPPCzxEc+0rnixDW",
-	"ld2V7vFHSafsdSTm5fs7CfSZ8elSTxL4A4sC4Tt6YT5ev0w28feYRct0YBPdYPlAuu3uUbPTabY7DSel",
-	"QZ8qVj2+a1E+upCuG5z+1wtjn/mnJGRS7yzlpHd0pF+RhOoDTVw9VLdqHkpsmEWvXWMW95qe5UJwyeCQ",
-	"v6D+T1SxO7rUnzzBFePAxuhiEQYe7OTBIhLjkM3/97+knm6mb70QigahHp49gWQRidvAZxGZ0CBk9uAz",
-	"qUaB3xg02p2fXx390v+t+7b3rv/h8Jejy+dXx9cn/2h/0vNTVMWyMThsd52GChRM8AX1iR1kMqM44gOf",
-	"sQWLJONSRAMzyIHtvmm6v697Yj9gA7hIFeylOLmWbv4F9S9xhg9cQ31bhQMyj6Vm3oSSWxoGPoGvCfX9",
-	"iEnZcBosioRm0Z+/NSYBC337ZsNpzJnURNoYNNY3cv9ll13pt9v5XbHT3rwrAYdhNE2nj7Yrpj3NouY0",
-	"1NTPfCIiMo4YvUEGqjckop46JS6utEso94mLy+jCfYE3s15M2NGXgk/CwHvoflJOqOeJmCtyF6gZUbNA",
-	"mo1gXwOpZGO3XThJdyEZ6eYt8Oyjj7X2Yvwv5ikzFULDiFF/CetnTut1MGciVo/PWfzA15cToVzesQgk",
-	"tyC5q7flNP10Nc24iR34FtxGmVeeiN2UzxgW+4IrFnEanmt6fjjFxpx9XTBPMZ/ACSHCA5F4V0aeYRl2",
-	"pOSKRbcsIjjiOswD33uUxT3LTVGz8ThiRHCixSYZ+AxFqoSx+GTGwoUkk4D7WigyakIophKW/51Qr0XM",
-	"/QeufFZgg52eQKO7MYgMSb8Tirw2TW1aZy5UE7t9jIV+J1AIRzbhaK4cAKPWs9NCKq7fexDQNxFvydIx",
-	"fKWBJ+VZQc5/llnE2rPJjqWcdPBIBJzgo88kkTO6YI5l8IzgLmgBTxH34Lbjkmlwa2R5qa8aQ3ID0m+3",
-	"85cWF2rIZbxYiEgx3yH9dodwYS5wL2I+4yqgodS/9EnMb7i448gpHNLv9MhY+EuihCAhjaZMf3cIy/Dz",
-	"1ft3Dul3uygOxGzItYgvJmSsF0jqziM2iSXzyXhJUo4r4aDqV09IRBVrhlrXxdHqfuaUL82jHg1DSaKY",
-	"a33bIYft9pCnB01/0V1p2EhR+sceGcdyqduNeaIU6x/6q29p1ucTESvUR7LWBq3rNhP9uGyvzdMHGU36",
-	"3ml8+vSpeRarmV5hT4vOq4rZC0YjFrnEm9EwZFyvr+B6j0oV61TiTtS/WrJ2NaHrV3w4vwupIkbno0TA",
-	"TsW+dWI4qPeNAY/DMFUMYEVHzJB87YMCE4KDcmnUifUXWW6/8dzbNdksO9dYEyNfjoC68ysiRCgJjRic",
-	"hOR0peuBT6Ts0TZlGe8Trk2Z9OpY2ZWSKNZHQESEyhtJJiIid5qr6D2eGknFF0xmJ3ZKXJgWirWyINfi",
-	"0F6LaBz4PuMPW3KpRESnbDSJw7zqUWKAmInQJ92j437vsN1uk/FSMWk1Zfy6f3ikLwUyp0s0NpwSn4VM",
-	"MSKFls81r7lhJBKgzZeR8oJF80DKQPCn2rIrJfShzptl7kQc+kTpwenxL6jEHTLrQcwC5yeX2Y3asvI2",
-	"nEElAuxa1lApR/8JWMUaiRebrCv31uIe2JSZXHbVNkjE33+hasqv7q9Nw1ibF6/cDTIsdl1Dkq2xlrCJ",
-	"Iy7UyEqwGaMEbPCwAbLTybCRE3TLljJp5qlW0wqpRogCIQy/yQnkxqyaXa0PdBkK6l8L8UYLWw9bNHvX",
-	"KCFGILutnFx7VYCIF0iU8CK0I3bbJ887h11kqxUr+R1vtbIhGkPMJJjGEfMJiJGZxdQKYeCxj6no90iM",
-	"MCNMbmKGgST5p/8YJhhwqSj3mIMaAy4MyNtFDhnIRGb2xR0/RU+PNSZnRGGwKT9cSk4l2Wsh3lK+NAxG",
-	"PpD2qWIjIIgR++ox5hdEWv07EgyxvztmqgEnPSLR7VWxYdnWn4ghk8wIA5kZpIjg1p/RW0aorFSW9G9G",
-	"OihulPUuNhPv6drNyvtas+7JZs4VWquR9I1CQ8bRWbMR/bR1XD6E5j5yGquZiIJ/M/9xdAW6CEY3bJm/",
-	"7o22PQZljyhxw7je1MQJWE5lNFUdn1D+fKvFWz4FSwpfsQoUaGcXjbauJvsxtVK8ZX5Ar+HJBzHstMXR",
-	"XDc5gt6zW5PplECv5Bof+ZNcd1qWcYvTduGSqy8r1DWIbyMO7GBB7PRSC6Lh8uScq0AtybUQ5I0RUTZa",
-	"x3HeTSVEE8WaxzKPbyVjbCVd7OiSWJEedrGVZ1bdjJl8zDW6acGzQ3ispbYCCQQJKOLRBfU0Iey54pZF",
-	"en+Z7+47VkQplViyy/TdZZYrNFS8jsPwgfv+HSwbu5j7M2ST2nY2E4sx4DTBgPNY1MLZnTV9yKxtBA6n",
-	"vmaiahOJmrFlukxDvue+uhq9Pft1dHX9/vL81ejFb9fnV6MP55ejj1fnl+7+aRKhckeTEBXyiQZKf5eY",
-	"xrTuO7Brnt+97OK3hlyvwrW+8rcUaannMSlHIC00Bg22/Hk2/skL3gc/X3z890XnXXAhL+Zq8c+XF0cX",
-	"89fBb91fgjcvf26zX8/0M3//R+eXYPJLi/XaLa8b8vH8ddv/9eew4TTY10UQMTkKeGNw0m5r8phETM6S",
-	"rnq/d5vP787PavynKUK/NTJ0gbd//Y2HhflAg3LXCGw8iksLGkQtXMq6akKdw1dfD9jhDHUzPnV9w+lx",
-	"k2Tgm89S1jnyOG7KCq2C7LnZvjKM15yuGZWJsuHNqMqpGYGC87Xn6htZP9JEPVliENwP1aNwddRUOmq5",
-	"1jdrFrvw/k5Kt7nB1pIV0scfg2T/BOrJR76IhObFWgJCgfWB22bvss/tLy3TjInQ0lfLmJFxSPlNeVRW",
-	"yburMVq5ZnaMy+p2s1SQWQIjtNeihsxrTxGedcfCsGl83eNYWU+01Zz0FbpQuvPTfGhW0Ye1pe5ZV5wH",
-	"hSIJmite97spUYfZXalQXjfvS/JiExTjJrzx2HpUpfKadASn9uzDxd8ZHKlFJBYsUgGGkXoRo1p1pyoX",
-	"zu3rm8q4lArHNZVtaEnY/KcZQ33uhoE0uNCyZHQT8Okp0Xo+udMPBCoV8rC1VjEE1vauX0LFD4O4V0YT",
-	"+DUC0Z1GSKUaxTKZ6ppha5kUooIhrGIvUNKEMMeSaUVKgJE3pFrzEZyBcjUXUp+MecBjfflTxfbNhDGB",
-	"INfI7pPFkOJsEHFIF0osyma8iNgk+LouJLvT0Sw6op5iUaL7SOZFTJE915cjDLg8JnMRsX2HSDoBtUfO",
-	"xF0LhFw7Cl+OfunObse9d2FpBHYaiv8ZUwpMiL4Zo5Olw8Je5ejtS9I4BifpeSJpvwkwEiFP3oFic7m6",
-	"BO/YnWZusAoQtm0fW3cgzRG6T22HUUSXq9ODtkoHiiGllyIsuzSpPw+4C1IeDaUAYtP7Ad+TSMSKwVXM",
-	"eDzX/cQSovjh50x36f6f6V8+SpSdHuHUQ6Ty6vVd+wT+HgtFN66yHvAv+KReWLNWa/cls6z3TiPWd/RI",
-	"zQI5mguOOSfr8z24mkGGQDml2ghtGEqBUFf6SmZZuv92Qz5QNCVW0Go9akx2d4UgnQZnX9XIiyMpShJV",
-	"PlAJioaLD7j6RE8ZKvb6RbKgU2aYlzD+Zs0N9detzUyq9Djkh1S6OFIGUlGu3lopa4VoUzlhhbZ2Ieia",
-	"ZGtJ0J47agdacujK6MfSTSJGZsZauhCxH6jzWzPTRzi3tqnijUcVmdHFgnHmD4grgymPF65D3FBMAz6S",
-	"MZhG0i9MwIL+wtoyIhZLZp4QsdJ/mbD5ERhtApF7zbhtRmYW2a8idituzFeasEfTiHKV/cI+QfbGS+Jm",
-	"JS5iOKehVfSxPtOKtDcLONvXao2Lx3IkmXLJ3lLERDJ9X5ssKvzV0aeCcmxv/5RgohWKspota/nS95mf",
-	"v/pyy1VKZ4uKFLwwYFzZzI5c7LIH4aaRmOe76rZ7rXar0+m1npdSakbS/bZOpvdhprlYkmw3a4XklV71",
-	"Eo7otJTIMr0+k0Rzq+aZfhL6R0Xz4/Xr5rGWPawQddgxDpCihOGp8KDd6myUL5DgYd1zo8st0BbH8FG4",
-	"dXqo/zPY9csZtZz6gi9itZZdp7v4aQZKC5zTmyUZhzH7P1qzpl/fMD7Vl/XR4WHvyGnMA26/6axhyuvW",
-	"HAWCwvwK3Lhqau9h9WEe1PcD/YGGHzLzm9BQspUwQz1NMKTg62RBpVYhlEg9Ki2QerMLNQGy5N5ytGCc",
-	"hmj4mNOvwVxfOF1YC/y72U3jqyDzGognno889bUyzVdpGrkLuC/u4MiDldwhHT0q99XV6OXfzq7BVv/y",
-	"/bvr81+vXbLnswmNQ0V63edHx/unicYvYiUDn5mk0263lY29NenIOKBFxHyThlUWLSiVGQcSM2cRVaxs",
-	"TB8uz19dvMyOqd8+Odp6SIuIScY9ttsKR2zBqCp9t9POvNwueVcytD+ujkkrxzn+kTkEnXZ74xGY068X",
-	"+OrxKkdRbL7QixpHrHKuZcNVYjG6KcywnZ1jp2x59VuL/Ftr+7mvOHWZgPIVXpL4fkqvt5eCq4DHDDP1",
-	"8nnWYh4o0FoVjZTJxBY8r4RXCX/WEFgBf5B1mYH6rHlbHJnkbvRrkVmg/wC+JwGfALP71YzNa+ueK+w2",
-	"RwBHfVhu86mzSg7AebZIfHcaImWAm8ZleWWR1WKnmTX8UrntMg7r7frGDfMFZ6OIUWM0LMq8uRQZJRYL",
-	"5mcQB/Q3LoiLIRw8Ny+CyApDyzzVWNbKAEUNJ7sxVTHVkI2EkdR6qHr0gjNC5Q3zIbFARI61qcl8skaG",
-	"0Iy9B3iug7YoGoZj6t0QdNW+f3X+ZvT67M2bF2cv/36FPqWMiJvP0CqXAmusQLmWXdzmdEFts/ltLSWj",
-	"TBuPozbVpLdkA1d+MQbkkl/ihb/lcMr0SmzfSY5Z3jCRdrFpuV4ZY/q3Bg3D9xPwg6w98tmlvneKa72R",
-	"Y2oNxD7kEBH621viMgeoyOl0e9FmWRqPBsjS7k/n1+TgtnOQCzA4+Bb49wd2nC4eNd12MvasPRvAOUyq",
-	"Et9B6k4WrTCB1b37Uti9x1BOCjv6H6GeZKb0Ec7C6iIlBzRldFc3S+KJUMSRzGsl3Y0CWWGg2Hjp0PCc",
-	"pg6ZescusT4Xp4H2+vLjdsOWDljrOcomgntsQFLLfr9XcACMqWRH/TgKHdI9PCIR5b6Yk3GgZItcMcxB",
-	"oXLI3TPjgYYVHhD0+JJh3G73PBwR/M1czPQs9RRc/HQ+Hf90Ev9z+WL526fDm3G3PfW6//iXN/9H++Kn",
-	"WejNP25khWb2FQcldWKvbn9izy4sWxTM58yH5dHbQLUI51HJmgGXjMtABbcsXOYvSOrT/898ankQDZah",
-	"nV63XeadoVLeicjPE6Anooh5isxEJBkZU6VYtNSS6wJ5fUZF6B7nKPJ4o1nE2LGTjsuI8xXEWlmLepU4",
-	"nh37KtEZE+AzVH/1c45mChDgGc2BA1jrYH4Vd5/8xuO4dtKvAxb6STJaQTnHiIDsHtmFXCcHpk9vwoRZ",
-	"P27sPm26bPh/YzREN0dB6pkx72aNCaNMZim2bV3iqflb3Gy2e5u3ygb7Z7XubzYkZRejhnByhQ8/TDQu",
-	"dyCYcWw0YZqRbBAR8gf4/R8rj01MSJyWDgAZ7clELitJbJC3klW8Sja/4LcNuF4RzTbdZGQEg/MgksCL",
-	"lYVmMBb/XIC10dXmgX+HWUT2oNlWAVUs+VDm6AXFHcV4WV+ggLcu+ESUyBQeXdBxEAbJXWnZWTKsABWx",
-	"hDyqWElCCMYSOQoNy97OWpksLC5axBYiUpIEKneDdHqd9vNumYVqQudBWKT8jWO23CPLz6fTeFIabZGD",
-	"YKwGObR2zPR5BzT6BYtIGCAlb7gT7FySAeZ6d/K7Vy4ZpZu/euPp5peFIJOQzmmF+htMgi1Zc0kQy2YD",
-	"QzLDkQz+XXi91+q+KI84oFwZGXUUslvU1NP3fumP/j56W/am7SO/jy8wR4ATP5A3OfthwNVRv8T0XNg6",
-	"E/UCrecXz7HrvjLT0mmUMiq9p+VhMEB89RXCLGtYH+xiGq4czjuz1cUQaTzGCPiJpkYahkvE4qHocl1Q",
-	"j4EUTomi000GqfW62gJkSd31///5rPlP2vx3u3nyJf2zNRocNL/8v/+rUcpdk/iQEqHFMkOM65e5Q1BF",
-	"FOAAmi/Udu9EmWD8QvhumpnqANAIA6ydGQsiImLliTnbhVijNIg+P16nZN5lFPCO3VWFHe4aQmh81pNY",
-	"xRHLQZ4mwXsiurGovSZmoDLcrpIzlYRK2PYDwHMBjUaxMETQ1hu2lIQuaKROiUIF0lmNNdYXP2Qdvfv4",
-	"pkDPNohvKx9QGXMp2wdEvDoDI/ILKllVSCALfTACaPJZWvgOMSHugYAWDugiOPBmVBkcxuzX1onnagoU",
-	"IWSR6WtNX2ng3R9ylIlaxM0Yc7ElzP+LOVghNLkiI4AHB0RLcy4RPFw6Ris3T6JtPGLk3ywS+o8hBzxo",
-	"EWOAAc4bIk3RCvFwq7AeUUZ0GAsRMsqfxvGQ79xpfG1OBcQQN+VNsGhattlcCEBBQbEXAn5oOIJFKtlo",
-	"9LqaUE/c4hKX6Zad+XGUWN4LgZaUC5PeQ+RCC793ESZ55fvfxJvqDygU1N9qQPoFO6DEQ/9449no4aH5",
-	"0B99in0SAOyek7OY6qPkZMgo5xra2mFjWHp9YsEXHkQs2T632aKIpVuUDuPx9kgJVXtEegzI4fSFS5QQ",
-	"N3aXshgfjznACr9qzuEDjGkN839QdOUDQiBrxNvgCF/OqMIrqr4Ku3KxVbqj6uFHrnpoy/00ZUpVCdrT",
-	"uhvUKV6Q4L7FGzK/KBkrbNFUY4AsdYOWf7TIa7zHteARBlIxn8xYlMXVv2FsMaJhcKsva319BlMuDAsp",
-	"qIKJ/rt57TJ5MpsDJ8wByjhpdvQEYt9Zh/qDwyBMkzsEQ+CbSTiE08D9xCUArd+apipMVRlxQs0CfrPT",
-	"yiMo4vZv7hK9YWBX52PmbyZTph8DPl6fVlUUcw/FyrWUGtgYxELfnBHFviKGLYU+zHVWiKytiEsUnBk2",
-	"tD4Ya51RaQ1FftmZJis2C5dhw07pLSj1h2V/W13HW+YpEYGdCroxC4samdY0Ix+vvVXncypbizgHh5EJ",
-	"PCsGsFUd3acVcmBmp8SqEUW7o0U4tLlrCBFvyelxr/fMfqzZUOu1qjpzAHs4Fv7yFLOKctIkKGbWVg3i",
-	"5Io1ukAjtruMf2sjiPNGxyQ0Wj3Hn4xq+QTSga2oUZaVXDSGmCcfdPVntOQ617+deQ0RIDHIPIkgYAzz",
-	"O91HDxAigrkVIbaXP77zVY+cpl6w+4bQdnq304wfIGzIeGIyRbfvdSkVK6n7c8GlimIPw+AnWY+XU4yC",
-	"NSodJN8QbM96/Fp1cmIVmy9CE+GzvbS0o5xVwbQNGVQzszr610YK2pwTvfvBicqzU7VU6abBziuo3FnP",
-	"paEJJ0lR3VJdXLN69lTn185PfZ81j7v1lt47DT+YlvLW8/lCLU+zmN3PpBEDQI5MhQAaRUvjiqyOD91K",
-	"bvl+brWndXQlSkTO02XcWmbhnWT7Nux7xsNd4rHc3rm7jZ8zvcQKGT/2Lp1O44l7SpgmGpQaNWlAnYfW",
-	"Y7kzFzRiXI2qQ4539XeuBEtl+sk4mRMPZcYDvauzMrOvj+KyzPKHBzgtixJBleuypEwh5MEWSxaKiLiJ",
-	"N/MAXh0oOnU3ujPXywh58aMywgtvhzJnYRovQPbcTLKQnoRkmHebyeOyHz31Vf8JWUL2D8gZBgeGQ1qt",
-	"1r4z5CVpb8bMvdQ3B9ZcMa48W8dkQtwP769MJPaMKneQdmlzQ4e8NGGtMFZInF2TS5Ymj43ZUqD7aZ4m",
-	"kOXjVb/l09kg8DCXXNW+r7yPi2R1NRN3qRLz5BE3D7oVEQw+MBEi9cnLRRUnbNHImwWKeUBV6C/E6ODs",
-	"Dxgj3MrHBrkm3KfIPNPl3Ol6/H4BOrlgHLsLuSUtxOjkZ/RlLQFV6oIb1b1bFo2F3KjrPaJBqnomWaFT",
-	"0xdfGoV+o7LyrcT4VrQmpXfG6rH4tll9JxMGh1szJeNDVhgCEMjV+i1iMmHRgNDEgwfPSgbhaWRPCUL5",
-	"EsEux7GCCEZnyDF/GMyS3EgNOCG9OxEFnFUc4b6t8dpG1pQYlaDGxTJd03+wSJamP92mP2SS/FudVnsj",
-	"KdtXS3cSkJYf6Flik1jSEv/oWXhHlxJWq5YSuIWLSi+hfqx5SyO4m/XzhclAyO+XDc6sdPjVy/NyRtXL",
-	"lIGXBGmLwGNbyDmmVf1WaZglOgVXF/QjD75apM1aEr0Noc7E58+o8uaLsHnid8eH4w5re4es7x8+P6Zt",
-	"1h2f+F2/5/XZ4WStIlQr07FUZjZrm9llPaJW/n6svdfvobXC/nypG69t4NSro7bNYNMdyWTqmT23XdWl",
-	"npezGG0Vq0voU0UhdId6MwIAGFnbLvPRR5iuVImJLyXEVds//ngKodY2BitGBGA9pvruOjOrmN/UIuHa",
-	"RLq6IlixT0QmmgnGiWuSX4UtMjo30l8LenkwFeI+f1dSrEuCldLHWZHC7HV4agPLCoIJCCGIHWmyrard",
-	"0DH3Ek2nWAUoY4PSgj0XvInXKRhpkquzsSo5pzOtuF0SigzFdBGJ8eb+9eu5PjfbXuf066g0jHQL3AwL",
-	"nVMHOqPVyKM5VIwwc8L0CNcNC3M0oBiz1uJKJwQyfeDNyF3AJYr3Y6FmQASScbXDqLYMMCBSkAmNdo0z",
-	"SM7C1rEGD1DzeRk3DpekA1gSWdPr5vWyQCQ1njTAJBuF8lru74LHe1XYloh+wwo+evu1BPJG4smHUGJN",
-	"r6zbI++EAw8cOhXQwykmeA3IeifTFKLKeISK7xRjELww9tkoYdoFUyGDWHZwvuJtlFSexatU80AuzF1b",
-	"a4xlGXsF5JdV13sVFkxFZ1lsGBNY8kewYCUWo9psmI7FLSPtOpy4DMVmzZp1tlyz2MBvFmiz4trbEjSg",
-	"VoTOCuNap5+tMtKy6BnM6o+UtExdc/F/iYAz32ZwgFsbyqG2cmE0azhHDfaLA/1AoxIUtS+V4fs7rvaq",
-	"TrmFX2uNxKdVyyvbUvrVR2wz/eIsbX2XoMqsnliS1cwDwG+04eqbF/81vHKJb2i5m/vsazmyVfU5rafV",
-	"Zwx9NaM3yy0RK8IwDDkLL5Nfh8zI1y1pqryUOCJDVbNC1St49N5Z3YuE3DAlxCRMftlEsGtIDsaMG3iF",
-	"ja58b8SQL+t2tmI5cdLFiaxZwcwxXgXlMGEmG33gFYJGqbzk6lbdU+KCX3wUR6HrEBdivUY09gNhDNST",
-	"IGQusjbgabayOjA1c4+kA4OhbsQB0b9Wr8UrSzBPEoy9hiSg4wKLqRhjEjS4Jmaw/PLAkMGkzgmCi9ho",
-	"pzBQKmRNxv2AcjIJBVW9LjpmpMn/YdwTuvUR3siuaSF/pTwgynBldb+sZ2yrBoB0AbZX+tN1XWHwicZu",
-	"z1hZP5X7VO5Q9SlS2hYXbjrCdRGZj2nQ0zLGQ5YSpr6l5SR5udyEkuwFLGBqOtlku0uarbaZ8NWY6Ecw",
-	"l/jBnHFZz17Cl2kxjy1E5cLBzO4gHOSG08Cj+qBr69z08to0mf/2heng3qmK/j6rkl5lbaF052juB2j9",
-	"30NnWBMoXnYmVhGAignMZeqUouGaJ4pO00KKce71NQMth+3B4qQlwRuICd6MGPWhzA5KKxkvaaEKOoZw",
-	"lFQ6LoRw2LKlcJrqKBcZ0bYk2/gOUyUFnzpgxKZkwSJZBEwCjXw1Fq/S+70eFhwYD4Eg8DhUDgkm4PcO",
-	"ZEmnteIySwUygCULuA/eCr15Ay2JldR8Bej3kuq8+vsFi+aBlLnvChXnAae+UEIaNzNbCbxiF/PFZ2ui",
-	"99nn7GI7SIUbaPcyE4K+ej1A+L7JTcCXmgBKpgJNvGcfLiABA395Jomc0QVbE7Zfs3DuNiH6q8ph3exn",
-	"CNMp5lY8k/n88FxcaVEhqn2TlOg+K2oPfl0RYVrpVv2UTxBJSgd5M8qnepYBJ4/geq0RybkqTBWDMOpK",
-	"U7gGek3EHWf+aLwsP8ZaUUoSZxK42bTSkXuAeQ5uGIwjGi2LUW/4bT200xIfVjK4arpcE1+4gzhcEV34",
-	"iHJsOt4v68XQ6ilvg1SSAie1a6GUJM93j5waN37yeO/I2fb6Xx1vDZHAlkwrY6WXr1+Sk/7hc2LqsxET",
-	"mGWibMoc4lvD55V4oRVVLHHM+2zBuM+4t8RbHfPamZR2ULI03M1PEHp3lhQAdXBAtgQjTGsjrgEMSQUG",
-	"3T20iw637JxqnbIMDmPJIduqukkoBaaZaJHu16ZRwZoXr9yHlDqRFRhwuvu/XV9/IPgA0fd+rp9+u/SA",
-	"JQi065vTKkt+2C+ob2vc1jeFnZGPlxeE07mFUrBimNmofBeVdQ2NjNSMqvovs4ClcNUJeKGh6tzGlh3q",
-	"Syw2VAlGWiisnAuk36rG8kPwRfODKJ3G7s4EqIQeMTpPrIUbAoBcMMm6GAhUkc1Xal1cRWavdDCYERk8",
-	"nOoBIfo8pyHKdZWDKuDnVOlLo21x2f+EwPqPCZ6fWZY8BtE6AxXu3Vu2iZjSCbpztp6gti7UsOt+bqTY",
-	"8loC5kNlWHJaI32FweRrxK9y1Z8/XUN5EfDvS1IBjd1qtdzWumqqAS+LGUDQGYQzUwiuDMXCoAi1eTXH",
-	"uE/Kr5oVLrkiIIkF/T1mDpEBn4asCeUnoRd9GNLcDK2SH5jWyieUrVWf8jtTtH5jBmButYvjzjWeW7qy",
-	"Pd1JFD5+uCS8tWhbOfhLwDkt8d9GYr6usKtPlwlsE4sCsQqBVwqZvFXVABjgtRbJS/EbRPn4QDleGZ5W",
-	"kyF4ps5Ai3CoEQCuK5GImZXLiaMth56lYQhZSPoSmEYiXpwC5FyC+2fGCz9pASrQQjsDGXPP9enSdYzt",
-	"EI1MUHcu8JHhPw5opE+XpULd9Uu9oLV2eNtbUbMzWx4Ds+ZcMKRjasNKuptD3OkiPoCvm71Wt9kbV9x4",
-	"f04ATFMusNaV9NhgmU9QqHddfYLd8NLX1cfdAEaeqeu76vSHZRktWDQqJXKD0bJgkaV2gwRugQVMhGvp",
-	"JteI18rZMJKhJNWDKwfj0ZBxn0YEHiV7H69f7j/RyIpKVX7FSsa9ugcQBOrFUaCWV5qH49qP4V7WMkv6",
-	"6bUd6c+frhtlZg03e0ubhMuCiABlUZEXlssONvnp7MMFMFgoOK6lpP2V9hZB84YtJYgbcP1AFCQKFMk0",
-	"Z0otsFi+zVrMj/sVKLNXWDIW3J2ShZPmTICP1aZ1BVz3jukTIY2m+sbi05hODYeUA1vfQjpEMvBBSAeD",
-	"3+8CNbMwp5DJlYs/tmXgKPdJRBUj4JiQZMxmoIdzo/SffbhoDfmQgyEEvTu5+v5GD//fUOef7Fm71j5i",
-	"JWOAFUISqJxVpEXOIRPCItnAQwGTQ543kJyiJAu4tuKOkz3IpO10jwulYtwsenLT3ccaH1HEQpicmEqY",
-	"xqVmVTBV5psq5hYdx+13T1wT6nHJVLRsnk0UiwyMPsUF0ltlfW6nJGnITEKiqQfmO+R6wq7u8I1+rAn/",
-	"15dS+tWl5lY84FMT8ZP9BWoDzxj1ISv64vz6NdE0RRcB8SM6UfstAo/KIYfDny/fi1BQlJOLD7dHyY8S",
-	"dEKMRudM3YnohuxRcnDUJ+OlZQ77LXLGScC1+u8xQhXx6IJ6gVoOOS6VJO5hu1e2VqdAelifWNEbhkKL",
-	"tczrzm1bDgH4JwNlbIjY7sgNYwvbWcCnmGkYBh4znimMrGycLag3Y80uZA7GUWiOnRwcHNzd3bUo/NwS",
-	"0fTAvCsP3ly8PH93dQ7vpCav/Gk8+3DRcNI0RZObCGg8jNNFAJgI7VYPXGtqBnzrYAZlT/6t/55i/SMB",
-	"gc+B4Bd+Y9D4iSlTGcVJ0JvgzW67XbCCZI/Xv2QhU/JbYvZriBuwAoIAvEk8Nn0DQypxnUQC9LhAknjR",
-	"yvHmxuDzF6ch4/mcRsvGoPEmuGWcSTmwWDnpi5r50Sl4EZK5S3QdFAEn4dIVNWAkNT3A7ZV8r5kA0rMk",
-	"e5Kh3cPF9l2i6HS/Rd4JzHANpKl6OcgWvNAMReLxLEnMwAQtLc20iIvc07VHAxJd4EY0FatxVIMMfLAJ",
-	"DuRDnmOTX5vcBxaJ2dtuEWXUTRK6HTSaTcJYzphv8XiNPy8K9PEI1GmCnDbkENw8ozIHUO1swrXes/iy",
-	"MA+eQsqeViBaD7n+qwrReh/Rz+2KDQhkFLuFhSmfeoucEVOXfchXjFkwvQAqoYvIDziNlsYRbdoFLoSA",
-	"ZfpgnBJqWyNUMyWtHGiGYoI24aEh77bbsCjMoujaGim6tQQKzf02RKfDsDEgw0ar1Ro27l2bG2FMiLhr",
-	"KwjfQ+6aZA2XTEUefqIO4gTZy4JcZCElBqTf7Rq4CKDj+X6LACYSFMg34YkOcQFOCodrDE8m6FS6q3Ea",
-	"5UnjCRrFkPfb7VYOpg0axrL01vuSSeUnoGCjVFEyO306lnomJ0Oux96cU75s4i7oaei2D9u9ygsZ8RHN",
-	"JZWrYWOso4Ek41gu8fLIM+OUBFOD/wvhL7djxGnO1+fMa1URwhgoi/b1+y+J8lviS7c5RHCEanP4VYje",
-	"+7yYbtClH3b5ZDXARrfdPWp2Os3u4XWnPWi3B+1uq9Pt9Q+Pnh+f/NPCQFtgjqxF3QZPZKEwj1fg2/uH",
-	"vcPDkxMo+VwAUu/0ev3j54e5wKV0C14wj8YSPJ2XdBmyYDoj0oOqG1qcSHcjdXPcr9uREuDO7lEVgHiv",
-	"3z3sH8Ggi0je/ePj3uFxr394vMO2GqwWvallN0texf42xOkMG4NhcULDhjPMbCQ8srqVndbhP+FJs8LD",
-	"xuDbENYNXkhWDlvDpYdfzOIPG/fOEHZ9aEl5yB8+rG6rs9uwcuMBkhxmaRKe0VQJL+Y3bpjdOWe4Sg5D",
-	"oIdhKUEMsxQxbORe6tgvsj0lRH8PnCslk9VE+DViRCohpLKBa2QXo3Fy+/55EntWNLCUSot478KNpy9K",
-	"VOjJXiIswWbvgz6dT3fU48I0yT7ynTLCT/jTQRZTFt7p7PBOf/t3Or0d3jnc/p1ud4d3TrZ+53CHtT5s",
-	"d3d4p7fDO9vuz31WGXlp7RyEWiC0RAx7JglKHInOkVFPEFlvRTWB+Pc1uskm3GlEnQZpB350yZ4wmN+r",
-	"kN/7BQlpyEtFpFYOdtxNw+n1p0TABPNBTjTLSGKVEhDEVT9EBDKh7p+rhJ7M19OISkmmEWP8/zTWyD9b",
-	"3ow5tPenkHiyQOSfP7db7U67/bzT7p44zXar3e48PzzpHx91nXarfdhuP+92O1+cz/DTyXG/19PfH7X7",
-	"3W7vuf6zc9I9fH7y/PmXL1vKG53+LguD467g40jKPxjyD4b8aAwZiA6TWqpYMTM8ZxMvtngidUxFGZgX",
-	"ESs2IC6eIK1GggnAxfgm14bQaKY0DW4Zd8iYeWLOUJQBm5OKI+4kXsch19ITDr+k7hiaQ/cSYKPUjIpB",
-	"PID7w4ztnPuG2+87Rq21a+oOecDJIqSeQS1B4dbFKwIDlhI7DxfENRiF7gDN42jayVixlBjykkJpWmFm",
-	"1G8lZoASc4FDXETg1n/ZfiB94c7cMxbi2sUqZ9tYEVLguLL7yCLMP0gr38BVqzX0h+jdRWz8/w7d+9EV",
-	"5rQCQg0d/tG060JJh++uYdtZ59XnJ9Wec11m+/rP0ozzO/tDO/4hjP03acemSjuhpqZFlUg2Ta/dTVKZ",
-	"nIm7aoksD1wMCS1OKYJxFm9YyxSgQLspJLGL0ctZcGb92JDbmuyYdVdREEmxMESZo2UaBSgNJyO5OMQ1",
-	"PuFEpuFSRNLNF249TXGKNVPYqFBf6eV5AuFlywsti8z8JJJIDh48hwlugbm+5BC/05oIn01Vgy9pyYOk",
-	"zkESkmSq2herEthSBPnKA41ymP+kvsAKfHgZJnhmFPBvAQTcFvMvon2nV2z7un0MV2z7n/kC+ChvkWED",
-	"8cb/hwk1Cvz/QazxYWOXrU3klNILyFSN/XGP/LhHHuce0SQHssxaE6tE1rfpAsHfkyCZCvKVq0x9RmWL",
-	"uFilxfBsw2BaFo+HRgzByweVdXKGvFAoBzTTvVUFX0/HTW8Sgn3sV7P+az2xhzJWW2bk87cHcM/H5Jy2",
-	"HFGjsU7dq8UTTdBWib8bhthtd056J73O8QlAl2zDE9M85XUs0crWnR/84GH8QK90ej4Lhj6Iz08O+mZ+",
-	"kKkGUMkSzDPoOEmLHjyTEK27Z4xfKqKeeiaJq+/5lnnH3XdMWYTSmthlB9kWLnjoWS4JINyGqO0wKo33",
-	"8PNfgKZ7D6G1a73fZx8unkk74wpyu012rZziFozTwLrWDlKBVa6xL1scE3AzpqjjEpFObEy9mEwCL6Ch",
-	"wT1JghOxrCpA2Lhp/25SCVPN2JCv1O+44eIu67w7JVTeBHwK3d3pgQT66gKjqy/IHoLuiIgksOQOcblr",
-	"QGc7zpC7FkZSK1VzOmUOAZRBeCnA8EdN0hZENRIhkyasS80oT4znDuYRmcs3ibRw93PxYeWA22TPrhbA",
-	"c7spire7n5jgVUZ9LNR7woC5QsUliyneIpnodLMLBqsGrC8yxTZOA9BB48zn4g/5kK+EjmZM+jbG8dfm",
-	"q6vmy4y5vXnhDwhnd24CLhj4NntLTCB4HVTX5AXppAYoG5lnQzRNWCNgkeMIwLkMcPYZC/9eMaIVCQoj",
-	"Wk10P56VPFn6Yt8p9mVi71fcCM+kWajElYEB6bBS+XhPiDothHsC0OUBZOmawD53QNzSKgVuslVgjqOK",
-	"DlwMbTVLhcGg6T6KkMEPPKmGtAgYek9UxgqXPIH+lhwoqCGrIXfz2NqtHHS2a1Gy01bs9zmEbFxUcNWE",
-	"SzMF8vnV+3fnX9wWORvyfFBqJuR0zKaUo3fEzBx9PRjYwMso2klCUJMebDIAhehZgZbzQkRBqfQKnOkl",
-	"WI4L5UfyemxFfeP0kRQXOSGgvwG5QLzj7jaR8pIE3XbbqQrB/E3ECRni9kumf/NYJvbPQB7cO48avJmv",
-	"xtZ6Xv/WX1Pf4klsOLbCyucVAGbrITLYo+0shjIUjFofdUmDyHpqJKwgCYPpTJE5BnZTTgxYYFJuCRtd",
-	"jcnUS51gXXWenxwetdvH7S6mB25VAKh6wyxa0kr1ngwQQgn5ddoraaOQfJ0DHeod3T9o/xFTv8hE834o",
-	"ZDTfho3AB09N7VUBdw7OPnlxhS9n3UrD3B5s9EUhfQ01gQ2RlIaaloaI0Lxl3GaOQodIMfdf7vU99Jde",
-	"gMrA2f/MCZfNzDoXc7PDa01/XuPoy96WmGNQWafKNaJA4V7e1qknche3TWmDKh7oi0jcfPoSiWK4b0wS",
-	"nx5/meRYgQCQi+aYMcK+IogfgPolgqGTukCsaJvBjMHykOnybcqnvq9tNIZ1fkHTyLu6WiiiwnFqUEmw",
-	"yne/lpKIQIkiGge+z3h9wzO8906o1yLmfn3bM7z2gS5DQf1rId7QCOvs1LNCm3kmcTFvmR/Qa73etZVv",
-	"aOJaiLeULy9tQn9tNRzevuCKRZyGW5qY7O7+hNppfT0eXrxi0W3gsY+c3tIA08hrG52gAdPtdTBnIlZF",
-	"ryawJkJXKnztrSCS7uczEjkNVqwB2ejOHcJ+q0BDUyBtj4ZoMgckaok4Tqh1FGCrBwZP3nVs0l+KUI/g",
-	"EeUY9WOojr53Z3NpE3uE0fiGnMob4Ae5HN9sJLHmVrkoLrLXb7eTDGPyEJ0iRW1/eJwxghjegIg+xpLJ",
-	"m4KEHu5RLYdPfwqRHEFAP+cKGUDEcbcHwcb9wyOn3Wo/Pz75khXOEwk2fW29jpK8ALigGTm3INB22kWB",
-	"ttO+33Xh1tnnTSTyahg9JvktYrVNYMxj300/7pj/0jsmvRx2u1ysN283b2fWeIe/GRPZKXGNfA6M+249",
-	"5nOrgjvr8/gWB/hofCunq3eOOkftttHV1zAhWwQgRXdOsJg1G8szqy25z+N7Bst5xI+ztvNZK3gTH3LS",
-	"Dr7Bv/eVIBxI+T8xgym+Yt+sjmYL/ExRhiLQGMAKGZ9m8bcBCXzEQ5mJ0CfuwLhPDlwHjJKQX6BmbAlC",
-	"lojIx8s3TZAMbZzZOtj1QI9zQQFVxPjX7XHKyybZY7MeSfbLI4WpPx4T2OHIP1Zs1J9DlPjBXXbmLvnY",
-	"pa2ZyyJoLek8XIfqAy0CYtAWx8Y2mp5t092AWGihlOZrWajMMIgvvHgOsLjrUHzArW5jJtbh9kSM+st/",
-	"V4owl/rnVALRgoBWWm1iVIu4iFvvIjBWBACiEhFucvKOZqvxwjgTMVJS8zOMknSHfC/91UL9JP53cO9A",
-	"K1o7fXU1ev/mzdnbs9HHyzfuvkNccWNAMFMScx0CA0tKhA65nIlIAe4PxP3SQkix1q4TJ73xLYWM3hqv",
-	"aYJEAgsGsLUeI4EiUgWhaUUOOYALoYOZhRJ9vgg4lDQgZzRiCNSVHYEs07N/YurSgvY3Hu4QshUG7DYi",
-	"xpTTSJZ+uogbg0ZmHbM/hsKjYQpL9bgoVUhogGsc3bJWhsdUTDCLS1dnorUmZUsfNDQRwE4PEprPQ8dv",
-	"wPK3q3PY7qUgZIYTko+5oZjTXwmAz4WC+lFbXJS2MEXJOp9lqkIU6f00Pc1QLoQEG7hMQpuDUu6wju/c",
-	"dg6oPw/4QWKbqFShIC4hCw1r3PNCn1s8XAZe7pm0qKzo4cfKA8asZXEUic9CppiPR9gZcj0fDAOJJYsc",
-	"/YdRx8CiZgFvyZkerwTEu4qzCk98NMWZtnOtw1uvI4H+6joPXwt4tKRGh94LMOugYS+ZX8sKlL/HDArh",
-	"GIkSQIa1TJb3xIAhERyQy0xVJFM/wMpz+scvTyBkIuR0Emra7qRVPT6X+mt7fUgwLFq4uibt0GL59rsZ",
-	"1N1Ge3zMjrwObXYnPb/ZZ4eT5jE9GTfbXsfvst6kTw/HoKQqkRlMb4tYvyyudsXNjlvlWAIke+MlCfz9",
-	"DCHqb/Re7RuS9OmS7InQxzJqkVT79UXeHYTdncTcvIDbrdOLARvUfPGcK81v6grHu4rFJQJxDbm2TKLN",
-	"Z8lrpjQWfhqajnjfEJUFlOmk7CbhNQZZ13BM4I6rzNL4GSuZZcLlSiytQYQVeDR/nHKhjyoJmVIQICYt",
-	"MGECt4chWKmcAnMY8nQStg8vjiLGVSk+MdaPVLaEwO8Aydwif2dLyVRzQacB18okCYMbNuQJi8/F0rkb",
-	"ee+bQKqPEq+ctSr/BzplRAb/ZlW8EPL3yxlht52tzA/RSRZRuVOGoFy2PS5nX9XIiyMJ5QENKH3EbgMR",
-	"S7Kg08qB4Tu5kWUqyCCbe3QunOG463PTIQHAIIGXwH/XZ7ZO4/cEtbuI041RRKuQ2Z02/HefRhjB2TF+",
-	"j5GaBTJF137I1QErmtlBE7VR9y4w4gGLPmBplZXb4D1nQANZceXPztn/otzZrq+T8jugFkxAQAZmWZeh",
-	"yDq8+eBb4IN5cqPhUT8OdsdWuZkv8Nfa+DZFenwB7GJvVlbkRUkyFmqWY8mWF+lhDQglWMQcvkVev4fH",
-	"AxYl45RXYsrUjEX7EDtjsegRfNcmBkNpol8+vr8+G12///v5u6vRh/PL0auz31yHlP709v2767+5Bj/L",
-	"RMUEkkTM09cZBCxjyDWN/UCRUEzJnovzGEmmICckrTsGQpUNiDazNSi0gGE+USzaeMN8XPhUsY8o/O7s",
-	"5i5ytMO2gZEssrSt+Eqm1sEfAEvyXVj/poXKxu8+Bd/fmsVXCfso8yU8h7M7KxP9ufl8HW/3rn7uag/3",
-	"f5facMUUofZiyDLnNVePqVVRqRPgZWeLXphclfTy4+wuUSKdNPsCkzHyBRiwLp0XMc3QFxGbBF+hCsOQ",
-	"KxaGmGdLFzQy2OXm0UBJFk4g/giq5MiZuOOETmnAW8QNqVSjWAJzceE3Sage6TNb1BfizdWQCyhVoC9k",
-	"hF8npq4H5l/NBeRv6EfIPOCxYlVawtmHC617NL6zZGwqh+lnUIoFttibHHld2mHNY78/bva9NmuejJ/T",
-	"ZodBRO/4kB6dNJxGdpVW++gV0m/pAoP7cYsag4YvR790Z7fj3ruwsUXqLa7UOt+6JrzW7jzoL3hCf9OH",
-	"xxym3KmMTVXv8gBDDDfRpB0KPm2GwS3z4TyC1+FORDcSwYKwyIw5+3sVpf2SujV3MxbBoaJ8yHOV+nzB",
-	"ZJrAiCmEmGGGiYVaYtIHMA19Bu+1zJxcW6MyxFoJiKkHXpQ7PjDPgecEoffhQc0irv521uweHrXIGcww",
-	"OfjJeT3VTeGcsc5goGxlwSHfc9Oj4jrkbhZ4s6SMsDE3TGIVR+yUcEjYgtotY8m42ndQSLwVN8xHmCcl",
-	"k8ojQWL4bQ35GU++n1GZcBAooXn26+jsw8Xo7+e/oTD68er80iV7h+192HVcxxm9RXR9HK4/MD7IiJlc",
-	"SbffPikNnURawMP1EFEyf9xrn+p37M70XUtU7DyBqPiIvBDfr8X5wIsRMZX/+uKn8+n4p5P4n8sXy98+",
-	"Hd6Mu+2p1/3Hv7z5P9oXP81Cb/6x/tri1vrZ9S1lmhn5D8f0nWW/k93caolzbCliPACH7YQZlh8LxwT+",
-	"SKXlDoySobfs1JxSODRwz+/kXOu3T1Ln2kvBJ2HgqRoeNc8++hgOtd/sYlBJ5pQvcTWotBNenWvrh0D9",
-	"na5rm0qQVH1bvbILcnRiv8G7oqysm/5e2jqdLXKhiFRiIeFKC/hUXyZaEnVIUmvIuv7LrgNsL3Md5Nhv",
-	"v9zIby5Wc9X9sBA+Nt1c4oldRzc1QgtRjXkyA5+l3KT6YXWCyyVTccQBjXImImUE0JzECJawbDFmI6/h",
-	"z1qau4sEn5IFlfJORD6+wEnMb7i440MOFiDAXE7BBFC0NFkmzCerdexO0wanMZNJhT39pJXQsGVEB8y9",
-	"nJaYo+btCI/FRAsIZA8K/mkxOQhxUOKOswhqBZrCi3OI0gE5GjPuFyyyU4GfaRja3vShN8ZOMl5qRTP2",
-	"ZiQUQnfrsSBMCtkVtE7YmwdIetW2Nbt2jUEDSiF6isxEJBkZQ4bMkkhFFxhvV1uC8RlXAQ23MSVuOttg",
-	"V/uePOrH3fpkPLKqaiAolCjXJuc1OdvV165hXiJW67iX5sbSXKY5vmS9FqYyKmKmwC/PJEEAtf20CpxR",
-	"BxOmJ5O7eshXL+s1XMsBdzWyFOAH+fKWFVxAT/IBbKBQUr/R+73bfH53flbjv/oM4BI72SoJrkJIMdX8",
-	"YRMy0grZAwafhJTiY3dU2qsEkJNDiHiz7+we3vLHcIK/+mk+N84ye6zEBED/Mwdv/Yk2j6470pm2JImE",
-	"oooNMP5EYDnIGHgkHM8W+YCl70G8LnAANKFRmdCMvvuHPDnwZg6DKvahn0EidRKHbymT0DKQXRAsMOq+",
-	"uhpdnr++PL/62+j12duLN7+h9einc5fsnbSJT5cym5OblKuUBAQ2h8zEHcO4ZpWUrUgMZWVsxCzcfyQf",
-	"+SFL/AdxEAtmUTyuEyiTxdmd+bygQbSemchgyuNFlpfkj8QV/v4fKmB3/gBf/Ql77vVZ82jSps2+d0Kb",
-	"J7Tfax76nUl38nx87HU6ja1iEypBV4zUpLm3GfjutowaJ+Zlxu73Q0f47jwhtcaZja889+sriH8K1EzE",
-	"CmoXJUGio8B3DWPJIesECWmdWqu7KdyECDsGSBHgILWEj1WchxxDXjPFqnXLFo0OHWfZb7JojpmXsJUA",
-	"0xIA6xNRTe4gKYGzuyFPWrgTcehjUX0IqtVvRFqFUha2EUA8IZV0TpfYG8ZWaanj6vr95fmr0Yvfrs8z",
-	"fqv9jEFkyGEB+u1eGv60LIBhAvDjGQzSIUnRKxERLpRjfIQG9DIdpNa1cN1tJHA26Dl18nFfDnJVrVOJ",
-	"Bww2CL7Y7564ZG+1YvQ+2FptRS73sN1zy2pH77nilkX62DLf3R/y1VrSUcxlYq3XM4VPgdKrCm7D8qIT",
-	"UoE4F8ulSSmzLZiw6EKemN6iud5MvPEw++yOBqrUKfinrFRd/1Z76qLU+YPeGDSOaGfS9g4Pm73JIWv2",
-	"J8esOR4fes22/9w79tuTLu20GxV1sXasKL2pOtc/7QVqUdqabU+PzT983jymbdYsIBaWVaheB0h4XIJH",
-	"eL/lFsk4XI+U8Exao+33dSrUuW2UiOiUvY7D8EcI21Pc+N1ae71tEvgD0r/XQ7gUSwOD9q4ZbBL3glDJ",
-	"SM8ZWQOki5yscZDiblbXPRoLP+WmJiVR91SEy8oG1VRhJGNsG+XEhR8GZM4UhSzoK3jkrf64n0E3ts8B",
-	"0KK+5PC5V/BxH02Us5jfFADL8pjF7Cv1VLjUDQ550iJURksa1J8gzcz+DqjE+gHjA9f38Esxn+trHnEZ",
-	"99wBWQR86u5DLBAJ/NAiKOp7MQxuGS5KCocc8CKsTRLwh9OgURTcMgnXcYqnnOyu2fKmvZpDofTipanh",
-	"v3w8/3g++nR2ce06ZBHGknQP23O5n60PKkMBSa+meudEMworGQXKDNMhFO/8rCww5HuH7V6J9LFP6Fxg",
-	"2PncMYAffsBptCTZwAqS0HgacpmUia6Dv4ab9URSwzULQ6LpG2TCZetPKTFsAM3NHKsMnmpBjgBs0jqS",
-	"BKCfmtWy79W55fG9akxVwEPNnuz8WBPg2PfcY4Wn4QwnD+86tsoqkCCIIIJtTugYNgadLgD4FuQT/cP9",
-	"/Qqeay1oC5iT4Q4FPNWX1Jux5kvBVSTCVb58Ft5podzlounpJ93W2t6dxq/NM89jYfNFPJmAZLeuTTd1",
-	"MPNpwL+m+fJjeD0DFbu+3/sfstQPWeqvJUtJQskVXHbNK306z2+huIThtZXCVDZttxJU500g1cvck/+9",
-	"Wbt/eNLuNur0mqoIJgqzwuIQQ/bcOt35YZm1WWqqk1ybo9Pvq+r+BcPhAMEP8oYKJW4gsDdiHuNaraCe",
-	"Cm7TeN6EQ+ROejmrKAm7LAuTzG5z7WDJojnYZgH8iJp8ZDLBPSI0v+LWp54oG9WU4VTDWuSahJtKZI6z",
-	"yaRkabElrTlm8FEGSYpHp93OGO2xxk5St2TI++Rt8MJwCDC371EUB6kiIbNVgkwD+y3iQrmr5GpYQLNj",
-	"6t0QNYtEPLVFqUxpoyqEC6D/AzsutwJeaD35P0FW71Z3w1Ym6Nq9d7y236PHrNkfP580+6xDmyeTw8Pm",
-	"c9od97y+f8iOJo1i/m+CTWbUFFYoAvQnMPaWDXIX++96HPAMcSbwGQ++qXe5lF9h7kiFApg9Cz/48mPz",
-	"ZS34rPLPEp65ljVvB2eW3fuLV40cHEUZsMIKa9sVYMFC7d0siSdCEUdyN4LFYf1heAqPK5VnV2P9ET+E",
-	"/ndasarDHTEOTuS/0CH/Yd34Hjk2HJwoObrYRW04SCWPdTj8VubLB2m4+K+LkeOGH2Z8BElmcbk06YLh",
-	"wZoE5giOlpUoyZYCZQVqwduUQ9dANM+wdJszvc5GscZ4gvYSaz053NF6kpeRIZhYs6ho7ahwY6osJ52n",
-	"tpz86QTYL2XiXG1GbQiojm2kXIP6IZY9NgMEo2ZOVaTF2rzfQzAzfHXO6ma92qhNW4g3m0UoEBRbpll9",
-	"CEM+CaI583N57xBIL51C2WRQydMwuwSqTXehfyrN/rEjqszDNbjcmdyeTPjpM8jCh4hF9ERhMN8NW6DO",
-	"LmJlHLT8hihBApWmBkEaEMTyD4Z8NU/IphTmUxmr04DfsofIvo8erGxyk3Hsj5ESVILF8TC28gAQg4Df",
-	"0jDwTbaaiLLJartAEXRScTvHzjbDEZiRNL1sbPgjIBNcF09noMUBnPWeG2cG6e4nlS+zBxczfvfckgG6",
-	"RlTJuGo/ffrUPIvVTD/h0TIu4iKAjUu8GQ1DxqfMKeaBBSAYYTH2zS7VH7kZW1lms9BfZRntVRUwDFv6",
-	"wzEEv1dego1i1sLYfxe+1fX6+70yYH/ODgCKcz2Of+GWLYDRDYgMprwZLxy8UQ2kjIw9jzEfo9AnNAi1",
-	"HGHEgCYyjYjFkjlDjonE0kkCyu1U4LJBl5W+kRPMGkOVRrIwuFFJRFYh53cIuI7Nsyl8CW9gPd7A11Nh",
-	"1Ju1hrwU2JpU4VpXqXvLM72a6HP/4Rz/Q5zjh8CSblEJBIIcASlCIZZgAe/0Wu1Wp9NrPd9KZoDyA3SK",
-	"LfvSU+FBu9VBF0UdNmnGJG3e286D+ceawTwM6Dqh3joKZ4Ev/HDH1wEhLCxaHsmzmk8XC1aW8J7HKRlp",
-	"e/r8rYHZ1dZAjQbrYBKskHn7un2ckrllXitG7YQZjjTTawwavVb3BYAHU64MVuIoZLdgE/+lP/r76K1m",
-	"MfBst9056Z30OscnWwBhPnqNyT+aCP9awWnF+pF4vYjbwGeRqbuVoXdDdwWKP/imyel+XZm3ioqRG8wp",
-	"8NY7OmcfqJo1HqG2Il3QcRAGKmDG3GP9wHqOQuipOdjeVzUKrTW012k/7zp40sybeNi+OKvHL0GWmk7j",
-	"yZMdx+w6QlwxGTaw7tv/MKFvpv/B2m/DxvZnd6uTi65nuSntCQ0DP8ot/IU5Rb4W5BqmsL7m2FU8zxZs",
-	"xixWRHP0WZpg49MlcfUn1yQN4zdKuFD5xsEaC1iIjPn7DrmbUcUgewRr8QBYkC1MEERExMoTc0b2XGv1",
-	"dx3iBjz5hGk5kI+D1aFMaTJTFQprnxKTHj3kMBTgliwKhMFASrQbLHEhJmYOp4mt08wJShvSSJW+ooR7",
-	"iunE+g0WAAgSesyyBYHghRY5gzVEU3DMtVIkeLJgmBhsFa+AEzoGi+udGHLJPKEHbUK8GPdb5BMA/tpc",
-	"IniVMBqFy6TEQy5rd4qIpNizxHJGKVMdcovxYhK2IfvIaJ53LGJadQxuWQS4RTAwTV+odmqNb78iVOs/",
-	"vAgcfsJj9qeo/nYCyiuUikhvsH5jJWSq18/Xduh0MTJspcFu+3C1wcPVBo/z7fW+Y7G41SpwWUaQFo07",
-	"JbC3MjnhphhZxEjIJkrzne+sc/13RTqAvramDFyBg2fuLbynvtwXUDW+NRAn/kzrdoPPXzTNmSKyFTEB",
-	"2SK3KDJjnSNbIdhJseQDBQAJDacRR1oKO8D6hziilVwpW21OT8n69FopUwHtc5VBreSbOIQirsTPV+/f",
-	"2eRZEW1IQ8l0BGko5faparWhVSiqLktauMJwkVUnJd7ZiasyM5Sch7Z8TCtVqsEmGXM9Njcte++mGP5i",
-	"Mgm8gIbmVWOczPZriluvdohFdx2oZwvVWpOb0m6/qdKRbyxaOwNzby6LtB1L5lu/bfp9BgwZpJ4SbJFs",
-	"fScTgIMoboO0BKFDqopQ4SXOfStEtcglNKYbpZ6Nwsbi1JVyBt7lZgXw7K1O3pK8Y+qF6U6xSgtuFk3r",
-	"SA20YEg5VILEctCmWq1+JBH/DJ5Jv913HZuiDXAi1DySL03NvgZSoQPbZJFDa4FE8dRIVnjgn+kvvVnA",
-	"mY0+zzogzZvTiOqD9fbs4o1L9vR0XLSFu/unWnLCQRi7riZTRPbC+pD5NcPiNKtr9h7UxmeSiDuep3Qs",
-	"9Y0rlzxlaHuQoAmjwA2lhT9eviEu6pEmFxu0SNuSJe0hR88kqaihgS3kYxeSyh6mKHmLvBB+wKRD3r0C",
-	"vmRy2hFQFJLGh3zP/TZswIdhY0CGjVarNWzcu/twvdoZnSKyITwGBScwcZSq2Iiarj7sMN0MvsCEBmEc",
-	"aVIGVFGtNlBly6GtCLp77iIOQ60xLGI50/+ii13/hWZl+EsslmZwmpjgXX+AoEL6y367n9tRXNbG/Zf7",
-	"/xsAAP//",
+	"7L37d9u49S/6r2DpnrVi30PJkvxILP9wrpM4U7d5Tew0Mx3lihAJSagpQCVAO2q+/t/Pwt4AXyIlSnYy",
+	"M226uiaWROK5sbGfn/21Fcj5QgomtGoNvrZmjIYshj9/TqSmL+nyA5tTLriYmi9DpoKYLzSXojVoXc8Y",
+	"CWgUsfiJIlreMKFIxCaaaBnSJdn7eP1inyQiZDHRM8ZjYr79l2nXI3Si4WuuoIknijCl+ZxqRvYWsZwv",
+	"NFH834xQEZKY/SthSrOQzOkXPk/mRCZ6kej9M0LHiglN7mZMECGzDghdLCLOzLBM33aYnZbXUsGMzamZ",
+	"zETGc6pbgxYX+uSo5bXmXJjWW4Ou19LLBcOf2JTFrft7r/WBavaaz7mG/1Qvh0jmYxYTOXGDVtD9QkY8",
+	"WBIaRfJOES4IJeMkVro4oHV9btiGtDdYfy5w0kkcm9XZuivFKqZ3xQIpQkUSoXkE7U+SKMLGCVeE3lIe",
+	"0XHECJ1SLjb3x3S8PDdkUN+XluSOck3GbCJjM0sdL7mYbmj73mstaEznTFtafiHFLYsVNa1fvqwh5Nwz",
+	"TxThoemEm18XVM9aXkvQOXQTtryWWW4es7A10HHCKokqSeBJOzilY7N3ZmhvZMiit3TO3pt2K8cyN488",
+	"UcR06RGVBDNCFfGjiM7pYac/iKhmSvtk7+OH120mAhkyQol/4O/XDBr+WTfs/xWzSWvQ+n8OMn5wgL+q",
+	"g3TAMPx3CybOL/Mr+hdgGqsz8QW784nSMmZ4CtiXYEbFlOEBEOyusOhn8AwPzeGRgpl/ljKJC88o1xzX",
+	"5umYDcUeFdL8SRIFfMhQIjnqHu13yCeuZzLR5mHzDBdT8yu0EHaGwi0VMr1ssX5pv7xq5yfYvgwLBMe+",
+	"0PkignVld5V7/FHRKXsVy3n1/k64OTOGWckJ8gcWcxl6ZmE+Xr9IN/FfCYuX2cAmpsHqgfS7/ZN2r9fu",
+	"9lpeRoMh1ax+fNeyenQRXTc4828QJSELz0jElNlZKsjhyYl5RVm+7puh+nXz0HLDLA67DWZxb+hZLaRQ",
+	"DA75cxr+RDW7o0vzKZBCMwFsDK6CAHbyYBHLccTm//ufykw317dZCE15ZIbnTiBZxPKWm+trQnnE3MFn",
+	"So942Bq0ur2/vjz5+ejX/pvDt0fvj38++fD06tn16d+7n8z8NNWJag2Ou32vpbmGCT6nIXGDTGeUxGIQ",
+	"MrZgsWJCyXhgBzlw3bdt9/dNT+x7bAAXqYa9lCfXMc0/p+EHnOED19DcVtGAzBNlmDeh5JZGPCTwNaFh",
+	"GDOlWl6LxbE0LPq3r60JZ1Ho3jSXMVOGSFuD1vpG7j/vsitH3W5xV9y0N+8KFzCMtu300XbFtmdY1JxG",
+	"hvpZSGRMxjGjN8hAzYbENNBnxMeV9kE+8nEZfbgv8GY2iwk7+kKKScSDh+4nFYQGgUyMrMX1DAU33Aj2",
+	"hSutWrvtwmm2C+lIN29B4B59rLWX43+yQNupEBrFjIZLWD97Wq/5nMlEPz5nCXloLidChbpjMUhuPL2r",
+	"t+U0R9lq2nETN/AtuI22r3wjdlM9Y1jsS6FZLGh0Yej54RSbCPZlwQKjOMAJITIAkXhXRp5jGW6k5IrF",
+	"tywmOOImzAPfe5TFPS9M0bDxJGZECmLEJsVDhiJVylhCMmPRQpEJF6ERiqyaEMmpguV/K/UrmYjwgSuf",
+	"F9hgpyfQ6G4MIkfSb6Umr2xTm9ZZSN3Gbh9jod9KFMKRTXiGK3Ng1GZ2RkjF9XsHAvom4q1YOoavtPCk",
+	"PCnJ+U9yi9h4NvmxVJMOHgkuCD76RBE1owvmOQbPCO6CEfA08Q9uez6Z8lsryytz1ViSG5Cjbrd4aQmp",
+	"h0Ili4WMNQs9ctTtGf0cL/AgZiETmtNImV+OSCJuhLwTyCk8ctQ7JGMZLomWkkQ0njLz3TEsw1+v3r31",
+	"yFG/j+JAwobCiPhyQsZmgZTpPGaTRLGQjJck47gKDqp59ZTEVLN2ZHRdHK3pZ07F0j4a0ChSJE6E0bc9",
+	"ctztDkV20MwX/ZWGrRRlfjwk40QtTbuJSJVi88PR6luG9YVEJhr1kZz9BdTjdqofV+21ffogp0nfe61P",
+	"nz61zxM9MyscGNF5VTF7zmjMYp8EMxpFTJj1lcLsUaVinUncqfrXSNauJ3TzSgjnd6F0zOh8lArYmdi3",
+	"TgwH9b41EEkUZYoBrOiIWZJvfFBgQnBQPlh1Yv1FVthvPPduTTbLzg3WxMqXI6Du4opIGSlCYwYnIT1d",
+	"2XrgE62c9Qqbcoz3G65NlfTqOdmVkjgxR0DGhKobRSYyJneGq5g9nlpJJZRM5Sd2RnyYFoq1qiTX4tBe",
+	"yXjMw5CJhy250jKmUzaaJFFR9agwQMxkFJL+ybOjw+Nut0vGS82U05Tx66PjE3MpkDldorHhjIQsYpoR",
+	"JY18bnjNDSOxBG2+ipQXLJ5zpbgU32rLrrQ0h7polrmTSRQSbQZnxr+gCnfIrgexC1ycXG43GsvK23AG",
+	"nQqwa1lDrRz9B2AVayRebLKp3NuIe2BTdnL5VdsgEX//hWoov/q/tC1jbV++9DfIsNh1A0m2wVrCJo6E",
+	"1CMnweaMErDBwxbITqfDVkHQrVrKtJlvtZpOSLVCFAhh+E1BILdm1fxqvafLSNLwWsrXRth62KK5u0ZL",
+	"OQLZbeXkuqsCRDyuUMKL0Y7Y754+7R33ka3WrOR3vNWqhmgNMRM+TWIWEhAjc4tpFEIesI+Z6PdIjDAn",
+	"TG5ihlyR4tO/DxPkQmkqAuahxoALA/J2mUNylcrMobwTZ+jpccbknCgMNuWHS8mZJHst5RsqlpbBqAfS",
+	"PtVsBAQxYl8CxsKSSGt+R4Ih7nfPTpULckgUur1qNizf+jdiyCQ3Qq5ygzRX/ozeMkJVraZkfrOiged2",
+	"2Txg5YoglkoVPDvgMkZ/rSJ7ZpZgzgR3ls+FSiYTHnAm9Aie8c9AcKQkpMsnoOhRMpdCz54o5/SNFLp7",
+	"cc/NzXE1M523YfN9MqGRYh5RXAQMPItm2HbVMwHU3DD7ZUJz3tF26v1dS2xFX3HevdouuHIbNZK9UWrI",
+	"OmobNmKedo7Xh5yZj4ImeiZj/m8WPo6uQxd8dMOWRXHFWgvGoKxaYuGKpE7M6lNCM9X3G8rPb4x4LqZg",
+	"CRIrVo0S7eyikTfVxD9mVpY3LOT0Gp580IWTtTiamyZH0Ht+a3KdEuiVXOMjf5Dr2hxivzxtHy7p5rJO",
+	"U4P+NuLMDhbQ3mFmAbW3FLkQmusluZaSvLYi1kbrPs67raVso1j2WOb9rWSkraSjHV0qK9LPLrb+3Krb",
+	"MZOPhUY3LXh+CI+11E6ggiAHTQK6oIEhhD1f3rLY7C8L/f308q2UuPLL9N1lris0tLxKouiB+/4dLDO7",
+	"uCtyZJPZpjYTizVAtcEA9VjUItidM92ovG0ni4erN/HoGVtmyzQUe/7Lq9Gb819GV9fvPly8HD3/9fri",
+	"avT+4sPo49XFB3//LI2wuaNpiA35ZCWsgmQ1cGte3L384neGwqzCNYQUbneb0SBgSo1AWmgNWmz519n4",
+	"p4C/43+9/Pjvy95bfqku53rxjxeXJ5fzV/zX/s/89Yu/dtkv5+aZv/299zOf/Nxhh91O0I/EeP6qG/7y",
+	"16jltdiXBY+ZGnHRGpx2u4Y8JjFTs7Srw3/120/vLs4b/M9QhHlrZOkCb//mGw8L857yatcObDyKSwvK",
+	"4w4uZVM1p8nha67H7HCG+rmYAHPDmXGTdOCbz1LeufM4btYarYjs+fm+DOPNHa0ZVamyFMyoLqhJXMPh",
+	"2vPNdWweaaOSr3Lcu0510itRt6kK5cMfbTdA3/ry8Guwo0MMnPbQ+s5tuKhRuiCClmsSGy1B/dB+qm6v",
+	"hnpPo+iEzcrNLtdPLzs6hcE2Eleyxx/j1PwBNKSPYhFLcx0YIQxl5gdum7tOf+t+7thmbJCbud3GjIwj",
+	"Km6qA9sq3l0Ncys0s2NoW7+fp4LcEli9oRE15F77FhFudyyK2jZcYJxo58x3ypu5xRfadH5WjG4ruwG3",
+	"VH+bahSg06Rxh2WJYzc97ji/KzX68+Z9SV9sg27ehjceW5Wr1Z/TjuDUnr+//BuDI7WI5YLFmmMkbhAz",
+	"qlk4oroQER+ay9J65UrHNROvaEXmwSdzN5ltuWEgkC6MOBvfcDE9IyIxt6S9vFI5E1vrlKOIXe/mJdQ9",
+	"MQ5+ZTQ8bBDL77UiqvQoUelU1wzbiMUQWA2RKXtcKxsFnihmdDkJdvKIGuVLCgb63VwqczLmXCRG/qCa",
+	"7dsJYw5GoZHdJ4tR2fk47IgutFxUzXgRswn/si6qvdczLDqmgWZxqn4pFsRMkz0/VCOMWX1G5jJm+x5R",
+	"dAKal5rJuw7I2W4UoRr93J/djg/fRpVB7Fk2w2+YlWGzHOwYvTwdlvaqQG+f08YxvsvME0n7NcdgjiJ5",
+	"c83manUJ3rI7w9xgFSDy3T227kDaI3SfmS/jmC5XpwdtVQ4Uo3I/yKjq0qThnAsfZE2wjRtiM/sB35NY",
+	"JprBVcxEMjf9JAoSIeDnXHfZ/p+bXz4qlJ0e4dRDsPfq9d34BKLku2mVzYB/xifNwtq1WrsvuWW991qJ",
+	"uaNHesbVCDwOm1NmhJ5BkkU1pbogdxhKiVBX+kpnWbn/bkPeU7Rm1tBqM2pMd3eFIL2WYF/0KEhiJSty",
+	"fd5TBeqOjw/45kRPGdoWzItkQafMMi9pXfaGG5qvO5uZVOVxKA6pcnGU4kpTod84KWuFaDM5YYW2diHo",
+	"hmTrSNCdO+oGWnHoqujH0U0qRubGWrkQScj1xa2d6SOcW9dU+cajmszoYsEECwfEV3wqkoXvET+SUy5G",
+	"KgHrTPaFjfkwXzhzSswSxewTMtHmL5t5MAK7EZeF16znaGRnkf8qZrfyxn5lCHs0janQ+S/cE2RvvCR+",
+	"XuIilnNaWkU39ROjzgczLti+UWtQrVYjxbRP9pYyIYqZ+9omouGvnjkVVGB7+2cEc9VQlDVs2ciXYcjC",
+	"4tVXWK5KOlvUZDFGnAntkmMK4d8BROzGcl7sqt897HQ7vd5h52klpeYk3a/rZPoQZloIx8l3s1ZIXunV",
+	"LOGITiuJLNfrE0UMt2qfmyehf1Q0P16/aj8zsocToo571gdTljACHR10O72N8gUSPKx7YXSFBdriGD4K",
+	"t84O9X8Gu34xo45TX4pFotey62wXP81AaYFzerMk4yhh/8do1vTLayam5rI+OT4+PIH8bvdNbw1TXrfm",
+	"KBCU5lfixnVTewerD/OgYcjNBxq9z80PoxPKkZpmmmBIwdfJgiqjQtjEdnDqdEDqzS/UBMhSBMvRggka",
+	"oeHDZs+3Bv1crnu7n4WoQfI6EE8yHwX6S22mtDY0csdFKO/gyIOh3iM9Myr/5dXoxV/Or8Fd8OLd2+uL",
+	"X659sheyCU0iTQ77T0+e7Z+lGr9MtOIhs3m7/X6ntZp8jwNaxCy0mWxVAZdKOwwCIGbBYqpZ1Zjef7h4",
+	"efkiP6aj7unJ1kNaxEwxEbDdVjhmC0Z15bu9biUUQfauYmh/XB2TUY4L/CN3CHrd7sYjMKdfLvHVZ6sc",
+	"RbP5wixqErPauVYNV8vF6KY0w25+jr2q5TVvLYpvre3nvubU5WLyV3hJ6n6qvN5eSKG5SJhFqSikqss5",
+	"16C1ahprm8wuRVEJrxP+nCGwBkEi77UD9dnwtiS2+fHoWiMzbv4AvgcAGBYgQc/YvLHuucJuCwRwcgTL",
+	"bT/1VskBOM8W2AFeS2YMcNO4HK8ss1rsNLeGn2u3XSVRs13fuGGhFGwUM2qNhmWZt5BlpOViwcIcaIP5",
+	"xgdxMYKD5xdFEFVjaJlnGstaGaCs4eQ3pi4sHRK6MBjdDNWMXgpGqLphIYTYydhzNjVVzHfJEZq19wDP",
+	"9dAWRaNoTIMbgt7idy8vXo9enb9+/fz8xd+uEJsiJ+IWk9yqpcAGK1CtZZe3OVtQ12xxWyvJKNfG46hN",
+	"Dekt3cCVX6wBueKXZBFuOZwqvRLb99JjVjRMZF1sWq6X1pj+tUWj6N0E/CBrj3x+qe+98lpv5JhGA3EP",
+	"eURG4faWuNwBKnM60168WZbGowGytP/TxTU5uO0dFGIcDr7y8P7AjdPHo2baTseet2cDvonN9hI7SN3p",
+	"opUmsLp3n0u79xjKSWlH/yPUk9yUPsJZWF2k9IBmjO7qZkkCGckkVkWtpL9RICsNFBuvHBqe08wh0+zY",
+	"pdbn8jTQXl993G7Y0gNrvUDZRIqADUhm2T86LDkAxlSxk6MkjjzSPz4hMRWhnJMx16pDrhim8VA1FP65",
+	"9UDDCg8IenzJMOl2DwMcEfzNfEyWrfQUXP50MR3/dJr8Y/l8+eun45txvzsN+n//ZzD/e/fyp1kUzD9u",
+	"ZIV29jUHJXNir25/as8uLVvM53MW2uj2+YIaES6girW5UEworvkti5bFC5KG9P+znzoBBKTlaOew363y",
+	"zlCl7mQcFgkwkHHMAk1mMlaMjKnWLF4ayXWBvD6nIvSfFSjy2UaziLVjpx1XEedLCPdyFvU6cTw/9lWi",
+	"sybAJ6j+muc8wxQgxjSeAwdw1sHiKu4++Y3Hce2kX3EWhWk+X0k5x4iA/B65hVwnB2ZPb4LVWT9u7D5r",
+	"umr4f2E0QjdHSeqZseBmjQmjSmYpt+1c4pn5W95stnvbt6oG+0e17m82JOUXo4FwcoUPP0w0rnYg2HFs",
+	"NGHakWwQEYoH+N3vK49NbECdkQ4AXO6biVxOktggb6WreJVufslvy4VZEcM2/XRkBEMEIZIgSLRDt7AW",
+	"/0KMt9XV5jy8o8u8f9e1CsBs6YcqRy8o7ijGq+YCBbx1KSayQqYI6IKOecTTu9Kxs3RYHBWxlDzqWElK",
+	"CNYSOYosy97OWpkuLC5azBYy1opwXbhBeoe97tN+lYVqQuc8KlP+xjE77pHn59NpMqmMtiigWNbjRDo7",
+	"Zva8Bxr9gsUk4kjJG+4EN5d0gIXeveLuVUtG2eav3nim+WUpyCSic1qj/vIJ35I1VwSxbDYwpDMcKf7v",
+	"0uuHnf7z6ogDKrSVUUcRu0VNPXvv56PR30Zvqt50fRT38TmmKQgScnVTsB86WNoK7NT81tmoF2i9uHie",
+	"W/eVmVZOo5JRmT2tDoMB4muuEOZZw/pgF9tw7XDe2q0uR2njMUbMVDQ10ihaYgg0RZfrggaYY0qJptNN",
+	"Bqn1utoCZEnT9f//23n7H7T972779HP2Z2c0OGh//n//V6uSu6bxIRVCi2OGmFqgKrGKq/wRcr7Q270T",
+	"5/IBSuG7WX4vRouz2xTGWSY6kHO2C7HGWRx/cbxexbyrKOAtu6sLO9w1hND6rCeJTmJWQI1Ng/dkfOOA",
+	"j23MQG24XS1nqgiVcO1zgMQBjUazKMLs6Bu2VIQuaKzPiEYF0luNNTYXPyQ+vf34ukTPLohvKx9QFXOp",
+	"2gcEDTsHI/JzqlhdSCCLQjACGPJZOgQUOSH+gYQWDuiCHwQzqi2UZf5r58TzDQXKCBLZzLVmrjTw7g8F",
+	"ykQd4ueMudgSpiAmAqwQhlxtLoR5cECMNOcTKaKlZ7Vy+yTaxmNG/s1iaf4YCsiRkAkGGOC8IdIUrRAP",
+	"twqbEeVEh7GUEaPi2zgeip17rS/tqYQY4ra64Yu2Y5vthQQgGRR7IeCHRiNYpIqNRq+rDfXELa5wmW7Z",
+	"WZjEqeW9FGhJhXQ5+2oB8O8x5pkV+9/Em5oPKJI03GpA5gU3oNRD/3jj2ejhocXQH3OKQ8j7MVwmbzE1",
+	"R8nLkVHBNbS1w8ay9ObEgi88iFjyfW6zRTHLtigbxuPtkZa68YjMGJDDQdKXlvLG7VIeJuUxB1jjVy04",
+	"fIAxrWH+D4qufEAIZIN4GxzhixnVeEU1V2FXLrZad1QzCM5VD221n6ZKqaoAzFp3g3rlCxLct3hDFhcl",
+	"Z4Utm2osFqhp0PGPDnmF97gRPCIOlThmLM6XJrhhbDGiEb81l7W5PvlUSMtCSqpgqv9uXrtcnszmwAl7",
+	"gHJOmh09gdh33qH+4DAI2+QOwRD4ZhoO4bVwP3EJQOt3pqkaU1VOnNAzLm52WnnEldz+zV2iNyxy7XzM",
+	"ws1kysxjwMeb06qOExGgWLmWUrmLQSz1LRjR7AvCAFPow15npcjamrhEKZhlQ+uDsdYZldZQ5OedabJm",
+	"s3AZNuyU2YJKf1j+t9V1vGWBljHYqaAbu7CokRlNMw7x2lt1PmeytUwKiBy5wLNyAFvd0f22Qg7M7Iw4",
+	"NaJsd3QgkS53DVH2HTk97vWe2481G+q8VnVnDpAjxzJcnmWIW6k0CYqZs1WDOLlijS7RiOsu59/aiIO9",
+	"0TEJjdbP8SerWn4D6cAVJanKSi4bQ+yTD7r6c1pyk+vfzbyBCJAaZL6JIGAN8zvdRw8QIvjciRDbyx/f",
+	"+apHTtMs2H1DaDu922nGDxA2AL3vy269LpVmFaWTLoXScRJgGPwk7/HyylGwVqWD5BuC7TmPX6dJTqxm",
+	"80VkI3y2l5Z2lLNqmLYlg3pm1kT/2khBm3Oidz84cXV2qpEq/SzYeQXYPO+5tDThpSmqW6qLa1bPneri",
+	"2oWZ77PhcXfe0nuvFfJpJW+9mC/08iwPe/5EWTEA5MhMCKBxvLSuyPr40K3klu/nVvu2jq5UiSh4uqxb",
+	"yy68l27fhn3PebgrPJbbO3e38XNml1gp48fdpdNpMvHPCDNE40pcagKlMjqP5c5c0JgJPaoPOd7V37kS",
+	"LJXrJ+dkTj2UOQ/0rs7K3L4+issyzx8e4LQsSwR1rsuKSo+QB1uu+ihj4qfezAN4daDp1N/ozlwvIxTF",
+	"j9oIL7wdqpyFWbwA2fNzyUJmEoph3m0uj8t9DPQX8ydkCbk/IGcYHBge6XQ6+95QVKS9WTP30twcCHVl",
+	"XXmuFMyE+O/fXdlI7BnV/iDr0uWGDkVlwlpprJA4uyaXLEseG7OlRPfTPEsgK8arfi2ms0HgYSG5qntf",
+	"ex+XyepqJu8yJeabR9w86FZEPH1uI0Sak5ePKk7UoXEw45oFQFXoL8To4PwPGCPcKcYG+Tbcp8w8s+Xc",
+	"6Xr8fgE6hWActwuFJS3F6BRn9HktAdXqghvVvVsWj6XaqOs9okGqfiZ5odPQl1hahX6jsvK1wvhWtiZl",
+	"d8bqsfi6WX0nEwaH2zAl60PWGALA1WoJHDmZsHhAaOrBg2cVg/A0sqcloWKJeJvjREMEozcUFt1cxoQK",
+	"KzXghMzuxBSgXnGE+65MbhdZU2pUgjIhy2xN/85iVZn+dJv9kEvy7/Q63Y2k7F6t3EkAe36gZ4lNEkUr",
+	"/KPn0R1dKlitRkrgFi4qs4TmsfYtjeFuNs+XJgMhv583OLOy4dcvz4sZ1S8yBl4RpC15wLaQc2yr5q3K",
+	"MEt0Cq4u6EfBvziwz0YSvQuhzsXnz6gO5ouofRr2x8fjHusGx+woPH76jHZZf3wa9sPD4IgdT9YqQo0y",
+	"HStlZru2uV02I+oU78fGe/0OWivtz+em8doW0b0+atsONtuRXKae3XPXVVPqeTFL0FaxuoQh1RRCd2gw",
+	"IwCAkbftshB9hNlKVZj4MkJctf3jj2cQau1isBIEITZjau6us7NKxE0jEm5MpKsrgkUPZWyjmWCcuCbF",
+	"Vdgio3Mj/XWglwdTIe7zdyXFpiRYK32clynMXYdnLrCsJJiAEILYkTbbqt4NnYgg1XTKhZRyNigj2Asp",
+	"2nidgpEmvTpbq5JzNtOa2yWlyEhOF7Ecb+7fvF7oc7PtdU6/jCrDSLfAzXDQOU2gMzqtIppDzQhzJ8yM",
+	"cN2wMEcD6lkbLa5yQiDT82BG7rhQKN6PpZ4BESgm9A6j2jLAgChJJjTeNc4gPQtbxxo8QM0XVdw4WpIe",
+	"YEnkTa+b18sBkTR40gKTbBTKG7m/Sx7vVWFbIfoNK/no3dcKyBuJpxhCiWXR8m6PohMOPHDoVEAPp5zg",
+	"NaCanUxbyyvnESq/U45BCKIkZKOUaZdMhQxi2cH5irdRWrwXr1LDA4W0d22jMVZl7JWQX1Zd73VYMDWd",
+	"5bFhbGDJ78GCtVyMGrNhOpa3jHSbcOIqFJs1a9bbcs0SC79Zos2aa29L0IBGETorjGudfrbKSKuiZzCr",
+	"P9bKMXXDxf8puWChy+AAtzZUlO0UwmjWcI4G7BcH+p7GFShqn2vD93dc7VWdcgu/1hqJz6iWV66l7KuP",
+	"2Gb2xXnW+i5BlXk9sSKrWXDAb3Th6psX/xW88gHfMHK3CNmXamSr+nPaTKvPGfoaRm9WWyJWhGEYch5e",
+	"prgOuZGvW9JMealwREa6YZGsl/Dovbe6Fym5YUqITZj8vIlg15AcjBk38AobXfneiiGf1+1szXLipMsT",
+	"WbOCuWO8Csphw0w2+sBrBI1Keck3rfpnxAe/+CiJI98jPsR6jWgScmkN1BMeMR9ZG/A0V5wemJq9R7KB",
+	"wVA34oCYX+vX4qUjmG8SjL2GJKDjEoupGWMaNLgmZrD68sCQwbRKCoKLuGiniGsdsTYTIaeCTCJJ9WEf",
+	"HTPK5v8wEUjT+ghvZN+2ULxSHhBluLK6n9cztlUDQLYA2yv92bquMPhUY3dnrKqf2n2qdqiGFCltiws3",
+	"G+G6iMzHNOgZGeMhSwlT39Jykr5cbUJJ9wIWMDOdbLLdpc3W20zEakz0I5hLQj5nQjWzl4hlVsxjC1G5",
+	"dDDzOwgHueW18Kg+6Nq6sL28sk0Wv31uO7j36qK/z+ukV9VYKN05mvsBWv/30BnWBIpXnYlVBKByAnOV",
+	"OqVptOaJstO0lGJceH3NQKthe7A+akXwBmKCt2NGQyizg9JKzktaKiSPIRwVxaJLIRyuciqcpibKRU60",
+	"rcg2vsNUSSmmni2kvGCxKgMmgUa+GotX6/1eDwsOjIdAEHgSaY/wCfi9uarotFFcZqVABrBkXITgrTCb",
+	"NzCSWEXZWYB+rygQbL5fsHjOlSp8VyraDzj1pSrcuJn5Yuo1u1isf9sQvc895xbbQyrcQLsfciHoq9cD",
+	"hO/b3AR8qQ2gZJob4j1/fwkJGPjLE0XUjC7YmrD9hrV7twnRX1UOm2Y/Q5hOObfiiSrmhxfiSssKUeOb",
+	"pEL3WVF78OuaCNNat+qnYoJIWjoomFExNbPkgjyC67VBJOeqMFUOwmgqTeEamDWRd4KFo/Gy+hgbRSlN",
+	"nEnhZrNKR/4B5jn4ER/HNF6Wo97w22ZopxU+rHRw9XS5Jr5wB3G4JrrwEeXYbLyf14uh9VPeBqkkA07q",
+	"NkIpSZ/vn3gNbvz08cMTb9vrf3W8DUQCVzKtipV+ePWCnB4dPyW2PhuxgVk2yqbKIb41fF6FF1pTzVLH",
+	"fMgWTIRMBEu81TGvnSnlBqUqw93CFKF3Z0kBUAcHZEswwqw24hrAkExgMN1Du+hwy8+p0SnL4TBWHDKo",
+	"0bKpCagcdWUWfeuCKJGSmJlipMBf2lZra1++9B9SHUXVwMaZ7v9yff2e4APEiAqFfo66lWcyBa1d35zR",
+	"corDfk5DV5m3ufXsnHz8cOlq0eqc5Gb3tthFbSlEK1a147r+q4xmGcJ1indoD0JhY6v4QI4Kqp0aWSVe",
+	"tFI4Qx9FUIeV4rxFPPSvrQgr6/a6XaiOgH6HVkiXMLa0aG6vD7WnofZtq9/tn7R7vfZh97rbHcD//2G5",
+	"bI6nRK5mb82oIaiQRpG8gwI+5rJFtLyGgkW1i8Q0D1P2IMzVVjEEaPgP59cXo9eXby6vR9fv/nbxFiuJ",
+	"v7l8+/H6wt/H5z9evyAhxiyajwGNmAhpTKAmWl6Cw4bhEluCKUVUCXL3hUVcsxSQpmvDkSxm4J5hQj72",
+	"43uku99wXWJXobhGvLPNQw0JRahgK12lqcK5YtATrvebok9VZ9AgPeQXxI21ivA/YGGuWuDeUh30QtLJ",
+	"ViXRH4LFWxxE5TR2d7zde60r8NunlvUNwXI+uC98DJqryXyttMSvVjGodcbZEVnsqPoBYaUGQSPUgWoH",
+	"VcKaqrMtjLatYfAHLELxmIUmcstSxOtaZ8zFvXvDNhFTNkF/ztYT1NZFTXbdz40UW113w36oDeEHyIT3",
+	"lFfY3ShUwcv4S1mc+OunayjFA7EwitTAyHc6Hb+zrvIwF1XxNQjQhNB/GoHIobAe3Pb21cJFflotY61w",
+	"yRVlQi7ovxLmEcXFNGJtKNUKvcCVkOYx0UTPDmxr1ROCt0ZO+HL8Dpdhc7ZsYbXL4y40Xli6qj3dSW18",
+	"9nCtcWs1sHbwHwATuCLWIZbzdUWQQXCxEGcs5nIVLrISXnyrChswwGujvlZincjq8YEhaWV4HrGBZk0G",
+	"WoYOjqE4gZapSla7nDjaaphmGkWQsWcugWksk8UZwDOmGJl2vPCT0Ry4UXAZKFd7fkiXvmft7GiQhRqN",
+	"3ErZjwOwauTLKm0GBdVGO7ztrWjYmSslgxmmPjidMA1oJTXUI/50kRzA1+3DTr99OK658f6YYLG2tGaj",
+	"K+mxgWW/QVHrdbU8dqstsK6W9Abg/lwN7NUAGViW0YLFo0oit3hGObXMouY7EA4XDQ4y188f312f5xW7",
+	"l+e/Gq2uC48LiVphJUE0iIMs2AbTYadVuWsHXlQgyd7H6xf7W83izbu313/5BvMo2ymKe1Exy9XdhVDs",
+	"IIm5Xl6Z2wF3dQw3vpGGsk+v3Ej/+um6VWVc9PP3v017LgkfUJwYuWy1VOJSEM/fXwLrhrL/Rv7aX2lv",
+	"wds3bKlAkIGLDWKRUVRJpznTetG6vwen/KTiXnsJ9qErLNwMQQeKRZP2TEKkg0uu5ML0jklMEY2n5i4U",
+	"04ROLe9VA1dlRnlEMfAEKg9TUO64njmwYcinLGQBuGKMVIQkppoRULAVGbMZmLaEtaOdv7/sDMVQgDkS",
+	"faw+XSwi64o8sKat//1PADHec9blfUQsxzBHBAbRBUNjh1xAPpLDk4KHOFNDUbQ5nqGMDOjS8k6QPchn",
+	"7/WflQo2+XkM87a/j5V24phFMDk5VTCND4YJwlRZSGKZaKYcRpV/1D/1bcDVB6bjZft8ollsi1lQXCCz",
+	"Vc4adkbShuwkFFpPYb5DYSbsmw5fm8fa8F9z3WVffXDGDBt3l/8FKnTPGA0Bm+Dy4voVMTRFF5yEMZ3o",
+	"/Q6BR9VQAKsoFtFGQDYqyOX725P0R4V2MsgJEUzfyfiG7FFycHJExkvHSvY75FwQLpSmImCEahLQBQ24",
+	"Xg4FLpUi/nH3sGqtzoD0sEq4pjcMxSHnHzOdu7Y8AiBsFlDcErHbkRvGFq4zLqaY7xvxgFn/sLUzni9o",
+	"MGPtPuTvJnFkj50aHBzc3d11KPzckfH0wL6rDl5fvrh4e3UB72RW5OJpPH9/2fKyZGGbIQyYWEzQBQdk",
+	"km7nEBzcegZ862AGxYf+bf6eogFNQvoBl+IybA1aPzFt6xN5KYYavNnvdkv2lfzx+qcq5St/TS3pLXkD",
+	"hnUQrTcJ3rZvYEgVDsxYgobIFUkWnQJvbg1+++y1VDKf03jZGrRe81smmFIDh1iVvWiYH52CLy+du0IH",
+	"Xhn2Fa5z2QDM1dADXF3p94YJID0rsqcYWlR8bN8nmk73O+StxDxzrmzt2UG+7IxhKAqPZ0V6FKZJGjmp",
+	"Q3zknr47GpBuBjeirRuPoxrkQLxtiK4YigKb/NIWIbBIxFDwy1i/fgqr4KE5bhIlasZCh4ptveoxN8eD",
+	"67MUv3AoIMVgRlUBJt7bhC6/51CeYR4iA3Y+q8GVHwrzVx2u/D7WIHArNiCQ1++XFqZ66h1yDkayJGZD",
+	"sWImg+mZC1IQGYdc0Hhpw0Fsu8CFEDbQHIwzQl1rhBqmZNQOw1Bs6DQ8NBT9bhcWhTksa1epyLSWAhL6",
+	"X4fo+hu2BmTY6nQ6w9a97zKUrHESd20FZ38ofJsy5ZOpLILANMF9IXt5qJk8sMuAHPX7FrQF6Hi+3yGA",
+	"TKbMozZI2CM+gLrhcK1Jy4Z+K381WqoauiHFhBmKo263UwBLhIalnrE49YHmADUIqO4oVVTMzpyOpZnJ",
+	"6VCYsbfnVCzbuAtmGqbt4+5h7YWMKKX2kipUkrJ2V67IOFFLvDyKzDgjwcyH9lyGy+0YcZZ5+Vvutbo4",
+	"fQxXR8v9/edUra6IaHGZfHCEGnP4VaDs+6KYbjHeH3b55HXL1JPXP77uoSev3+n1D4+OT54+O/2HA2N3",
+	"8Dh5W70LYcoD0j5bKaJwdHx4fHx6Cq7FUjmD3uHh0bOnx4XwwWwLnrOAJgriDT7QZcT4dEZUALVvjDiR",
+	"7UbmQLlftyMV8Ln9kzoY/8Oj/vHRCQy6jKd/9OzZ4fGzw6PjZztsq0VMMptadbMUlfevQ5zOsDUYlic0",
+	"bHnD3EbCI6tb2esc/wOetCs8bA2+DmHd4IV05bA1XHr4xS7+sHXvDWHXh46Uh+Lhw+p3ersNqzAeIMlh",
+	"nibhGUOV8GJx44b5nfOGq+QwBHoYVhLEME8Rw1bhpZ77It9TSvT3wLkyMlmFo1gjRmQSQiYb+FZ2sRqn",
+	"cO9fpBGgZdNNpbSI9y7ceOaiRIWe7KXCEmz2PujTxaRjMy5wPFi1xkzqlzYYeNov6TJTh+oOhX0Po1te",
+	"0mX2Agz1CLlZ1Zsp1zvI40XDO70d3jna/p3e4Q7vHG//Tr+/wzunW79zvMNaH3f7O7xzuMM72+7PfV7F",
+	"eeGsJ4Q6kMNUuHuiCMoxqSaTU3oQNXNF4YHcljUazyZMeUSUBxkKfvTJnrR4/qtw/vsluWsoKgWvTqGk",
+	"gJ+lyphPqdgKRomCwJeT72rlKsiZeIhgZdNYfqsTpXJfT2OqFJnGjIn/01ojVW153xYqOXwLOSpfZOC3",
+	"37qdbq/bfdrr9k+9drfT7faeHp8ePTvpe91O97jbfdrv9z57v8FPp8+ODg/N9yfdo37/8Kn5s3faP356",
+	"+vTp589bSjG9o10WBsddczsgKf9g8z/Y/B+czQMpYxpcHYNnlpNt4vAOgaiJWSsHDCUTzQbEx3NpVF4w",
+	"V/gY5eW7QCLD6qb8lgmPjFkg5wzFLrCP6SQWXup7HQoj6eHwKyoVoul2L4VCy0y+GMoESGHM2vlFaO+Q",
+	"fc+q4G5N/aHggiwiGlicIxTEfbx4MGwrtUkJSXyLauoP0JSPZqicxU3LoagorWiUe0bDTmqyqDBteMRH",
+	"zH7zl+sHEp7u7O3lQPF9rIu4jcUjg5qsuuVcTYoHWRA28Op6a8JDbATlahr/HXaCR1fus5opDewNj2YJ",
+	"KBWB+e7WADfroqr/TTX9Qpf5vv6ztPjizv7Q5H+IeD9EvIdq8ihsMUJtbZ06QW+aXeabZD01k3f1cl4R",
+	"QB0S67xKJPU87rmRVEDZ9zNodB8jw/Mg8eaxobBSDsHs35rCbJpFEUoyHdsoQPp4OXnII771iqeSklAy",
+	"Vn6xgPRZhpduWM1G5f/KLM83EIm2vCbzCPHfRL4plCko1CZwAIGfC5UHstosv9nqKp+z0itpvZU0KGs6",
+	"TSarVUXSkijFCiit6nIjaZ2TlTIGVbUJcqOAf0vFCIwo1es+7ZerDmQXd/e6+8ylcxWrDMCNTIYtrHvw",
+	"P0zqEQ//B2seDFu7bG0q/VRea7Z69Y975Mc98jj3iCE5kJDWmoMVsr5NFwj+noYJ1ZCvWmXqM6o6xMdq",
+	"UZZnWwbTcbhgNGZYRGFQW69rKEoFu0Df3Vs1G5jp+NlNQrCP/XrWf20m9lDG6sod/fb1AdzzMTmnK4vW",
+	"aq1TIhvxRBu2VuHxhyH2u73Tw9PD3rNTgFDahidmeAnrWKLq7MzffvCDYhCc0tn5LJkPIfchPeib+UGu",
+	"KkktS7DPoJMnK77yREG88p41qemYBvqJIr655zv2HX/fs+VZKmvzVx1kV0DloWe5IoRyG6J2w6h1NMDP",
+	"fwKaPnwIrV2b/T5/f/lEuRnXkNttumvVFLdggnLnBjzIBFa1xmrt8JTAJZpVP1CIuORyEORkwgNOI4u/",
+	"lIZnYnlngNLys/79tCKvnrGhWKkjdCPkXd7ReEaouuFiCt3dmYFwc3WBKTeUZA/Bv2RM0vIIHvGFb8Gv",
+	"e95Q+A7O1ihVczplHgG0U3iJYwCoIWkH5hzLiCkb2KZnVKQmeQ9ztOzlm8aa+PuFCLlq4H+y51YLygT4",
+	"WTUBfz817Ouc+liqO4chg6XKb662QYfk4vPtLljMLLDpqAxjPQvBB42zCPAxFEOxEjybcxS4KM9f2i+v",
+	"2i9yRvz2ZTgggt35KcgpD11mnJxA+D6orukLysvMWi420QWp2sBOqImAIwBHOJTVyPkN9soxvUhQGNNr",
+	"8xvwrBTJMpT7Xrkvm32w4px4ouxCpQ4StFzBShUjXiHuthTwCoC7B5ABbUMb/QHxK6ul+OlWgZGPajrw",
+	"MbjXLhWGw2b7KCMGP4i0KtuCM/TJ6JxtL30CvTgFcGJLVkPhFzH+OwUIf9+h9WetuO8LSP24qOAAipZ2",
+	"CuS3l+/eXnz2O+R8KIphubmg2zGbUoE+Fztz9CBhEIaoomgvDcJNe3DpEBTihyXa40vRD5XSK3CmF2CP",
+	"LpVBKuqxNXXWs0cyfPaUgP4C5AIRn7vbRKpLo/S7Xa8uCPVXmaRkiNuvmPktYLnoRwsnce89avhqsSpk",
+	"52nzW39NnZ1vYsNxlZ5+WwGCd34ni4HczWO5Q+G69XGnlMfO/6NgBUnEpzNN5hjaTgWxoKVp2TdsdDUq",
+	"1Sx1irnXe3p6fNLtPuv2MfVyq0Jk9RvmUNtWqojlQCYqyK/XXUnJhcT2AvjZ4cn9g/Yfa3uUmWjRu4WM",
+	"5uuwxUPw/zReFXAS4ezTF1f4ct5ZNSzswUYPF9LX0BDYEElpaGhpiEjxW0auFih0iBRz//ne3EN/6gWo",
+	"DR3+z5xw1cycy7IwO7zWzOc17sP8bYlZFrX18nwrCpTu5W1dhbJwcbukPqgmhL6I1HloLpE4YStewlXJ",
+	"sQZdoRAjMmOEfUEwUQAXTQXDHOCUE21zeDxYpjZbvs256t/fjQk79pxm8YZN9VnEuRTUYsewEF89bPrq",
+	"KxmPeRgy0dyEDe+9lfqVTETY3IoNr72ny0jS8FrK1zTGymHN7Nl2nmnczhsWcnptdq6xGg9NXEv5horl",
+	"Bwe70Fihh7cvhWaxoNGWxiq3uz+hntvcIgAvXrH4lgfso6C3lGNKfmPzFTRgu73mcyYTXfaPApMjdKVm",
+	"4d4KxvJ+MbtTUL5iV8jHtO4Q7FwHg5yVBghohMZ3wNZXiLaF+ksJiH9gK2T4nkugzGpuIMRHddWN8VIz",
+	"RfbuXF5yatmwuuNQUHUDnKWQL52PnzZ8rxBlRvaOut00W5s8RDvJ6lA8PLoaYVlvQNgfYxH4TUFMD/fN",
+	"VheE+BbCPcIa/1YozQJx1v1DCLE+Oj7xup3u02enn/NifioLZ6+t13bSFwDpOCcxl0TjXrcsGve697su",
+	"3DpLv42/Xk0ewITJRaJ//8Cdx77xftxc/6U3V3bl7HZlOW/jbt7YvHERf7MmvDPiW/0BroO79dj4nRqe",
+	"b075Gxzgo3HDgi2hd9I76XatLWENa3PFUjIU/BSz3jDHIgvckqc9vueymkf8OGs7n7WSt/MhJ+3gK/x7",
+	"XwuTgpT/E7O1F1bsr/XRdjzMFa8pg8wB8JP1uZZ/GxAeImLNTEYh8QfWvXPge2A0hawKPWNLEN1kTD5+",
+	"eN0GedPFwa0rT8HNOBcUcF+s/98dp6LEkz8261GEPz9ScP7jMYEdjvxjxW79MUSJH9xlZ+5SjK3amrks",
+	"eGdJ59E63CVoETCdtjg2rtHsbNvuBsSBP2U038iCZodBQhkkc4BEXoezBG5/F9OxDlkpZjRc/rtWhPlg",
+	"fs4kECMIGFXYpYN1iI/1PXyELosBPFYhBlFB3jFsNVlYZydGchp+hlGc/lDsZb86MKY0PgDcT9CK0Xlf",
+	"Xo3evX59/uZ89PHDa3/fI768sQCoGYn5HoGBpaWUh0LNZKwBmQnikmkp5Nno7GkQgfV9RYzeWq9uihUD",
+	"CwaQxQEjXBOleWRbUUMB8E/oAGeRQp80QkKlDagZjRlCqeVHoKxznEIPZiUNMZmFeXk1enl+ff78/Opi",
+	"9OHi/GU6b7cbI/swSItmNbBcUMimMQ2NEHk34xEMtjxBGZOITtVQZK6l1e7enP8yen3+k+/A/RC5ixtK",
+	"87KK8sKuAUzMTMFifLl5D82/S/ypElXnJ6Y/uEIurYc751zVGbdIiHjmtcqL5r5PyW+6SFqDVo6W8j9G",
+	"MqBRBp72uFhqeNgA1zu+ZZ0cn62ZeB49sckCNJqUK5PTMnQCuzVIz32xZsiGIi5udY67hxlUnr0NyMfC",
+	"UCwHrK18IqSGWoNbCAuuiFHFOp/nKgiVj8RZxtGgtBThGzhtSrODSg65jvfe9g5oOOfiILX61KqREDuS",
+	"h0a2IRTS8C5kMBYE8YlyqMQYhYElZ6zB0KF9kpBFTLMQ2Zg3FGY+GKqTKBZ75g+rkoKt0gE+k3MzXgW4",
+	"jDVnGJ74aAv5bRf+AG+9iiXGFDR5+FrCoxX1nDSUN9HUFnZM59dxQvW/EgZF06xUDSDbRi4tesvARJvW",
+	"pHHA8rZ+hpNpzY+fv4GgjZDraThwt5dVgPqt0qd+eASppWXbYd8mnDos66N+DnW61R0/YydBj7b7k8Ow",
+	"fcSOJ+1n9HTc7ga9sM8OJ0f0eAyKupaF8jvNj2IeV75GusGt8hwBkr3xkvBwP0eI5huzV/uWJEO6JHsy",
+	"CrHkZqz0fnOxfweBfydRvyjk95v0YiExDV+8ENrwm6YKwq6qQYVS0EC2r5Lqi/gIhimNZZilDyDePUTO",
+	"AWV6GbtJeY3Ff7YcE7jjKrO0hudaZplyuQobNo+xWpvhj1MhzVElEdMagviUg89MQSExTC6T1WAOQ5FN",
+	"wvURJHHMhK7E3MZaw1rlC2apDvkbWyqm2ws65cIo1CTiN2woUhZfiHf0N/Le11zpjwqvnLVmj/d0yoji",
+	"/2Z1vNAVS6pghP0uFC1CpO8eRJA53O9eFc531fb4gn3RoyCJFZSStUUZYnbLZaLIgk5rB4bvFEaWq6CE",
+	"bO7RuXCO465HJYAkDYuEXwF/35zZ2iJ9lTj1GOm1CgOPNdS691kUGJwd61Ea6RlXGWL8Q64OWNHcDtrI",
+	"mqZ3gRUPWPweSwut3AbvBAMayIsrf3TO/iflzm59vYzfAbVgkggyMMe6LEU24c0HX3kIJtqNxlfzONhe",
+	"O9WmTh6utXNuisb5DAjbwayqyJFWZCz1rMCSHS8ywxoQSkQyH9uLA3n9Hh4PWJRcuIOWU6ZnLN4HvdvV",
+	"V0CI6M1lIjyyrvYCwuLYyCVu1OfAXGcQVI5h8TQJuSaRnLp6i2qkmIa8nazgJAhVLmjdztZiJQPS/kSz",
+	"eOMN83ERUs0+ovC7cwBBmaMddy3YaZmlbcVXcrU+fgdAmu/C+jctVD7G+lvw/a1ZfJ2wjzJfynMEu3My",
+	"0R+bzzfx+O/q66/38v93qQ1XTBPqLoY8c15z9diKKrU6AV52rjSLzSfKLj/B7lIl0ssyZDBhplgmBOsy",
+	"BjEzDH0Rswn/ArVChkKzKMJcaLqgsUXYt49yrVg0gcguqBKlZvJOEDqlXHSIH1GlR4kC5uLDb4pQM9In",
+	"rgA85ATooZBQUMNcyFgkgNjqM5gjN5eQY2MesZVn67SE8/eXRvdofWfJ2FbOM8+gFAts8XByEvRpj7Wf",
+	"hUfj9lHQZe3T8VPa7jGIuh4f05PTltfKr9JqH4elFGm6wAQM3KLWoBWq0c/92e348G3U2iI9GldqXXyB",
+	"IbzO7jzoT3hCfzWHxx6mwqlM9KxllrY6dBNDbgxpR1JM2xG/ZSGcR/C83Mn4RiFMFJZCsmd/r6a0ZVpd",
+	"6W7GYjhUVAxFoVJlKJnKkkwxzROzADH500hM5gBm4engwVe5k+tqtEZY0QPRFMGTdCcG9jnwHmGBCHjQ",
+	"sIirv5y3+8cnHXIOM0wPfnpez0xTOGess8m1q6w5FHt+dlR852FxJeetuWGS6CRmZ0RAUh1UGBorJvS+",
+	"h0LirbxhIQJ8aZXWx+Gp4bczFOci/X5GVcpBoITs+S+j8/eXo79d/IrC6Meriw8+2Tvu7sOu4zrO6C3W",
+	"gMDhhgPrh42ZzWf1j7qnlUGpSAt4uB4iShaPe+NT/Zbd2b4biYq9byAqPiIvxPcbcT7wYsRQRj339eVP",
+	"F9PxT6fJP5bPl79+Or4Z97vToP/3fwbzv3cvf5pFwfxj87XFrQ3z61vJNHPyH47pO8t+p7u51VLn2FIm",
+	"eACOuykzrD4Wng1+UtrIHRgpRG/ZmT2lcGjgnt/JuXbUPc2cay+kmEQcHf4bPGqBe/QxHGq/usWgisyp",
+	"WOJqUOUmvDrXzg+B+jtd1y5JI61NuHpll+To1H6Dd0VV8UHzvXJ1ajvkUhOl5ULBlcbF1FwmRhL1SFoR",
+	"y4UBVF0H2F7uOiiw36NqI7+9WO1V98NC+Nh08wFP7Dq6aRBeiWrMNzPwOcpNa3TWpw59YDqJBeCQzmSs",
+	"rQBakBjBEpYvRm7lNfzZSHN3sRRTsqBK3ck4xBcEScSNkHdiKMACBGjbGeADipY2f4eFZLXa4lnW4DRh",
+	"Kq0DaZ50Ehq2jAiOhZezQojUvh3jsZgYAYHsQVnKfRsBBNLsnWAxVLS05UHnEKkEcjSiIixY7KYCP9Mo",
+	"cr2ZQ2+NnWS8NIpmEsxIJKXpNmA8SsstlrRO2JsHSHr1tjW3dq1BCwp2BprMZKwYGUPu0ZIoTRcYc9hY",
+	"ggmZ0JxG25gSN51tsKt9Tx714279ZjyyrrYlKJQo16bnNT3b9deuZV4y0eu4l+HGyl6mBb7kvBa2fi/i",
+	"2sAvTxRBkLv9rFahVQdTpqfSu3ooVi/rNVzLA3c1shTgB8UirDVcwEzyAWzAThzt1EZh+le//fTu4rzB",
+	"/5ozgA/YyVbphTVCCm4QbkJOWiF7wODTsFp87I4qd5UAZnYEEW/und3DW34fTvBnP80X1lnmjpWcQGhu",
+	"7uCtP9H20XVHOteWIrHUVLMBxp9ILFqaAI+E49kh72OmzL1kxOsSB0ATGlUpzZi7fyjSA2/nMKhjH+YZ",
+	"JFIvdfhWMgkjA7kFwTK4/sur0YeLVx8urv4yenX+5vL1r2g9+unCJ3unXRLSpcpnO6dFVRUBgc0jM3nH",
+	"MLZbpwVLUkNZFRuxC/cfyUd+yBL/QRzEAY6Uj+sEyq4Jdmc/LyiP1zMTxaciWeR5SfFIXOHv/6ECdu93",
+	"8NWfsqfBEWufTLq0fRSc0vYpPTpsH4e9SX/ydPws6PVaW8Um1ALjWKnJcG878N1tGQ1OzIuc3e+HjvDd",
+	"eUJmjbMbX3vu19e5/8T1TCYaqlalQaIjHvqWsRTQj3hKWmfO6m5LdiEKkgW7BMhOI+FjrfGhwJDXXEl1",
+	"07JDDETHWf6bPOJm7iVshWNaAuCxIl7MHSQlCHY3FGkLdzKJQqKpVSzgjdioUNpBawLQKqTTzukSe8PY",
+	"KiN1XF2/+3DxcvT81+uLnN9qP2cQGQpYgKPuYRb+tCwBlgI45zkM0iNpuTMZEyG1Z32EFpg0G6TRtXDd",
+	"XSRwPug5c/KJUA0KtdcziQcMNgiQedQ/9cneal3zfbC1ulps/nH30K+qcL7ny1sWm2PLQn9/KFYrnseJ",
+	"UKm13swUPnFtVhXchtWFQTCFa5yopU2rcy3YsOhSrpzZornZTLzxMAPvjnJd6RT8Q9ZTb36rfevS6cWD",
+	"3hq0Tmhv0g2Oj9uHk2PWPpo8Y+3x+Dhod8OnwbOwO+nTXrdVUxFtx7rnm+qy/cNdoA5Jr90NzNjC46ft",
+	"Z7TL2iVUyao66utAI59VYEbeb7lFKonWo0U8Uc5o+zsD3TyKq6LJHaZlTKfsVRJFPwLjvoUc0W+019um",
+	"1z8gsX49OE65gDXYBAzbTqNpECQbT0lOggGZpSDBHGSIq/UVr8YyzHi0TXQ0PZXhzfKhOnXo2BgxRwXx",
+	"4YcBmTNNIb/8Ch55Yz7u53Ct3XMAsWmuTnzuJXzcR8PnLBE3JYC5Ilo1+0IDHS1Ng0ORtgiV9tIGzSdI",
+	"XnO/Ax61ecB61s3t/kLO50Z4QETOPX9AFlxM/X2IMCI8jBx2prltI37LcFEyIGwuyoBBaRghToPGMb9l",
+	"Ci75DEk73V275W134UdS2xx0m3T/88eLjxejT+eX175HFlGiSP+4O1f7+XqzKpKQSmurwU4Mo3DyFtd2",
+	"mB6hKEnkJYyh2DvuHlbINPuEziUGs889C6USckHjJcmHa5CUxrNAzrSYeRO8PNysbySLXLMoIoa+QdJc",
+	"dv6QcsgGuOTcscoh6ZakE0ClbSKfAO6tXS33XhPZAd+rR9MFJNz8yS6ONYUMficCVnoaznD68K5jq60q",
+	"CuINYhcXRJlha9DrA3RzSeoxP9zfryD5NgINgTlZ7lCSZl7QYMbaL6TQsYxW+fJ5dGdEfV/IdmCe9Dtr",
+	"e/dav7TPg4BF7efJZALy4ro2/cxtLaZcfMmy8Mfweg4keHO/P6SyH1LZf6VUpgglV3Bttq/MOb+4hQIl",
+	"lmvXimX5tOJa4KPXXOkXhSf/e7OKf/ek4m3U/TWVNWyUaI1FJIHsvnW6/cMyf/PU1CT5t0Cn3ze+708Y",
+	"rgcoi5DXVCqTBIHHMQuYMAoKDTS/zeKNUw5ROOnVrKIiLLQqjDO/zY2DOcvmapel8COq85HJBPeI0OKK",
+	"O59/qrbUU4ZXD7tRaBJuKpk7zjbTk2UFu4wOmsNvGaQpKL1uN+dUwDpNKUDZUByRN/y55RDgDtijKFhS",
+	"TSLmKk3ZBvY7xIeSaenVsIBmxzS4IXoWy2TqCpvZ8lh1CBxA/wduXH4N/NF68v8GWcdb3Q1bmcgb994L",
+	"uuEhfcbaR+Onk/YR69H26eT4uP2U9seHwVF4zE4mrXJ+coqdZhUeViok9QcwRlcNchf79HoE+BxxpvAe",
+	"D76pd7mUX2JuS40qmT8LP/jyY/NlI/is8s8KnrmWNW8Ht5bf+8uXrQJcRhXwwwpr2xUAwkEB3ixJICOZ",
+	"xGo3gsVh/W54D48rledXY/0RP4b+d1qxusMdMwFO7j/RIf9h3fgeOUAC3DEFuthFbTjIJI91tRKczFcM",
+	"IvHxXx8j2y0/zHkb0sznamnSB8ODMwnMEbwtL1GSLQXKGlSFNxmHboA6n2PpLqd7nY1ijfEE7SXOenK8",
+	"o/WkKCNDsLNhUfHaUeHG1FlOet/acvKHE2A/V4lzjRm1JaAmtpFqDeqHWPbYDBCMmgVVkZbrO38Pwczy",
+	"1TlrmpXrokpdMed8lqNE4HKVZR0iVPyEx3MWFvLyIdBfeaXS26CSZ2GAKZSc6cL8VJmd5EZUmydssdNz",
+	"uUe58NgngBIAEZXo08Jgwxu2QJ1dJtq6esUN0ZJwnaUuQZoS5BoMhmI1j8mlPBZTLevTlN+wh8i+jx5M",
+	"bXOnceyPkbJUgRXyMLbyAJAFLm5pxEObTSfjfDLdLlAJvUzcLrCzzXAJdiTtIB+7/gjICdfl08mNOICz",
+	"3vOT3CD9/bR6av7gYkbynl8xQN+KKjmn76dPn9rniZ6ZJwJaxUV8BNjxSTCjUcTElHnlPDUOghEW9F/v",
+	"kv6RO7K1ZTYPTVaVcV9XpcSypd8d4/B75U24KGsjjP134W9dr7/faxMK5uwAoELX1xko3bIlsLwBUXwq",
+	"2snCwxvVQt6oJAgYCzFKfkJ5ZOQIKwa0kWnELFHMGwpMdFZeGvDupgKXDbqszI2cYupYqrSShcW1SmO7",
+	"SjnJQ8CdbJ9P4Ut4A2s689BMhdFg1hmKSuBtUoe7XafuLc/NaqLP/Ydz/Hdxjh8DS7pFJRAIcgSkCAVk",
+	"+ALeOex0O73eYefpVjIDlEegU2w5VIGODrqdHroomrBJOybl8vJ2Hszf1wzmYUDcKfU2UThLfOGHO74J",
+	"SGJp0YpIo/V8ulxUtIL3PE5ZT9fTb19bmP3tDNRosOYTvkLm3evus4zMHfNaMWqnzHBkmF5r0Drs9J8D",
+	"uDEV2mI5jiJ2Czbxn49Gfxu9MSwGnu13e6eHp4e9Z6dbAHU+eh3Q35sI/1zBaeUan3i9yFsestjWBcvR",
+	"u6W7EsUffDXkdL+uFF9NVc8N5hR46y2ds/dUz1qPUP+SLuiYR1xzZs09zg9s5iilmZqH7X3Ro8hZQw97",
+	"3ad9D0+afRMP22dv9filyFfTaTL5Zscxv44QoUyGLazN9z9Mmpvpf7A+37C1/dnd6uSi61ltSstCw8CP",
+	"chB/Yk5RrNe5himsr4l2lczzRbUxyxbRJkOWpeqEdEl888m3Sc34jZY+VObxsAYEFkpj4b5H7mZUM8hD",
+	"wVpBAGbkCifwmMhEB3LOyJ7vrP6+R3wu0k+Y4AOZPVi9ypZOs1WrsD4tsenbQwFDAW7JYi4tRlOq3WAJ",
+	"DjmxczhLbZ12TlB+ksa68hUt/TNMdzZvMA4gTegxyxcsghc65BzWEE3BiTBKkRTpgmHislO8uCB0DBbX",
+	"OzkUigXSDNqGeDERdsgnACR2WUnwKmE0jpZpCYpCVvEUEVOxZ4XlljKmOhQOg8YmlEMek9U871jMjOrI",
+	"b1kMuEowMENfqHYajW+/JlTrP7xIHX7CY/aHqE53CsorlLLIbrCj1krI1OFRsfZEr4+RYSsN9rvHqw0e",
+	"rzb4rNje4XcsZrdapS7PCLKidmcE9lalJ9wWS4sZidhEG77znXWu/65IB9DX1pSpK3Hw3L2F99Tn+xLq",
+	"x9cW4tifG91u8NtnQ3O20G9NTEC+ELEtpavzVZy9DOueawBwaHmtJDZS2AHWZ8QRrWRduWp4ZkrOp9fJ",
+	"mApon6sMaiXfxCMUcS/+evXuba6A8Po0lFxHkIZSbZ+qVxs6pcL3qqKFKwwXWXVS4p2duipzQyl4aKvH",
+	"tFJJHGySiTBj87F6OD+47flZjQE5mfCA08i+ao2T+X5tAfLVDrEosAf1dqGabHpTuu23VUSKjcVrZ2Dv",
+	"zWWZthPFQue3zb7PgTWD1FOBfZKvP2UDcBBlbpCVSPRIXZEsvMRF6ISoDvkAjUFN6MBFYWMB8Vo5A+9y",
+	"uwJ49lYn70jes/XMTKdYRQY3i2Z1rgZGMKQCKlViyW5bTdc8kop/Fm/lqHvkey7ZG+BOqH2kWD6cfeFK",
+	"owPb5qNDa1yheGolKzzwT8yXwYwL5qLP8w5I++Y0puZgvTm/fO2TPTMdH23h/v6ZkZxwENaua8gUkcew",
+	"fmVxzbB4zuqavQO18Yki8k4UKR3LsePKpU9Z2h6kaMcocEPp448fXhMf9Uib1Q1apGvJkfZQoGeS1NT4",
+	"wBaKsQtp5RFbOL5DnsuQM+WRty+BL9nseAQ8hfTzodjzvw5b8GHYGpBhq9PpDFv3/j5cr25GZ4i8CI9B",
+	"QQxMQaU6saKmbw47TDeHVDChPEpiQ8qAemrUBqpdubYVQXfPXyRRZDSGRaJm5l90sZu/0KwMf8nF0g7O",
+	"EBO8Gw4Q9Mh8edQ9KuwoLmvr/vP9/w0AAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

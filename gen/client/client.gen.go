@@ -317,6 +317,27 @@ func (e OpenAIModelListObject) Valid() bool {
 	}
 }
 
+// Defines values for QuotaStateName.
+const (
+	QuotaStateNameDay    QuotaStateName = "day"
+	QuotaStateNameMinute QuotaStateName = "minute"
+	QuotaStateNameMonth  QuotaStateName = "month"
+)
+
+// Valid indicates whether the value is a known member of the QuotaStateName enum.
+func (e QuotaStateName) Valid() bool {
+	switch e {
+	case QuotaStateNameDay:
+		return true
+	case QuotaStateNameMinute:
+		return true
+	case QuotaStateNameMonth:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Role.
 const (
 	RoleAssistant Role = "assistant"
@@ -1413,6 +1434,11 @@ type Problem struct {
 	// Errors The fields at fault, for validation problems.
 	Errors *[]FieldError `json:"errors,omitempty"`
 
+	// Quota The token quota that refused a call (`quota-exceeded`).
+	//
+	// Example: {"limit":100000,"name":"day","remaining":120,"reset":"2026-11-30T00:00:00Z"}
+	Quota *QuotaState `json:"quota,omitempty"`
+
 	// RequestId The request id, also sent as `X-Request-ID`.
 	//
 	// Example: 01JD6Q4Y2M3N4P5Q6R7S8T9V0W
@@ -1433,6 +1459,26 @@ type Problem struct {
 	// Example: urn:deepersensor:problem:invalid-request
 	Type string `json:"type"`
 }
+
+// QuotaState The token quota that refused a call (`quota-exceeded`).
+//
+// Example: {"limit":100000,"name":"day","remaining":120,"reset":"2026-11-30T00:00:00Z"}
+type QuotaState struct {
+	// Limit The tokens it allows in its window.
+	Limit int64 `json:"limit"`
+
+	// Name The quota, per minute (`DS_RATE_LIMIT_TOKENS_PER_MINUTE`), per UTC day or per calendar month.
+	Name QuotaStateName `json:"name"`
+
+	// Remaining The tokens left in the window (for `minute`, 0).
+	Remaining int64 `json:"remaining"`
+
+	// Reset When the window starts anew (for `minute`, when the call would fit).
+	Reset time.Time `json:"reset"`
+}
+
+// QuotaStateName The quota, per minute (`DS_RATE_LIMIT_TOKENS_PER_MINUTE`), per UTC day or per calendar month.
+type QuotaStateName string
 
 // RefreshRequest defines model for RefreshRequest.
 type RefreshRequest struct {
@@ -1529,10 +1575,10 @@ type User struct {
 
 // UserQuotas defines model for UserQuotas.
 type UserQuotas struct {
-	// TokensPerDay Tokens per UTC day; null for the default.
+	// TokensPerDay Tokens per UTC day; null for the default (`DS_QUOTA_TOKENS_PER_DAY`), 0 for no quota.
 	TokensPerDay *int64 `json:"tokens_per_day"`
 
-	// TokensPerMonth Tokens per calendar month (UTC); null for the default.
+	// TokensPerMonth Tokens per calendar month (UTC); null for the default (`DS_QUOTA_TOKENS_PER_MONTH`), 0 for no quota.
 	TokensPerMonth *int64 `json:"tokens_per_month"`
 }
 
@@ -2351,7 +2397,10 @@ type ClientInterface interface {
 	// Ready when the database answers. `checks` also reports each model server as `upstream:<name>`
 	// (`upstream:ollama` for the one server of `DS_OLLAMA_URL`), `ok` or `unavailable`, checked with a
 	// short timeout; a model server that does not answer leaves the instance ready, since it still serves
-	// everything else and every instance shares its model servers.
+	// everything else and every instance shares its model servers. With a read replica
+	// (`DS_DATABASE_READ_URL`), `database_replica` is `ok`, or `degraded` while it does not answer or lags
+	// more than `DS_DATABASE_READ_MAX_LAG` behind the primary, which then serves its reads: the instance
+	// stays ready.
 	//
 	// Corresponds with GET /readyz (the `GetReadiness` operationId).
 	GetReadiness(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -3082,7 +3131,10 @@ func (c *Client) GetOpenAPI(ctx context.Context, reqEditors ...RequestEditorFn) 
 // Ready when the database answers. `checks` also reports each model server as `upstream:<name>`
 // (`upstream:ollama` for the one server of `DS_OLLAMA_URL`), `ok` or `unavailable`, checked with a
 // short timeout; a model server that does not answer leaves the instance ready, since it still serves
-// everything else and every instance shares its model servers.
+// everything else and every instance shares its model servers. With a read replica
+// (`DS_DATABASE_READ_URL`), `database_replica` is `ok`, or `degraded` while it does not answer or lags
+// more than `DS_DATABASE_READ_MAX_LAG` behind the primary, which then serves its reads: the instance
+// stays ready.
 //
 // Corresponds with GET /readyz (the `GetReadiness` operationId).
 func (c *Client) GetReadiness(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -5537,7 +5589,10 @@ type ClientWithResponsesInterface interface {
 	// Ready when the database answers. `checks` also reports each model server as `upstream:<name>`
 	// (`upstream:ollama` for the one server of `DS_OLLAMA_URL`), `ok` or `unavailable`, checked with a
 	// short timeout; a model server that does not answer leaves the instance ready, since it still serves
-	// everything else and every instance shares its model servers.
+	// everything else and every instance shares its model servers. With a read replica
+	// (`DS_DATABASE_READ_URL`), `database_replica` is `ok`, or `degraded` while it does not answer or lags
+	// more than `DS_DATABASE_READ_MAX_LAG` behind the primary, which then serves its reads: the instance
+	// stays ready.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -5939,6 +5994,11 @@ func (r GetHealthResponse) ContentType() string {
 	return ""
 }
 
+// OllamaChatResponse200Headers the declared response headers of an HTTP 200 response for OllamaChat
+type OllamaChatResponse200Headers struct {
+	XQuotaDayRemaining *int64
+}
+
 // OllamaChatResponse400Headers the declared response headers of an HTTP 400 response for OllamaChat
 type OllamaChatResponse400Headers struct {
 	RetryAfter      *int
@@ -6032,6 +6092,8 @@ type OllamaChatResponse struct {
 	JSON503 *OllamaError
 	// JSON504 the response for an HTTP 504 `application/json` response
 	JSON504 *OllamaError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *OllamaChatResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *OllamaChatResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -6145,6 +6207,11 @@ func (r OllamaChatResponse) ContentType() string {
 	return ""
 }
 
+// OllamaEmbedResponse200Headers the declared response headers of an HTTP 200 response for OllamaEmbed
+type OllamaEmbedResponse200Headers struct {
+	XQuotaDayRemaining *int64
+}
+
 // OllamaEmbedResponse400Headers the declared response headers of an HTTP 400 response for OllamaEmbed
 type OllamaEmbedResponse400Headers struct {
 	RetryAfter      *int
@@ -6238,6 +6305,8 @@ type OllamaEmbedResponse struct {
 	JSON503 *OllamaError
 	// JSON504 the response for an HTTP 504 `application/json` response
 	JSON504 *OllamaError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *OllamaEmbedResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *OllamaEmbedResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -6351,6 +6420,11 @@ func (r OllamaEmbedResponse) ContentType() string {
 	return ""
 }
 
+// OllamaGenerateResponse200Headers the declared response headers of an HTTP 200 response for OllamaGenerate
+type OllamaGenerateResponse200Headers struct {
+	XQuotaDayRemaining *int64
+}
+
 // OllamaGenerateResponse400Headers the declared response headers of an HTTP 400 response for OllamaGenerate
 type OllamaGenerateResponse400Headers struct {
 	RetryAfter      *int
@@ -6444,6 +6518,8 @@ type OllamaGenerateResponse struct {
 	JSON503 *OllamaError
 	// JSON504 the response for an HTTP 504 `application/json` response
 	JSON504 *OllamaError
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *OllamaGenerateResponse200Headers
 	// Headers400 the parsed response headers for an HTTP 400 response
 	Headers400 *OllamaGenerateResponse400Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -6997,7 +7073,8 @@ func (r OllamaVersionResponse) ContentType() string {
 
 // OpenaiCreateChatCompletionResponse200Headers the declared response headers of an HTTP 200 response for OpenaiCreateChatCompletion
 type OpenaiCreateChatCompletionResponse200Headers struct {
-	XDSConversationId *openapi_types.UUID
+	XDSConversationId  *openapi_types.UUID
+	XQuotaDayRemaining *int64
 }
 
 // OpenaiCreateChatCompletionResponse401Headers the declared response headers of an HTTP 401 response for OpenaiCreateChatCompletion
@@ -7144,6 +7221,11 @@ func (r OpenaiCreateChatCompletionResponse) ContentType() string {
 	return ""
 }
 
+// OpenaiCreateEmbeddingResponse200Headers the declared response headers of an HTTP 200 response for OpenaiCreateEmbedding
+type OpenaiCreateEmbeddingResponse200Headers struct {
+	XQuotaDayRemaining *int64
+}
+
 // OpenaiCreateEmbeddingResponse401Headers the declared response headers of an HTTP 401 response for OpenaiCreateEmbedding
 type OpenaiCreateEmbeddingResponse401Headers struct {
 	WWWAuthenticate *string
@@ -7187,6 +7269,8 @@ type OpenaiCreateEmbeddingResponse struct {
 	JSON503 *OpenAIServiceUnavailable
 	// JSON504 the response for an HTTP 504 `application/json` response
 	JSON504 *OpenAIGatewayTimeout
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *OpenaiCreateEmbeddingResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *OpenaiCreateEmbeddingResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -8708,6 +8792,11 @@ func (r SignupResponse) ContentType() string {
 	return ""
 }
 
+// ChatResponse200Headers the declared response headers of an HTTP 200 response for Chat
+type ChatResponse200Headers struct {
+	XQuotaDayRemaining *int64
+}
+
 // ChatResponse401Headers the declared response headers of an HTTP 401 response for Chat
 type ChatResponse401Headers struct {
 	WWWAuthenticate *string
@@ -8755,6 +8844,8 @@ type ChatResponse struct {
 	ApplicationproblemJSON503 *ServiceUnavailable
 	// ApplicationproblemJSON504 the response for an HTTP 504 `application/problem+json` response
 	ApplicationproblemJSON504 *GatewayTimeout
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ChatResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ChatResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
@@ -8859,8 +8950,9 @@ func (r ChatResponse) ContentType() string {
 
 // StreamChatResponse200Headers the declared response headers of an HTTP 200 response for StreamChat
 type StreamChatResponse200Headers struct {
-	CacheControl    *string
-	XAccelBuffering *string
+	CacheControl       *string
+	XAccelBuffering    *string
+	XQuotaDayRemaining *int64
 }
 
 // StreamChatResponse401Headers the declared response headers of an HTTP 401 response for StreamChat
@@ -10522,7 +10614,10 @@ func (c *ClientWithResponses) GetOpenAPIWithResponse(ctx context.Context, reqEdi
 // Ready when the database answers. `checks` also reports each model server as `upstream:<name>`
 // (`upstream:ollama` for the one server of `DS_OLLAMA_URL`), `ok` or `unavailable`, checked with a
 // short timeout; a model server that does not answer leaves the instance ready, since it still serves
-// everything else and every instance shares its model servers.
+// everything else and every instance shares its model servers. With a read replica
+// (`DS_DATABASE_READ_URL`), `database_replica` is `ok`, or `degraded` while it does not answer or lags
+// more than `DS_DATABASE_READ_MAX_LAG` behind the primary, which then serves its reads: the instance
+// stays ready.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -11216,6 +11311,16 @@ func ParseOllamaChatResponse(rsp *http.Response) (*OllamaChatResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers OllamaChatResponse200Headers
+		if values := rsp.Header.Values("X-Quota-Day-Remaining"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Quota-Day-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XQuotaDayRemaining = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 400:
 		var headers OllamaChatResponse400Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -11509,6 +11614,16 @@ func ParseOllamaEmbedResponse(rsp *http.Response) (*OllamaEmbedResponse, error) 
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers OllamaEmbedResponse200Headers
+		if values := rsp.Header.Values("X-Quota-Day-Remaining"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Quota-Day-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XQuotaDayRemaining = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 400:
 		var headers OllamaEmbedResponse400Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -11805,6 +11920,16 @@ func ParseOllamaGenerateResponse(rsp *http.Response) (*OllamaGenerateResponse, e
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers OllamaGenerateResponse200Headers
+		if values := rsp.Header.Values("X-Quota-Day-Remaining"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Quota-Day-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XQuotaDayRemaining = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 400:
 		var headers OllamaGenerateResponse400Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -12701,6 +12826,13 @@ func ParseOpenaiCreateChatCompletionResponse(rsp *http.Response) (*OpenaiCreateC
 			}
 			headers.XDSConversationId = &value
 		}
+		if values := rsp.Header.Values("X-Quota-Day-Remaining"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Quota-Day-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XQuotaDayRemaining = &value
+		}
 		response.Headers200 = &headers
 	case rsp.StatusCode == 401:
 		var headers OpenaiCreateChatCompletionResponse401Headers
@@ -12852,6 +12984,16 @@ func ParseOpenaiCreateEmbeddingResponse(rsp *http.Response) (*OpenaiCreateEmbedd
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers OpenaiCreateEmbeddingResponse200Headers
+		if values := rsp.Header.Values("X-Quota-Day-Remaining"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Quota-Day-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XQuotaDayRemaining = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 401:
 		var headers OpenaiCreateEmbeddingResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -14595,6 +14737,16 @@ func ParseChatResponse(rsp *http.Response) (*ChatResponse, error) {
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers ChatResponse200Headers
+		if values := rsp.Header.Values("X-Quota-Day-Remaining"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Quota-Day-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XQuotaDayRemaining = &value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 401:
 		var headers ChatResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
@@ -14767,6 +14919,13 @@ func ParseStreamChatResponse(rsp *http.Response) (*StreamChatResponse, error) {
 				return nil, err
 			}
 			headers.XAccelBuffering = &value
+		}
+		if values := rsp.Header.Values("X-Quota-Day-Remaining"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Quota-Day-Remaining", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XQuotaDayRemaining = &value
 		}
 		response.Headers200 = &headers
 	case rsp.StatusCode == 401:

@@ -12,6 +12,25 @@ import (
 	"github.com/google/uuid"
 )
 
+const getUserQuotas = `-- name: GetUserQuotas :one
+SELECT tokens_per_day, tokens_per_month
+FROM users
+WHERE id = $1
+`
+
+type GetUserQuotasRow struct {
+	TokensPerDay   *int64
+	TokensPerMonth *int64
+}
+
+// A user's own token quotas (NULL: the default).
+func (q *Queries) GetUserQuotas(ctx context.Context, id uuid.UUID) (GetUserQuotasRow, error) {
+	row := q.db.QueryRow(ctx, getUserQuotas, id)
+	var i GetUserQuotasRow
+	err := row.Scan(&i.TokensPerDay, &i.TokensPerMonth)
+	return i, err
+}
+
 const getUserRole = `-- name: GetUserRole :one
 SELECT role
 FROM users

@@ -13,20 +13,77 @@ import (
 )
 
 const createConversation = `-- name: CreateConversation :one
-INSERT INTO conversations (user_id, title, model)
-VALUES ($1, $2, $3)
-RETURNING id, user_id, title, model, created_at, updated_at
+WITH counted AS (
+    UPDATE users
+    SET stored_bytes = stored_bytes + $1::bigint
+    WHERE id = $2::uuid
+      AND ($3::bigint <= 0 OR stored_bytes + $1::bigint <= $3::bigint)
+    RETURNING id
+), conversation AS (
+    INSERT INTO conversations (user_id, title, model)
+    SELECT counted.id, $4::text, $5::text
+    FROM counted
+    RETURNING id, user_id, title, model, created_at, updated_at
+), stored AS (
+    INSERT INTO messages (id, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens)
+    SELECT ($6::uuid[])[i], conversation.id, ($7::text[])[i], ($8::text[])[i], ($9::text[])[i],
+        ($10::text[])[i], ($11::text[])[i], nullif(($12::integer[])[i], -1),
+        nullif(($13::integer[])[i], -1)
+    FROM conversation,
+        generate_subscripts($6::uuid[], 1) AS i
+    ORDER BY i
+)
+SELECT conversation.id, conversation.user_id, conversation.title, conversation.model, conversation.created_at,
+    conversation.updated_at
+FROM conversation
 `
 
 type CreateConversationParams struct {
-	UserID uuid.UUID
-	Title  string
-	Model  string
+	Bytes            int64
+	UserID           uuid.UUID
+	MaxBytes         int64
+	Title            string
+	Model            string
+	Ids              []uuid.UUID
+	Roles            []string
+	Contents         []string
+	Statuses         []string
+	Models           []string
+	DoneReasons      []string
+	PromptTokens     []int32
+	CompletionTokens []int32
 }
 
-func (q *Queries) CreateConversation(ctx context.Context, arg CreateConversationParams) (Conversation, error) {
-	row := q.db.QueryRow(ctx, createConversation, arg.UserID, arg.Title, arg.Model)
-	var i Conversation
+type CreateConversationRow struct {
+	ID        uuid.UUID
+	UserID    uuid.UUID
+	Title     string
+	Model     string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Creates a conversation of the user with its first messages and counts their @bytes of content as stored by
+// the user, in one statement (one round trip, one commit); unless @max_bytes is above zero and the count
+// would pass it, or the user does not exist: then nothing is stored and no row is returned. The messages
+// are the arrays, one element per message in order, as in AppendMessages.
+func (q *Queries) CreateConversation(ctx context.Context, arg CreateConversationParams) (CreateConversationRow, error) {
+	row := q.db.QueryRow(ctx, createConversation,
+		arg.Bytes,
+		arg.UserID,
+		arg.MaxBytes,
+		arg.Title,
+		arg.Model,
+		arg.Ids,
+		arg.Roles,
+		arg.Contents,
+		arg.Statuses,
+		arg.Models,
+		arg.DoneReasons,
+		arg.PromptTokens,
+		arg.CompletionTokens,
+	)
+	var i CreateConversationRow
 	err := row.Scan(
 		&i.ID,
 		&i.UserID,
@@ -165,17 +222,6 @@ func (q *Queries) LockConversation(ctx context.Context, arg LockConversationPara
 	var id uuid.UUID
 	err := row.Scan(&id)
 	return id, err
-}
-
-const touchConversation = `-- name: TouchConversation :exec
-UPDATE conversations
-SET updated_at = now()
-WHERE id = $1
-`
-
-func (q *Queries) TouchConversation(ctx context.Context, id uuid.UUID) error {
-	_, err := q.db.Exec(ctx, touchConversation, id)
-	return err
 }
 
 const updateConversationTitle = `-- name: UpdateConversationTitle :one

@@ -12,68 +12,91 @@ import (
 	"github.com/google/uuid"
 )
 
-const addStoredBytes = `-- name: AddStoredBytes :exec
-UPDATE users
-SET stored_bytes = stored_bytes + $1
-WHERE id = $2
+const appendMessages = `-- name: AppendMessages :many
+WITH counted AS (
+    UPDATE users
+    SET stored_bytes = stored_bytes + $1::bigint
+    WHERE id = $2::uuid
+      AND ($3::bigint <= 0 OR stored_bytes + $1::bigint <= $3::bigint)
+    RETURNING id
+), touched AS (
+    UPDATE conversations
+    SET updated_at = now()
+    WHERE id = $4::uuid
+      AND EXISTS (SELECT 1 FROM counted)
+), stored AS (
+    INSERT INTO messages (id, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens)
+    SELECT ($5::uuid[])[i], $4::uuid, ($6::text[])[i], ($7::text[])[i], ($8::text[])[i],
+        ($9::text[])[i], ($10::text[])[i], nullif(($11::integer[])[i], -1),
+        nullif(($12::integer[])[i], -1)
+    FROM counted,
+        generate_subscripts($5::uuid[], 1) AS i
+    ORDER BY i
+    RETURNING id, seq, created_at
+)
+SELECT stored.id, stored.seq, stored.created_at
+FROM stored
+ORDER BY stored.seq
 `
 
-type AddStoredBytesParams struct {
-	Bytes  int64
-	UserID uuid.UUID
-}
-
-// Counts @bytes more of stored content for the user, whatever the cap: an answer is never lost.
-func (q *Queries) AddStoredBytes(ctx context.Context, arg AddStoredBytesParams) error {
-	_, err := q.db.Exec(ctx, addStoredBytes, arg.Bytes, arg.UserID)
-	return err
-}
-
-const createMessage = `-- name: CreateMessage :one
-INSERT INTO messages (id, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-RETURNING id, seq, conversation_id, role, content, status, model, done_reason, prompt_tokens, completion_tokens, created_at
-`
-
-type CreateMessageParams struct {
-	ID               uuid.UUID
+type AppendMessagesParams struct {
+	Bytes            int64
+	UserID           uuid.UUID
+	MaxBytes         int64
 	ConversationID   uuid.UUID
-	Role             string
-	Content          string
-	Status           string
-	Model            string
-	DoneReason       string
-	PromptTokens     *int32
-	CompletionTokens *int32
+	Ids              []uuid.UUID
+	Roles            []string
+	Contents         []string
+	Statuses         []string
+	Models           []string
+	DoneReasons      []string
+	PromptTokens     []int32
+	CompletionTokens []int32
 }
 
-func (q *Queries) CreateMessage(ctx context.Context, arg CreateMessageParams) (Message, error) {
-	row := q.db.QueryRow(ctx, createMessage,
-		arg.ID,
+type AppendMessagesRow struct {
+	ID        uuid.UUID
+	Seq       int64
+	CreatedAt time.Time
+}
+
+// Stores messages at the end of a conversation, marks it active and counts their @bytes of content as stored
+// by the user, in one statement (one round trip, one commit), and returns their ids, places and times in
+// order (not their content, which the caller has); unless @max_bytes is above zero and the count would pass
+// it, or the user does not exist: then nothing is stored and no row is returned. A conversation that no
+// longer exists fails the messages' foreign key, which undoes the count. The messages are the arrays, one
+// element per message in order; a token count of -1 is stored as NULL (no usage reported).
+func (q *Queries) AppendMessages(ctx context.Context, arg AppendMessagesParams) ([]AppendMessagesRow, error) {
+	rows, err := q.db.Query(ctx, appendMessages,
+		arg.Bytes,
+		arg.UserID,
+		arg.MaxBytes,
 		arg.ConversationID,
-		arg.Role,
-		arg.Content,
-		arg.Status,
-		arg.Model,
-		arg.DoneReason,
+		arg.Ids,
+		arg.Roles,
+		arg.Contents,
+		arg.Statuses,
+		arg.Models,
+		arg.DoneReasons,
 		arg.PromptTokens,
 		arg.CompletionTokens,
 	)
-	var i Message
-	err := row.Scan(
-		&i.ID,
-		&i.Seq,
-		&i.ConversationID,
-		&i.Role,
-		&i.Content,
-		&i.Status,
-		&i.Model,
-		&i.DoneReason,
-		&i.PromptTokens,
-		&i.CompletionTokens,
-		&i.CreatedAt,
-	)
-	return i, err
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AppendMessagesRow
+	for rows.Next() {
+		var i AppendMessagesRow
+		if err := rows.Scan(&i.ID, &i.Seq, &i.CreatedAt); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const listMessagePage = `-- name: ListMessagePage :many
@@ -160,26 +183,4 @@ func (q *Queries) ListMessagePage(ctx context.Context, arg ListMessagePageParams
 		return nil, err
 	}
 	return items, nil
-}
-
-const reserveStoredBytes = `-- name: ReserveStoredBytes :execrows
-UPDATE users
-SET stored_bytes = stored_bytes + $1
-WHERE id = $2
-  AND stored_bytes + $1 <= $3
-`
-
-type ReserveStoredBytesParams struct {
-	Bytes    int64
-	UserID   uuid.UUID
-	MaxBytes int64
-}
-
-// Counts @bytes more of stored content for the user, unless that would pass @max_bytes.
-func (q *Queries) ReserveStoredBytes(ctx context.Context, arg ReserveStoredBytesParams) (int64, error) {
-	result, err := q.db.Exec(ctx, reserveStoredBytes, arg.Bytes, arg.UserID, arg.MaxBytes)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
 }

@@ -94,6 +94,35 @@ type InsertUsageRecordsParams struct {
 	CreatedAt        time.Time
 }
 
+const userTokensUsed = `-- name: UserTokensUsed :one
+SELECT
+    coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE created_at >= $1), 0)::bigint AS day_tokens,
+    coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE created_at >= $2), 0)::bigint AS month_tokens
+FROM usage_records
+WHERE user_id = $3
+  AND created_at >= least($1::timestamptz, $2::timestamptz)
+`
+
+type UserTokensUsedParams struct {
+	DayStart   time.Time
+	MonthStart time.Time
+	UserID     uuid.UUID
+}
+
+type UserTokensUsedRow struct {
+	DayTokens   int64
+	MonthTokens int64
+}
+
+// One user's prompt and completion tokens since the start of a day and since the start of a month (the
+// earlier of the two), to rebuild quota totals: an index-only scan of usage_records_user_id_created_at_idx.
+func (q *Queries) UserTokensUsed(ctx context.Context, arg UserTokensUsedParams) (UserTokensUsedRow, error) {
+	row := q.db.QueryRow(ctx, userTokensUsed, arg.DayStart, arg.MonthStart, arg.UserID)
+	var i UserTokensUsedRow
+	err := row.Scan(&i.DayTokens, &i.MonthTokens)
+	return i, err
+}
+
 const userUsage = `-- name: UserUsage :many
 SELECT
     (CASE WHEN $1::boolean THEN (created_at AT TIME ZONE 'UTC')::date END)::date AS day,

@@ -2,11 +2,14 @@
 // GET /api/tags, POST /api/show and GET / with the headers, field order and error bodies recorded from a
 // real Ollama v0.17.4 (testdata/ holds the recordings), and POST /api/embed with Ollama's shape and
 // deterministic vectors (see Embedding); it can be told to load slowly, emit slowly, stall, fail in the
-// middle of a stream or fail outright. It records the requests it receives and counts those
-// whose client went away before the answer was complete.
+// middle of a stream or fail outright, and to break its answers as a crashing or faulty server does (see
+// Break and Endless). It records the requests it receives and counts those whose client went away before
+// the answer was complete.
 package ollamatest
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +17,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,9 +45,43 @@ type Options struct {
 	Fault *Fault
 	// Status, if not zero, is the status of every /api/ answer, with the body {"error": StatusMessage}.
 	Status int
-	// StatusMessage is the error message sent with Status; empty means the status text in lower case.
+	// ChatStatus, if not zero, is the status of every /api/chat answer, with the body {"error": StatusMessage},
+	// while the other routes answer as usual: Ollama answers 500 so when a model's runner fails to start.
+	ChatStatus int
+	// StatusMessage is the error message sent with Status or ChatStatus; empty means the status text in lower
+	// case.
 	StatusMessage string
+	// Break, if not nil, breaks every chat answer in one of the ways that Fault does not describe.
+	Break *Break
+	// Endless makes every streamed chat answer go on for ever: the tokens over and over, ChunkDelay apart,
+	// and never a final chunk, until the client goes away or the Server is closed. A non-streamed answer
+	// never comes.
+	Endless bool
 }
+
+// Break breaks a chat answer as How says: a streamed answer after After content chunks have been sent.
+type Break struct {
+	After int
+	How   BreakKind
+}
+
+// BreakKind is a way of breaking a chat answer.
+type BreakKind int
+
+const (
+	// Disconnect closes the connection without the final chunk and without ending the chunked body, as when
+	// the Ollama process is killed. A non-streamed answer is cut off in the middle of its JSON object.
+	Disconnect BreakKind = iota + 1
+	// MalformedLine sends a line that is not JSON (an object cut short), then the rest of the answer as usual.
+	// A non-streamed answer is such an object.
+	MalformedLine
+	// HugeLine sends one content chunk of HugeLineSize bytes of content, on one line, then the rest of the
+	// answer as usual. A non-streamed answer holds that content before its own.
+	HugeLine
+)
+
+// HugeLineSize is the content size of the chunk that HugeLine sends: 10 MiB.
+const HugeLineSize = 10 << 20
 
 // Fault breaks a chat answer after After content chunks have been sent. If Error is not empty, the stream
 // ends with an {"error": Error} line and no final chunk, as when Ollama's runner dies mid-stream
@@ -121,11 +160,14 @@ func New(tb testing.TB, opts Options) *Server {
 	if opts.Tokens == nil {
 		opts.Tokens = defaultTokens
 	}
+	if opts.Endless && len(opts.Tokens) == 0 {
+		tb.Fatal("ollamatest: Endless needs Tokens to repeat")
+	}
 	if opts.DoneReason == "" {
 		opts.DoneReason = "stop"
 	}
-	if opts.Status != 0 && opts.StatusMessage == "" {
-		opts.StatusMessage = strings.ToLower(http.StatusText(opts.Status))
+	if status := cmp.Or(opts.Status, opts.ChatStatus); status != 0 && opts.StatusMessage == "" {
+		opts.StatusMessage = strings.ToLower(http.StatusText(status))
 	}
 	s := &Server{opts: opts}
 
@@ -139,11 +181,15 @@ func New(tb testing.TB, opts Options) *Server {
 	return s
 }
 
-// refuse applies Options.Status to every /api/ request.
+// refuse applies Options.Status to every /api/ request, and Options.ChatStatus to /api/chat.
 func (s *Server) refuse(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.opts.Status != 0 && strings.HasPrefix(r.URL.Path, "/api/") {
 			writeError(w, s.opts.Status, s.opts.StatusMessage)
+			return
+		}
+		if s.opts.ChatStatus != 0 && r.URL.Path == "/api/chat" {
+			writeError(w, s.opts.ChatStatus, s.opts.StatusMessage)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -223,20 +269,30 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		s.Break(ctx, s.opts.Fault, func(msg string) { writeError(w, http.StatusInternalServerError, msg) }) {
 		return
 	}
+	if s.opts.Endless {
+		s.Stall(ctx)
+		return
+	}
 	final.CreatedAt = now()
 	final.Message.Content = strings.Join(tokens, "")
 	final.PromptEvalDuration = elapsed(promptStart)
 	final.EvalDuration = elapsed(promptStart)
 	final.TotalDuration = elapsed(start)
+	if s.opts.Break != nil {
+		breakAnswer(w, s.opts.Break.How, final)
+		return
+	}
 	writeJSON(w, http.StatusOK, final)
 }
 
-// stream sends tokens one NDJSON line each, flushed one by one, then the final chunk or the fault.
+// stream sends tokens one NDJSON line each, flushed one by one, then the final chunk or the fault; with
+// Endless, it sends them over and over.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, final chatChunk, tokens []string, promptStart, start time.Time) {
 	ctx := r.Context()
 	w.Header().Set("Content-Type", "application/x-ndjson")
+	brk := s.opts.Break
 	var evalStart time.Time
-	for i, tok := range tokens {
+	for i := 0; i < len(tokens) || s.opts.Endless; i++ {
 		if i > 0 && !s.Wait(ctx, s.opts.ChunkDelay) {
 			return
 		}
@@ -244,9 +300,15 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, final chatChunk,
 			final.PromptEvalDuration = elapsed(promptStart)
 			evalStart = time.Now()
 		}
-		if !s.writeLine(w, chatChunk{Model: final.Model, CreatedAt: now(), Message: assistant(tok)}) {
+		if brk != nil && i == brk.After && !s.breakStream(w, brk.How, final.Model) {
 			return
 		}
+		if !s.writeLine(w, chatChunk{Model: final.Model, CreatedAt: now(), Message: assistant(tokens[i%len(tokens)])}) {
+			return
+		}
+	}
+	if brk != nil && brk.After >= len(tokens) && !s.breakStream(w, brk.How, final.Model) {
+		return
 	}
 	if s.Break(ctx, s.opts.Fault, func(msg string) { s.writeLine(w, errorBody{Error: msg}) }) {
 		return
@@ -260,6 +322,55 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, final chatChunk,
 	final.CreatedAt = now()
 	final.TotalDuration = elapsed(start)
 	s.writeLine(w, final)
+}
+
+// breakStream breaks a streamed answer as how says, and reports whether the rest of the answer should follow.
+func (s *Server) breakStream(w http.ResponseWriter, how BreakKind, model string) bool {
+	switch how {
+	case Disconnect:
+		panic(http.ErrAbortHandler) // net/http closes the connection, without the end of the chunked body
+	case MalformedLine:
+		return s.Send(w, []byte(`{"model":"`+model+`","created_at":"`+now().Format(time.RFC3339Nano)+`","message":{"role":"assis`+"\n"))
+	case HugeLine:
+		line := withHugeContent(chatChunk{Model: model, CreatedAt: now(), Message: assistant("")})
+		return s.Send(w, append(line, '\n'))
+	}
+	panic(fmt.Sprintf("ollamatest: unknown BreakKind %d", how))
+}
+
+// breakAnswer writes final, a non-streamed answer, broken as how says.
+func breakAnswer(w http.ResponseWriter, how BreakKind, final chatChunk) {
+	body, err := json.Marshal(final)
+	if err != nil {
+		panic(err)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	switch how {
+	case HugeLine:
+		_, _ = w.Write(withHugeContent(final))
+	case Disconnect:
+		// The whole length is announced, half the body sent, and the connection closed.
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body[:len(body)/2])
+		_ = http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	case MalformedLine:
+		_, _ = w.Write(body[:len(body)/2])
+	default:
+		panic(fmt.Sprintf("ollamatest: unknown BreakKind %d", how))
+	}
+}
+
+// withHugeContent returns the JSON of c with HugeLineSize bytes of "x" before its content. They are spliced
+// in rather than encoded: encoding 10 MiB takes seconds under the race detector.
+func withHugeContent(c chatChunk) []byte {
+	body, err := json.Marshal(c)
+	if err != nil {
+		panic(err)
+	}
+	const key = `"content":"`
+	at := bytes.Index(body, []byte(key)) + len(key)
+	return slices.Concat(body[:at], bytes.Repeat([]byte("x"), HugeLineSize), body[at:])
 }
 
 // writeLine sends v as one NDJSON line and flushes it. It reports false if the client has gone away.

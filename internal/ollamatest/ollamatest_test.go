@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -501,5 +502,165 @@ func TestEmbed(t *testing.T) {
 	}
 	if status, body := embed(`{"model":"nope","input":"x"}`); status != http.StatusNotFound || body != `{"error":"model \"nope\" not found, try pulling it first"}` {
 		t.Errorf("unknown model = %d %s", status, body)
+	}
+}
+
+// TestBreaks checks each way Break breaks an answer, streamed (what the client reads up to the break, and
+// after it) and not.
+func TestBreaks(t *testing.T) {
+	tokens := []string{"a", "b", "c", "d"}
+	const after = 2
+	tests := []struct {
+		name string
+		how  ollamatest.BreakKind
+		// streamed checks the lines read and how reading ended; answer checks a non-streamed answer.
+		streamed func(t *testing.T, lines []string, err error)
+		answer   func(t *testing.T, resp *http.Response, body []byte, err error)
+	}{
+		{
+			name: "disconnect",
+			how:  ollamatest.Disconnect,
+			streamed: func(t *testing.T, lines []string, err error) {
+				if !errors.Is(err, io.ErrUnexpectedEOF) || len(lines) != after {
+					t.Errorf("%d lines, then %v; want the %d lines before the break, then an unexpected EOF", len(lines), err, after)
+				}
+			},
+			answer: func(t *testing.T, _ *http.Response, body []byte, err error) {
+				if !errors.Is(err, io.ErrUnexpectedEOF) || len(body) == 0 {
+					t.Errorf("read %d bytes, then %v; want part of the answer, then an unexpected EOF", len(body), err)
+				}
+			},
+		},
+		{
+			name: "malformed line",
+			how:  ollamatest.MalformedLine,
+			streamed: func(t *testing.T, lines []string, err error) {
+				if err != nil || len(lines) != len(tokens)+2 || json.Valid([]byte(lines[after])) || !json.Valid([]byte(lines[after+1])) {
+					t.Errorf("lines %q, %v; want line %d not JSON and the rest of the answer after it", lines, err, after+1)
+				}
+			},
+			answer: func(t *testing.T, resp *http.Response, body []byte, err error) {
+				if err != nil || resp.StatusCode != http.StatusOK || len(body) == 0 || json.Valid(body) {
+					t.Errorf("%d %q, %v; want a 200 whose body is not JSON", resp.StatusCode, body, err)
+				}
+			},
+		},
+		{
+			name: "huge line",
+			how:  ollamatest.HugeLine,
+			streamed: func(t *testing.T, lines []string, err error) {
+				if err != nil || len(lines) != len(tokens)+2 || hugeContent(t, lines[after]) != "" {
+					t.Errorf("%d lines, %v; want line %d with %d bytes of content and the rest of the answer after it",
+						len(lines), err, after+1, ollamatest.HugeLineSize)
+				}
+			},
+			answer: func(t *testing.T, resp *http.Response, body []byte, err error) {
+				if err != nil || resp.StatusCode != http.StatusOK || hugeContent(t, string(body)) != "abcd" {
+					t.Errorf("%d, %d bytes, %v; want a 200 with the huge content before the answer's", resp.StatusCode, len(body), err)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := ollamatest.New(t, ollamatest.Options{Tokens: tokens, Break: &ollamatest.Break{After: after, How: tt.how}})
+			resp := post(t, fake.URL, `{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`)
+			var got []string
+			br := bufio.NewReader(resp.Body)
+			var err error
+			for {
+				var line string
+				if line, err = br.ReadString('\n'); err != nil {
+					break
+				}
+				got = append(got, strings.TrimSuffix(line, "\n"))
+			}
+			if err == io.EOF {
+				err = nil
+			}
+			tt.streamed(t, got, err)
+
+			resp = post(t, fake.URL, `{"model":"tiny","stream":false,"messages":[{"role":"user","content":"hi"}]}`)
+			body, err := io.ReadAll(resp.Body)
+			tt.answer(t, resp, body, err)
+		})
+	}
+}
+
+// hugeContent checks that a chat answer or line has HugeLineSize bytes of "x" at the start of its content,
+// and returns the rest of the content. It decodes the line without them: decoding 10 MiB takes seconds
+// under the race detector.
+func hugeContent(tb testing.TB, line string) string {
+	tb.Helper()
+	const key = `"content":"`
+	at := strings.Index(line, key) + len(key)
+	if at < len(key) || len(line) < at+ollamatest.HugeLineSize || line[at:at+ollamatest.HugeLineSize] != strings.Repeat("x", ollamatest.HugeLineSize) {
+		tb.Fatalf("line of %d bytes does not hold %d bytes of x as its content", len(line), ollamatest.HugeLineSize)
+	}
+	return contentOf(tb, line[:at]+line[at+ollamatest.HugeLineSize:])
+}
+
+// contentOf returns the message content of a chat answer or line.
+func contentOf(tb testing.TB, line string) string {
+	tb.Helper()
+	var obj struct{ Message struct{ Content string } }
+	if err := json.Unmarshal([]byte(line), &obj); err != nil {
+		tb.Fatalf("line of %d bytes: %v", len(line), err)
+	}
+	return obj.Message.Content
+}
+
+func TestChatStatusAppliesToChatOnly(t *testing.T) {
+	const msg = "llama runner process has terminated: exit status 2"
+	fake := ollamatest.New(t, ollamatest.Options{ChatStatus: http.StatusInternalServerError, StatusMessage: msg})
+	resp := post(t, fake.URL, `{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusInternalServerError || string(body) != `{"error":"`+msg+`"}` {
+		t.Errorf("/api/chat: %d %s", resp.StatusCode, body)
+	}
+	tags, err := http.Get(fake.URL + "/api/tags")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = tags.Body.Close()
+	if tags.StatusCode != http.StatusOK {
+		t.Errorf("/api/tags: status %d, want 200", tags.StatusCode)
+	}
+}
+
+// TestEndless checks that an endless answer keeps coming, without a final chunk, until the client leaves,
+// and that a non-streamed one never comes.
+func TestEndless(t *testing.T) {
+	fake := ollamatest.New(t, ollamatest.Options{Tokens: []string{"a", "b", "c"}, Endless: true, ChunkDelay: time.Millisecond})
+	resp := post(t, fake.URL, `{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`)
+	br := bufio.NewReader(resp.Body)
+	var text strings.Builder
+	for range 20 {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(line, `"done":true`) {
+			t.Fatalf("final chunk %s", line)
+		}
+		text.WriteString(contentOf(t, line))
+	}
+	if text.String() != strings.Repeat("abc", 7)[:20] {
+		t.Errorf("content %q, want the tokens over and over", text.String())
+	}
+	_ = resp.Body.Close()
+	if !fake.WaitCancelled(1, time.Second) {
+		t.Error("the fake did not see the client go away")
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fake.URL+"/api/chat",
+		strings.NewReader(`{"model":"tiny","stream":false,"messages":[{"role":"user","content":"hi"}]}`))
+	if resp, err := http.DefaultClient.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("non-streamed answer: %v, %v; want none before the deadline", resp, err)
+		if resp != nil {
+			_ = resp.Body.Close()
+		}
 	}
 }

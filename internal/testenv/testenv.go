@@ -25,6 +25,14 @@ func RequireBinary(tb testing.TB, path, install string) {
 	require(tb, path, err, install)
 }
 
+// RequireFile makes sure that path exists, such as a module that a program loads. When it does not, tb is
+// skipped, with install as the command that installs it, or fails in CI.
+func RequireFile(tb testing.TB, path, install string) {
+	tb.Helper()
+	_, err := os.Stat(path)
+	require(tb, path, err, install)
+}
+
 // RequireNodeModule makes sure that node is installed, and the npm package name in the Node project at dir.
 // When they are not, tb is skipped, with the command that installs them, or fails in CI.
 func RequireNodeModule(tb testing.TB, dir, name string) {

@@ -91,6 +91,34 @@ func TestRequireBinary(t *testing.T) {
 	}
 }
 
+func TestRequireFile(t *testing.T) {
+	dir := t.TempDir()
+	present := filepath.Join(dir, "module.so")
+	if err := os.WriteFile(present, []byte("not a program"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, ci, path  string
+		skipped, failed bool
+	}{
+		{"present, not executable", "true", present, false, false},
+		{"missing", "", filepath.Join(dir, "missing.so"), true, false},
+		{"missing in CI", "true", filepath.Join(dir, "missing.so"), false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("CI", tt.ci)
+			r := record(func(tb testing.TB) { testenv.RequireFile(tb, tt.path, "apt-get install -y it") })
+			if (r.skipped != "") != tt.skipped || (r.failed != "") != tt.failed {
+				t.Errorf("skipped %q, failed %q; want skipped %v, failed %v", r.skipped, r.failed, tt.skipped, tt.failed)
+			}
+			if msg := r.skipped + r.failed; msg != "" && !strings.Contains(msg, "install it with") {
+				t.Errorf("message %q does not say how to install it", msg)
+			}
+		})
+	}
+}
+
 func TestRequireNodeModule(t *testing.T) {
 	testenv.RequireBinary(t, "node", "apt-get install -y nodejs npm")
 	dir := t.TempDir()

@@ -147,11 +147,12 @@ func chatBody(req provider.ChatRequest, stream bool) chatRequest {
 }
 
 // Chat generates a whole answer in one non-streamed /api/chat call, holding one of MaxConcurrency slots.
-// The answer's Model is the model asked for, as Ollama echoes it.
+// The answer's Model is the model asked for, as Ollama echoes it. An answer longer than
+// upstream.MaxChatAnswer is an UpstreamFailed error.
 func (c *Client) Chat(ctx context.Context, req provider.ChatRequest) (provider.ChatResponse, error) {
 	var line chatLine
 	op := fmt.Sprintf("ollama chat %q", req.Model)
-	if err := c.up.ModelCall(ctx, op, "/api/chat", chatBody(req, false), &line); err != nil {
+	if err := c.up.ModelCall(ctx, op, "/api/chat", chatBody(req, false), &line, upstream.MaxChatAnswer); err != nil {
 		return provider.ChatResponse{}, err
 	}
 	return provider.ChatResponse{Model: req.Model, Content: line.Message.Content, DoneReason: line.DoneReason, Usage: line.usage()}, nil
@@ -179,7 +180,7 @@ func (c *Client) Embed(ctx context.Context, req provider.EmbedRequest) (provider
 		Model string   `json:"model"`
 		Input []string `json:"input"`
 	}{req.Model, req.Input}
-	if err := c.up.ModelCall(ctx, op, "/api/embed", in, &out); err != nil {
+	if err := c.up.ModelCall(ctx, op, "/api/embed", in, &out, 0); err != nil {
 		return provider.EmbedResponse{}, err
 	}
 	return provider.EmbedResponse{Model: req.Model, Embeddings: out.Embeddings, PromptTokens: out.PromptEvalCount}, nil

@@ -130,6 +130,8 @@ func TestErrors(t *testing.T) {
 			wantCode: core.ModelRefused, wantMsg: providertest.RefusedMsg + badOption, wantCause: "500 Internal Server Error"},
 		{name: "non-stream fault", opts: ollamatest.Options{Fault: &ollamatest.Fault{After: 2, Error: "runner died"}},
 			only: []string{"Chat"}, wantCode: core.UpstreamUnavailable, wantMsg: providertest.UnavailableMsg, wantCause: "runner died"},
+		{name: "answer too long", opts: ollamatest.Options{Break: &ollamatest.Break{How: ollamatest.HugeLine}},
+			only: []string{"Chat"}, wantCode: core.UpstreamFailed, wantMsg: providertest.FailedMsg, wantCause: "answer longer than 8388608 bytes"},
 		{name: "not Ollama", upstream: func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(http.StatusBadGateway)

@@ -129,7 +129,8 @@ func (u *usage) toUsage() provider.Usage {
 }
 
 // Chat generates a whole answer in one non-streamed /chat/completions call, holding one of MaxConcurrency
-// slots. The answer's Model is the one the server says answered.
+// slots. The answer's Model is the one the server says answered. An answer longer than upstream.MaxChatAnswer
+// is an UpstreamFailed error.
 func (c *Client) Chat(ctx context.Context, req provider.ChatRequest) (provider.ChatResponse, error) {
 	var out struct {
 		Model   string `json:"model"`
@@ -142,7 +143,7 @@ func (c *Client) Chat(ctx context.Context, req provider.ChatRequest) (provider.C
 		Usage *usage `json:"usage"`
 	}
 	op := fmt.Sprintf("openai chat %q", req.Model)
-	if err := c.up.ModelCall(ctx, op, "/chat/completions", chatBody(req, false), &out); err != nil {
+	if err := c.up.ModelCall(ctx, op, "/chat/completions", chatBody(req, false), &out, upstream.MaxChatAnswer); err != nil {
 		return provider.ChatResponse{}, err
 	}
 	if len(out.Choices) == 0 {
@@ -169,7 +170,7 @@ func (c *Client) Embed(ctx context.Context, req provider.EmbedRequest) (provider
 		Model string   `json:"model"`
 		Input []string `json:"input"`
 	}{req.Model, req.Input}
-	if err := c.up.ModelCall(ctx, op, "/embeddings", in, &out); err != nil {
+	if err := c.up.ModelCall(ctx, op, "/embeddings", in, &out, 0); err != nil {
 		return provider.EmbedResponse{}, err
 	}
 	vectors := make([][]float64, len(req.Input))

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"slices"
@@ -42,6 +43,10 @@ const (
 	// maxErrorBody bounds what is read of an answer that is drained or reported as an error.
 	maxErrorBody = 64 << 10
 )
+
+// MaxChatAnswer bounds a non-streamed chat answer, as the clients bound a line of a stream: an answer within
+// the token limits is far shorter, so only a runaway server sends more.
+const MaxChatAnswer = 8 << 20
 
 // Config says where a model server is, how to authenticate and how long to wait for it. Zero timeouts and
 // limits mean the defaults.
@@ -174,19 +179,25 @@ func (c *Client) acquire(ctx context.Context, op string) (release func(), err er
 }
 
 // ModelCall POSTs in to path as one model call: it holds a slot (see acquire) and decodes a 200 answer into
-// out, like CallJSON.
-func (c *Client) ModelCall(ctx context.Context, op, path string, in, out any) error {
+// out, like CallJSON. An answer longer than maxAnswer bytes, when it is positive, is an UpstreamFailed error.
+func (c *Client) ModelCall(ctx context.Context, op, path string, in, out any, maxAnswer int64) error {
 	release, err := c.acquire(ctx, op)
 	if err != nil {
 		return err
 	}
 	defer release()
-	return c.CallJSON(ctx, op, http.MethodPost, path, in, out)
+	return c.callJSON(ctx, op, http.MethodPost, path, in, out, maxAnswer)
 }
 
 // CallJSON makes one non-streamed call bounded by RequestTimeout, sending in as JSON unless it is nil, and
 // decodes a 200 answer into out. An answer that does not decode is an UpstreamUnavailable error.
 func (c *Client) CallJSON(ctx context.Context, op, method, path string, in, out any) error {
+	return c.callJSON(ctx, op, method, path, in, out, 0)
+}
+
+// callJSON is CallJSON, with answers longer than maxAnswer bytes, when it is positive, an UpstreamFailed
+// error.
+func (c *Client) callJSON(ctx context.Context, op, method, path string, in, out any, maxAnswer int64) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.RequestTimeout, timeout("no answer within "+c.cfg.RequestTimeout.String()))
 	defer cancel()
 	resp, err := c.send(ctx, op, method, path, in)
@@ -194,9 +205,16 @@ func (c *Client) CallJSON(ctx context.Context, op, method, path string, in, out 
 		return err
 	}
 	defer drainClose(resp.Body)
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	body := &io.LimitedReader{R: resp.Body, N: math.MaxInt64}
+	if maxAnswer > 0 {
+		body.N = maxAnswer // a longer answer is cut short, so it does not decode
+	}
+	if err := json.NewDecoder(body).Decode(out); err != nil {
 		if err := ctxError(ctx, op); err != nil {
 			return err
+		}
+		if body.N == 0 {
+			return provider.UpstreamFailed(fmt.Errorf("%s: answer longer than %d bytes", op, maxAnswer))
 		}
 		return provider.UpstreamUnavailable(fmt.Errorf("%s: unreadable answer: %w", op, err))
 	}
