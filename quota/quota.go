@@ -101,13 +101,14 @@ func (s *Service) Reserve(ctx context.Context, userID uuid.UUID, estimate int64)
 	now := s.now().UTC()
 	dayStart := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
 	monthStart := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	windows := []window{
+	var windows []window // those with a quota, in the order of req.Totals
+	req := ratelimit.BudgetRequest{Tokens: estimate, PerMinute: limits.PerMinute}
+	for _, w := range []window{
 		{Day, "day:" + dayStart.Format(time.DateOnly), limits.PerDay, dayStart.AddDate(0, 0, 1)},
 		{Month, "month:" + monthStart.Format("2006-01"), limits.PerMonth, monthStart.AddDate(0, 1, 0)},
-	}
-	req := ratelimit.BudgetRequest{Tokens: estimate, PerMinute: limits.PerMinute}
-	for _, w := range windows {
+	} {
 		if w.limit > 0 {
+			windows = append(windows, w)
 			req.Totals = append(req.Totals, ratelimit.Total{Window: w.key, Limit: w.limit, Ends: w.ends, Base: -1})
 		}
 	}
@@ -115,12 +116,15 @@ func (s *Service) Reserve(ctx context.Context, userID uuid.UUID, estimate int64)
 	d, err := s.budgets.Take(ctx, key, req)
 	if err == nil && d.Missing {
 		// The totals are gone (a new window, or Redis or the service restarted): rebuild them from the records.
-		var used [2]int64
-		if used[0], used[1], err = s.store.TokensUsed(ctx, userID, dayStart, monthStart); err != nil {
+		var day, month int64
+		if day, month, err = s.store.TokensUsed(ctx, userID, dayStart, monthStart); err != nil {
 			return nil, fmt.Errorf("quota: rebuild the totals of %s: %w", userID, err)
 		}
-		for i := range req.Totals {
-			req.Totals[i].Base = used[windowIndex(windows, req.Totals[i].Window)]
+		for i, w := range windows {
+			req.Totals[i].Base = month
+			if w.name == Day {
+				req.Totals[i].Base = day
+			}
 		}
 		d, err = s.budgets.Take(ctx, key, req)
 	}
@@ -131,9 +135,9 @@ func (s *Service) Reserve(ctx context.Context, userID uuid.UUID, estimate int64)
 		return nil, refusal(d, req, windows, now)
 	}
 	h := &Hold{svc: s, userID: userID, request: req, estimate: estimate}
-	for i, t := range req.Totals {
-		if t.Window == windows[0].key {
-			h.dayLeft, h.hasDay = max(0, t.Limit-d.Used[i]), true
+	for i, w := range windows {
+		if w.name == Day {
+			h.dayLeft, h.hasDay = max(0, w.limit-d.Used[i]), true
 		}
 	}
 	return h, nil
@@ -147,17 +151,7 @@ type window struct {
 	ends  time.Time
 }
 
-// windowIndex returns the index of the window with key.
-func windowIndex(windows []window, key string) int {
-	for i, w := range windows {
-		if w.key == key {
-			return i
-		}
-	}
-	panic("quota: unknown window " + key)
-}
-
-// refusal is the error of a refused reservation.
+// refusal is the error of a refused reservation; windows are those of req.Totals.
 func refusal(d ratelimit.BudgetDecision, req ratelimit.BudgetRequest, windows []window, now time.Time) error {
 	if d.Refused < 0 {
 		return &core.Error{
@@ -166,19 +160,18 @@ func refusal(d ratelimit.BudgetDecision, req ratelimit.BudgetRequest, windows []
 			Quota:   &core.Quota{Name: Minute, Limit: req.PerMinute, Reset: now.Add(d.RetryAfter)},
 		}
 	}
-	t := req.Totals[d.Refused]
-	w := windows[windowIndex(windows, t.Window)]
-	left := max(0, t.Limit-d.Used[d.Refused])
+	w := windows[d.Refused]
+	left := max(0, w.limit-d.Used[d.Refused])
 	msg := fmt.Sprintf("the %s's token quota (%d) would be crossed: %d tokens left, this call needs about %d; it resets at %s",
-		w.name, t.Limit, left, req.Tokens, w.ends.Format(time.RFC3339))
-	if req.Tokens > t.Limit {
+		w.name, w.limit, left, req.Tokens, w.ends.Format(time.RFC3339))
+	if req.Tokens > w.limit {
 		msg = fmt.Sprintf("this call needs about %d tokens, more than the %s's whole token quota (%d, %d left): send less, or ask for a shorter answer",
-			req.Tokens, w.name, t.Limit, left)
+			req.Tokens, w.name, w.limit, left)
 	}
 	return &core.Error{
 		Code: core.QuotaExceeded, RetryAfter: w.ends.Sub(now),
 		Message: msg,
-		Quota:   &core.Quota{Name: w.name, Limit: t.Limit, Remaining: left, Reset: w.ends},
+		Quota:   &core.Quota{Name: w.name, Limit: w.limit, Remaining: left, Reset: w.ends},
 	}
 }
 

@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,25 +14,11 @@ import (
 	"github.com/deepersensor/deepersensor/internal/testapp"
 )
 
-// postJSON sends body to path with a bearer token and returns the response and its body.
+// postJSON sends a JSON body to path with a bearer token and returns the answer with its body read.
 func postJSON(t *testing.T, a *testapp.App, method, path, token, body string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, a.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.HTTPClient(t).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, data
+	header := http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}}
+	return send(t, a, request{method: method, path: path, header: header, body: []byte(body)})
 }
 
 // TestDayQuotaInEveryDialect: a call that would cross the day quota is refused before anything is stored or

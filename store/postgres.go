@@ -21,12 +21,10 @@ import (
 // Open connects a pool to databaseURL and checks that the database answers. A non-nil tracer sees every
 // query, such as to make a span of it.
 func Open(ctx context.Context, databaseURL string, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(databaseURL)
+	cfg, err := poolConfig(databaseURL, tracer)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
-	cfg.ConnConfig.Tracer = tracer
-	cfg.AfterConnect = registerTypes
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database pool: %w", err)
@@ -36,6 +34,18 @@ func Open(ctx context.Context, databaseURL string, tracer pgx.QueryTracer) (*pgx
 		return nil, fmt.Errorf("ping database %s: %w", cfg.ConnConfig.Database, err)
 	}
 	return pool, nil
+}
+
+// poolConfig is the configuration of a pool on databaseURL whose queries tracer sees (when not nil), with
+// the types of registerTypes.
+func poolConfig(databaseURL string, tracer pgx.QueryTracer) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnConfig.Tracer = tracer
+	cfg.AfterConnect = registerTypes
+	return cfg, nil
 }
 
 // registerTypes is the pools' AfterConnect: it teaches a new connection github.com/google/uuid's UUID, which
@@ -53,12 +63,10 @@ const replicaConnectTimeout = 2 * time.Second
 // OpenReplica makes a pool on the read replica at databaseURL without waiting for it to answer: a replica
 // that is down must not keep the service from starting (the primary serves its reads meanwhile).
 func OpenReplica(ctx context.Context, databaseURL string, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(databaseURL)
+	cfg, err := poolConfig(databaseURL, tracer)
 	if err != nil {
 		return nil, fmt.Errorf("parse read replica url: %w", err)
 	}
-	cfg.ConnConfig.Tracer = tracer
-	cfg.AfterConnect = registerTypes
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = replicaConnectTimeout
 	}
