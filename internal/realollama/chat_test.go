@@ -3,8 +3,8 @@ package realollama_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -84,8 +84,14 @@ func TestStreamsAreIncremental(t *testing.T) {
 }
 
 // TestClientLeavingFreesOllama starts a long answer through each streaming API, leaves after a few pieces, and
-// checks that Ollama, which serves one request at a time, answers the next call at once rather than after the
-// abandoned answer.
+// checks that the gateway ends its call to Ollama at once (Ollama's access log shows the call's end), so that
+// Ollama, which serves one request at a time, answers the next call at once rather than after the abandoned
+// answer.
+//
+// Ollama v0.17.4 itself can hang after a client leaves a stream (ollama/ollama#17131): when its handler notices
+// the closed connection between two pieces, the goroutine producing the answer blocks for ever on its next send
+// and keeps the runner's only slot, so every later call waits. That is told apart from a gateway that does not
+// end its call: the call's end is in Ollama's log, and killing the runner (which Ollama replaces) frees it.
 func TestClientLeavingFreesOllama(t *testing.T) {
 	r := newRig(t)
 	// Long enough that finishing it would take about 10 s.
@@ -99,24 +105,55 @@ func TestClientLeavingFreesOllama(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, leave := context.WithCancel(context.Background())
 			defer leave()
+			ended := r.ollama.PostsEnded()
 			ch := chunks(t, r.gateway(t, ctx, tt.path, tt.body))
 			readTexts(t, ch, 5)
 			leave()
 			left := time.Now()
-			next, cancel := context.WithTimeout(context.Background(), time.Minute)
+			for r.ollama.PostsEnded() == ended {
+				if time.Since(left) > 2*time.Second {
+					t.Fatal("Ollama's log shows no end of the gateway's call 2s after the client left")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			t.Logf("Ollama saw the gateway's call end %v after the client left", time.Since(left))
+			drain(ch)
+
+			// The abandoned answer had about 10 s to go: a next call answered within 2 s shows it was not made.
+			next, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if _, err := r.ollama.Post(next, "/api/chat", ollamaChatBody(8, false)); err != nil {
+			_, err := r.ollama.Post(next, "/api/chat", ollamaChatBody(8, false))
+			took := time.Since(left)
+			if errors.Is(err, context.DeadlineExceeded) {
+				freeHungRunner(t, r)
+				return
+			}
+			if err != nil {
 				t.Fatalf("the next call: %v", err)
 			}
-			took := time.Since(left)
-			drain(ch)
 			t.Logf("the next call was answered %v after the client left", took)
-			// The abandoned answer had about 10 s to go.
 			if took > 2*time.Second {
 				t.Errorf("the next call was answered %v after the client left: Ollama went on with the abandoned answer", took)
 			}
 		})
 	}
+}
+
+// freeHungRunner frees an Ollama that hung after its handler saw the gateway's call end (ollama/ollama#17131):
+// with the runner killed, the next call must be answered by a new one; if it is not, Ollama was held by
+// something else, and t fails.
+func freeHungRunner(t *testing.T, r rig) {
+	t.Helper()
+	pids, err := r.ollama.KillRunners()
+	if err != nil || len(pids) == 0 {
+		t.Fatalf("Ollama answered no next call within 5s, and its runners %v could not be killed: %v", pids, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := r.ollama.Post(ctx, "/api/chat", ollamaChatBody(8, false)); err != nil {
+		t.Fatalf("Ollama answered no next call within 5s, nor after its runner was killed: %v", err)
+	}
+	t.Logf("Ollama hung after the gateway's call ended (ollama/ollama#17131) and answered again once its runner %v was killed", pids)
 }
 
 // tokensPerSecond measures how fast Ollama generates, with one direct call.
@@ -163,18 +200,11 @@ func TestRunnerKilledMidway(t *testing.T) {
 			if _, err := r.ollama.Post(ctx, "/api/chat", ollamaChatBody(1, false)); err != nil {
 				t.Fatalf("load the model: %v", err)
 			}
-			pids, err := r.ollama.RunnerPIDs()
-			if err != nil || len(pids) == 0 {
-				t.Fatalf("runners %v, %v: want the model's runner", pids, err)
-			}
-
 			resp := r.gateway(t, ctx, tt.path, tt.body, tt.headers...)
 			ch := chunks(t, resp)
 			meta, before := readTexts(t, ch, 5)
-			for _, pid := range pids {
-				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-					t.Fatalf("kill runner %d: %v", pid, err)
-				}
+			if pids, err := r.ollama.KillRunners(); err != nil || len(pids) == 0 {
+				t.Fatalf("killed runners %v, %v: want the model's runner", pids, err)
 			}
 			a := drain(ch)
 			streamed := before + a.text

@@ -191,6 +191,32 @@ func (s *Server) RunnerPIDs() ([]int, error) {
 	return pids, nil
 }
 
+// KillRunners kills the model runners with SIGKILL; the server starts a new one for the next call.
+func (s *Server) KillRunners() ([]int, error) {
+	pids, err := s.RunnerPIDs()
+	if err != nil {
+		return nil, err
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			return pids, fmt.Errorf("kill runner %d: %w", pid, err)
+		}
+	}
+	return pids, nil
+}
+
+// PostsEnded counts the POST requests whose end the server's access log shows: gin writes a request's line when
+// its handler returns, which for a stream is when the answer ended or its client went away.
+func (s *Server) PostsEnded() int {
+	n := 0
+	for line := range strings.Lines(s.Logs()) {
+		if strings.HasPrefix(line, "[GIN]") && strings.Contains(line, "| POST ") {
+			n++
+		}
+	}
+	return n
+}
+
 // Logs returns what the server has printed so far.
 func (s *Server) Logs() string { return s.logs.String() }
 
