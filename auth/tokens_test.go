@@ -48,6 +48,45 @@ func TestIssueAndVerify(t *testing.T) {
 	}
 }
 
+// TestVerifyRemembersOnlyWhatHolds checks the cache of verified tokens: a token that verified once still
+// expires on time, and a token that differs from it in one byte is checked on its own.
+func TestVerifyRemembersOnlyWhatHolds(t *testing.T) {
+	tokens := testTokens()
+	now := time.Now()
+	auth.SetTokensClock(tokens, func() time.Time { return now })
+	raw, err := tokens.Issue(uuid.New(), uuid.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokens.Verify(raw); err != nil {
+		t.Fatal(err)
+	}
+	// A character inside the signature, changed: every bit of it counts.
+	i := len(raw) - 10
+	changed := raw[:i] + map[bool]string{true: "B", false: "A"}[raw[i] == 'A'] + raw[i+1:]
+	tests := []struct {
+		name  string
+		token string
+		after time.Duration // since the token was issued
+		ok    bool
+	}{
+		{"again", raw, 0, true},
+		{"signature changed", changed, 0, false},
+		{"within the leeway after expiry", raw, time.Minute + 29*time.Second, true},
+		{"expired beyond the leeway", raw, time.Minute + 31*time.Second, false},
+	}
+	issued := now
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now = issued.Add(tt.after)
+			_, err := tokens.Verify(tt.token)
+			if tt.ok != (err == nil) {
+				t.Errorf("Verify = %v, want ok %v", err, tt.ok)
+			}
+		})
+	}
+}
+
 // TestVerifyRefuses signs tokens by hand with the right key, each wrong in one way.
 func TestVerifyRefuses(t *testing.T) {
 	tokens := testTokens()

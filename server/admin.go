@@ -6,6 +6,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/deepersensor/deepersensor/auth"
 	"github.com/deepersensor/deepersensor/core"
 )
 
@@ -30,11 +31,11 @@ func (s *Server) requireAdmin(ctx context.Context) error {
 // guardAdminRoute runs requireAdmin for every route under adminPathPrefix as soon as the request is
 // authenticated: before its parameters and body are validated and before it counts against a rate limit,
 // so that to anybody but an admin it answers as a route that does not exist would, whatever the request.
-func (s *Server) guardAdminRoute(c echo.Context) error {
+func (s *Server) guardAdminRoute(c echo.Context, p auth.Principal) error {
 	if !strings.HasPrefix(c.Path(), adminPathPrefix) {
 		return nil
 	}
-	if err := s.requireAdmin(c.Request().Context()); err != nil {
+	if err := s.requireAdmin(context.WithValue(c.Request().Context(), principalKey, p)); err != nil {
 		// An *echo.HTTPError passes the contract's validator as it is; the core error in it is rendered.
 		return echo.NewHTTPError(kindOf(core.ErrorCode(err)).status).SetInternal(err)
 	}

@@ -20,30 +20,45 @@ const (
 )
 
 // authenticate verifies the bearer token of an operation that the contract secures, checks that its session
-// or API key and its account are not revoked (in memory, without I/O), and puts whom it acts for in the
-// request context. Any failure of the token is a 401; the reason is not told. An admin route is then a 404
-// for anybody but an admin (guardAdminRoute).
+// or API key and its account are not revoked (in memory, without I/O), and keeps whom it acts for on the Echo
+// context, for withPrincipal. Any failure of the token is a 401; the reason is not told. An admin route is then
+// a 404 for anybody but an admin (guardAdminRoute).
+//
+// It leaves the request as it is: the validator calls it before it checks the body, and puts the body it
+// checked on the request it was given, which the handler must be given too (validatedBinder).
 func (s *Server) authenticate(ctx context.Context, _ *openapi3filter.AuthenticationInput) error {
 	c := echomw.GetEchoContext(ctx)
-	if err := s.authenticateRequest(c); err != nil {
+	p, err := s.verifyBearer(c)
+	if err != nil {
 		return err
 	}
-	return s.guardAdminRoute(c)
+	c.Set(principalEchoKey, p)
+	return s.guardAdminRoute(c, p)
 }
+
+// principalEchoKey holds on the Echo context whom authenticate found a request to act for.
+const principalEchoKey = "deepersensor.principal"
 
 // compatiblePrefixes are the path prefixes of the OpenAI- and Ollama-compatible APIs. The contract's
 // validator does not run on them (their clients send fields beyond the contract's), so they are
 // authenticated here, all of them: nothing under these prefixes is public.
 var compatiblePrefixes = []string{"/openai/", "/ollama/"}
 
-// authenticateCompatible authenticates every request to the OpenAI- and Ollama-compatible APIs.
-func (s *Server) authenticateCompatible(next echo.HandlerFunc) echo.HandlerFunc {
+// withPrincipal puts whom the request acts for in its context: the principal that the validator's
+// authenticate found, or, on the OpenAI- and Ollama-compatible APIs, that of the request's bearer token.
+func (s *Server) withPrincipal(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if !isCompatible(c.Path()) {
-			return next(c)
+		p, ok := c.Get(principalEchoKey).(auth.Principal)
+		if !ok && isCompatible(c.Path()) {
+			var err error
+			if p, err = s.verifyBearer(c); err != nil {
+				return err
+			}
+			ok = true
 		}
-		if err := s.authenticateRequest(c); err != nil {
-			return err
+		if ok {
+			req := c.Request()
+			c.SetRequest(req.WithContext(context.WithValue(req.Context(), principalKey, p)))
 		}
 		return next(c)
 	}
@@ -59,24 +74,22 @@ func isCompatible(route string) bool {
 	return false
 }
 
-// authenticateRequest verifies the request's bearer token, an access token or an API key, and puts whom it
-// acts for in the request context. An API key that the instance has not cached costs a database lookup,
-// limited per client address (DS_RATE_LIMIT_KEY_LOOKUP_IP), so that made-up keys cannot cost a query each.
-func (s *Server) authenticateRequest(c echo.Context) error {
+// verifyBearer verifies the request's bearer token, an access token or an API key, and returns whom it acts
+// for. An API key that the instance has not cached costs a database lookup, limited per client address
+// (DS_RATE_LIMIT_KEY_LOOKUP_IP), so that made-up keys cannot cost a query each.
+func (s *Server) verifyBearer(c echo.Context) (auth.Principal, error) {
 	scheme, token, ok := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return echo.NewHTTPError(http.StatusUnauthorized)
+		return auth.Principal{}, echo.NewHTTPError(http.StatusUnauthorized)
 	}
-	req := c.Request()
-	p, err := s.auth.Authenticate(req.Context(), strings.TrimSpace(token), func(ctx context.Context) error {
+	p, err := s.auth.Authenticate(c.Request().Context(), strings.TrimSpace(token), func(ctx context.Context) error {
 		return s.allow(ctx, nil, policy(policyKeyLookupIP, s.cfg.RateLimitKeyLookupIP), s.addressKey(c.RealIP()), c.RealIP(), uuid.Nil)
 	})
 	if err != nil {
 		// An *echo.HTTPError passes the contract's validator as it is; the core error in it is rendered.
-		return echo.NewHTTPError(kindOf(core.ErrorCode(err)).status).SetInternal(err)
+		return auth.Principal{}, echo.NewHTTPError(kindOf(core.ErrorCode(err)).status).SetInternal(err)
 	}
-	c.SetRequest(req.WithContext(context.WithValue(req.Context(), principalKey, p)))
-	return nil
+	return p, nil
 }
 
 // principal returns whom the request acts for: its user and, when an API key authenticated it, the key.

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -46,6 +47,7 @@ func TestErrorsAreProblems(t *testing.T) {
 		{"chat with a bad model name", "POST", "/v1/chat", `{"model":"../etc","messages":[{"role":"user","content":"x"}]}`, bearer, http.StatusBadRequest, ""},
 		{"chat with an unknown option", "POST", "/v1/chat", `{"model":"tiny","messages":[{"role":"user","content":"x"}],"options":{"evil":1}}`, bearer, http.StatusBadRequest, ""},
 		{"chat with blank content", "POST", "/v1/chat", `{"model":"tiny","messages":[{"role":"user","content":"  "}]}`, bearer, http.StatusUnprocessableEntity, ""},
+		{"chat with a whole number written as a fraction for an integer", "POST", "/v1/chat", `{"model":"tiny","messages":[{"role":"user","content":"x"}],"options":{"top_k":1.0}}`, bearer, http.StatusBadRequest, ""},
 	}
 	hc := a.HTTPClient(t)
 	for _, tt := range tests {
@@ -80,6 +82,61 @@ func TestErrorsAreProblems(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOnlyTheValidatedBodyIsBound sends beside each checked member another whose name differs only in case:
+// the handlers must act on the member the contract's validator checked, never on the other (encoding/json
+// alone would bind the later of the two).
+func TestOnlyTheValidatedBodyIsBound(t *testing.T) {
+	a := testapp.Start(t, testapp.Options{})
+	_, tokens := a.NewUser(t)
+	hc := a.HTTPClient(t)
+	ctx := context.Background()
+	post := func(t *testing.T, path, body string, headers ...string) []byte {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, a.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("POST %s = %d %s", path, resp.StatusCode, out)
+		}
+		return out
+	}
+
+	t.Run("chat", func(t *testing.T) {
+		out := post(t, "/v1/chat", `{"model":"tiny","messages":[{"role":"user","content":"checked"}],"Messages":[{"role":"system","content":"smuggled"}]}`,
+			"Authorization", "Bearer "+tokens.AccessToken)
+		var result client.ChatResult
+		if err := json.Unmarshal(out, &result); err != nil {
+			t.Fatal(err)
+		}
+		msgs, err := a.Client(t, testapp.Bearer(tokens.AccessToken)).ListMessagesWithResponse(ctx, result.ConversationId, &client.ListMessagesParams{})
+		if err != nil || msgs.JSON200 == nil || len(msgs.JSON200.Items) == 0 {
+			t.Fatalf("messages: %v %+v", err, msgs)
+		}
+		if first := msgs.JSON200.Items[0]; first.Role != client.RoleUser || first.Content != "checked" {
+			t.Errorf("stored %s %q, want the user's %q", first.Role, first.Content, "checked")
+		}
+	})
+	t.Run("signup", func(t *testing.T) {
+		const email, password = "bound@example.com", "the checked password"
+		post(t, "/v1/auth/signup", `{"email":"`+email+`","password":"`+password+`","Password":"short"}`)
+		login, err := a.Client(t).LoginWithResponse(ctx, client.Credentials{Email: email, Password: password})
+		if err != nil || login.JSON200 == nil {
+			t.Fatalf("login with the checked password: %v %+v", err, login)
+		}
+	})
 }
 
 func TestRequestID(t *testing.T) {

@@ -95,6 +95,7 @@ func New(d Deps) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.Binder = validatedBinder{}
 	ipExtractor, err := clientIPExtractor(d.Config.TrustedProxies)
 	if err != nil {
 		return nil, err
@@ -147,9 +148,10 @@ func New(d Deps) (*Server, error) {
 		s.limitByIP,
 		echomw.OapiRequestValidatorWithOptions(spec, &echomw.Options{
 			Skipper: func(c echo.Context) bool { return !strings.HasPrefix(c.Path(), "/v1/") },
-			Options: openapi3filter.Options{AuthenticationFunc: s.authenticate},
+			// The handlers bind the value the validator checked (validatedBinder), not a second decode.
+			Options: openapi3filter.Options{AuthenticationFunc: s.authenticate, KeepValidatedValue: true},
 		}),
-		s.authenticateCompatible,
+		s.withPrincipal,
 		s.limitByUser,
 	)
 	registerDocs(e)
