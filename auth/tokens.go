@@ -58,7 +58,9 @@ type Tokens struct {
 	now     func() time.Time
 	// verified remembers the claims of tokens that passed every check, until they expire: but for the clock,
 	// a token's checks give the same answer every time, so a client's next request with it is not parsed and
-	// its signature not computed again (on the native chat route, about 7% of the gateway's CPU).
+	// its signature not computed again (BenchmarkVerifyAccessToken: 9.4 µs and 64 allocations for a token not
+	// seen before, 0.09 µs and none for one seen before; under 1% of a native chat's CPU, within the noise of
+	// make bench-e2e).
 	verified *lru[string, Claims]
 }
 

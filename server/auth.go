@@ -25,7 +25,8 @@ const (
 // a 404 for anybody but an admin (guardAdminRoute).
 //
 // It leaves the request as it is: the validator calls it before it checks the body, and puts the body it
-// checked on the request it was given, which the handler must be given too (validatedBinder).
+// checked on the request it was given, for the generated handler to bind; a request replaced here would
+// reach the handler without it, and the handler would decode the body again, unchecked.
 func (s *Server) authenticate(ctx context.Context, _ *openapi3filter.AuthenticationInput) error {
 	c := echomw.GetEchoContext(ctx)
 	p, err := s.verifyBearer(c)

@@ -95,7 +95,6 @@ func New(d Deps) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Binder = validatedBinder{}
 	ipExtractor, err := clientIPExtractor(d.Config.TrustedProxies)
 	if err != nil {
 		return nil, err
@@ -148,7 +147,8 @@ func New(d Deps) (*Server, error) {
 		s.limitByIP,
 		echomw.OapiRequestValidatorWithOptions(spec, &echomw.Options{
 			Skipper: func(c echo.Context) bool { return !strings.HasPrefix(c.Path(), "/v1/") },
-			// The handlers bind the value the validator checked (validatedBinder), not a second decode.
+			// The generated handlers bind the value the validator checked, member names matched exactly, rather
+			// than decode the body again (encoding/json would match {"Messages": ...} too).
 			Options: openapi3filter.Options{AuthenticationFunc: s.authenticate, KeepValidatedValue: true},
 		}),
 		s.withPrincipal,

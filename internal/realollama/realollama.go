@@ -205,12 +205,12 @@ func (s *Server) KillRunners() ([]int, error) {
 	return pids, nil
 }
 
-// PostsEnded counts the POST requests whose end the server's access log shows: gin writes a request's line when
-// its handler returns, which for a stream is when the answer ended or its client went away.
-func (s *Server) PostsEnded() int {
+// PostsEnded counts the POST requests to path whose end the server's access log shows: gin writes a request's
+// line when its handler returns, which for a stream is when the answer ended or its client went away.
+func (s *Server) PostsEnded(path string) int {
 	n := 0
 	for line := range strings.Lines(s.Logs()) {
-		if strings.HasPrefix(line, "[GIN]") && strings.Contains(line, "| POST ") {
+		if strings.HasPrefix(line, "[GIN]") && strings.Contains(line, "| POST ") && strings.HasSuffix(strings.TrimSpace(line), `"`+path+`"`) {
 			n++
 		}
 	}
