@@ -128,7 +128,7 @@ func (s *Server) newChatStream(ctx context.Context, release func(), turn *chat.T
 		model:        turn.ListedModel(),
 		upstream:     turn.Upstream(),
 		chunks:       turn.Stream,
-		draining:     s.drained.Done(),
+		drained:      s.drained,
 		heartbeat:    s.cfg.SSEHeartbeat,
 		writeTimeout: s.cfg.WriteTimeout,
 		metrics:      s.metrics,

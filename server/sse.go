@@ -10,6 +10,7 @@ import (
 	"iter"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/deepersensor/deepersensor/core"
@@ -133,7 +134,7 @@ type chatStream struct {
 	release      func() // gives back the user's stream slot when the stream ends
 	events       streamEvents
 	chunks       func(context.Context) iter.Seq2[provider.Chunk, error]
-	draining     <-chan struct{} // closed when the server ends its streams to shut down
+	drained      context.Context // ends when the server ends its streams to shut down; nil for never
 	heartbeat    time.Duration
 	writeTimeout time.Duration
 	// firstWait bounds how long the stream waits for the model's first chunk before it sends its headers: a
@@ -148,155 +149,169 @@ type chatStream struct {
 	start    time.Time // when the request arrived, for the time to first token
 }
 
-type streamItem struct {
-	chunk provider.Chunk
-	err   error
-}
-
 // VisitStreamChatResponse writes the stream of POST /v1/chat/stream.
 func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error { return cs.relay(w) }
 
-// relay writes the stream. The model is read on its own goroutine so that heartbeats go out while it is
-// silent; when the client leaves, the read stops and the upstream request is cancelled.
+// relay writes the stream, reading the model's pieces on the request's own goroutine and writing each as it
+// comes: no other goroutine and no hand-off per piece. Timers write what must go out while the model is
+// silent: the headers and the first event once firstWait has passed, then heartbeats. The model's stream is
+// cancelled when the client leaves, a write to it fails, or the server drains; the chat service has stored the
+// answer, whole or partial, before the iteration over it ends, so the request ends after the store.
 func (cs chatStream) relay(w http.ResponseWriter) error {
 	defer cs.release()
 	ctx, cancel := context.WithCancel(cs.ctx)
-	items := make(chan streamItem, 16)
-	producerDone := make(chan struct{})
-	go func() {
-		defer close(producerDone)
-		defer close(items)
-		defer func() {
-			// A panic in the model's stream ends this stream, not the process; the chat service has stored
-			// the partial answer while the panic unwound.
-			if r := recover(); r != nil {
-				err := internalError(fmt.Errorf("model stream panicked: %v\n%s", r, debug.Stack()))
-				select {
-				case items <- streamItem{err: err}:
-				case <-ctx.Done():
-				}
-			}
-		}()
-		for chunk, err := range cs.chunks(ctx) {
-			select {
-			case items <- streamItem{chunk, err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
+	defer cancel()
+	if cs.drained != nil {
+		defer context.AfterFunc(cs.drained, cancel)()
+	}
+	r := &streamRelay{cs: cs, w: w, cancel: cancel}
+	late := time.AfterFunc(cs.firstWait, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !r.finished {
+			r.start()
 		}
-	}()
-	// The answer is stored when the producer ends; wait for it so that the request ends after the store.
-	defer func() { cancel(); <-producerDone }()
+	})
+	defer r.finish(late)
 
-	first, early := cs.awaitFirst(ctx, items)
-	if early && first.err != nil && ctx.Err() == nil {
-		return cs.events.refuse(w, cs.failure(first.err))
+	failure, over := r.relayPieces(ctx)
+	switch {
+	case over:
+		return nil
+	case cs.drained != nil && cs.drained.Err() != nil:
+		// The server is shutting down: end the stream with a word rather than be cut off when the grace
+		// runs out.
+		failure = errShuttingDown
+	case ctx.Err() != nil:
+		return nil // the client left, or a write to it failed: nobody is listening
 	}
-	sse := newSSEWriter(w, cs.writeTimeout)
-	sse.start()
-	model := cs.model
-	cs.metrics.OpenStreams.Inc()
-	cancelled := true // until the stream reaches its done or error event
-	firstToken := true
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.finished = true // the timers may write no more
+	if r.sse == nil {
+		// Within firstWait: a failure that has its own status, such as a full model server, answers with it.
+		return cs.events.refuse(w, cs.failure(failure))
+	}
+	r.ended = true
+	_ = cs.events.fail(r.sse, cs.failure(failure))
+	return nil
+}
+
+// streamRelay is the state of one relayed stream, shared by the request's goroutine and the timers.
+type streamRelay struct {
+	cs     chatStream
+	w      http.ResponseWriter
+	cancel context.CancelFunc // ends the model's stream: nobody is listening any more
+
+	mu        sync.Mutex  // serialises the writes: the request's goroutine's and the timers'
+	sse       *sseWriter  // set when the stream started: status, headers and the first event sent
+	heartbeat *time.Timer // set when the stream started
+	ended     bool        // the done or error event was written
+	finished  bool        // the stream is over: the timers may write nothing more
+	gotToken  bool        // the first content went out, for the time to first token
+}
+
+// relayPieces writes the model's pieces until the last, and reports over when the stream needs nothing more
+// (its done event written, or the client gone); otherwise failure says why the model's stream ended early. A
+// panic in the model's stream ends this stream with an internal error, not the process.
+func (r *streamRelay) relayPieces(ctx context.Context) (failure error, over bool) {
 	defer func() {
-		cs.metrics.OpenStreams.Dec()
-		cs.metrics.StreamDuration.WithLabelValues(model).Observe(time.Since(cs.start).Seconds())
-		if cancelled {
-			cs.metrics.ClientCancellations.Inc()
+		if p := recover(); p != nil {
+			failure, over = internalError(fmt.Errorf("model stream panicked: %v\n%s", p, debug.Stack())), false
 		}
 	}()
-	delta := func(content string) error {
-		if firstToken {
-			firstToken = false
-			cs.metrics.TimeToFirstToken.WithLabelValues(model).Observe(time.Since(cs.start).Seconds())
+	for chunk, err := range r.cs.chunks(ctx) {
+		if err != nil {
+			return err, false
 		}
-		return cs.events.delta(sse, content)
-	}
-	fail := func(err error) {
-		cancelled = false
-		_ = cs.events.fail(sse, cs.failure(err))
-	}
-	// handle relays one item and reports whether the stream is over.
-	handle := func(item streamItem) bool {
-		switch {
-		case item.err != nil && ctx.Err() != nil:
-			return true // the client left: the model's stream ended for that, and nobody is listening
-		case item.err != nil:
-			fail(item.err)
-			return true
-		case item.chunk.Done:
-			if item.chunk.Content != "" {
-				if err := delta(item.chunk.Content); err != nil {
-					return true
-				}
-			}
-			cancelled = false
-			usage := item.chunk.Usage
-			cs.metrics.CountTokens(model, cs.upstream, usage.PromptTokens, usage.CompletionTokens)
-			_ = cs.events.done(sse, item.chunk)
-			return true
-		case item.chunk.Content != "":
-			return delta(item.chunk.Content) != nil
+		if r.piece(chunk) {
+			return nil, true
 		}
+	}
+	// A model stream that ended without a final chunk or an error: never pretend it succeeded.
+	return errStreamEnded, false
+}
+
+// piece writes one piece of the answer, and the done event with the final one; it reports whether the stream
+// is over.
+func (r *streamRelay) piece(chunk provider.Chunk) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.start()
+	cs := r.cs
+	if chunk.Content != "" {
+		if !r.gotToken {
+			r.gotToken = true
+			cs.metrics.TimeToFirstToken.WithLabelValues(cs.model).Observe(time.Since(cs.start).Seconds())
+		}
+		if err := cs.events.delta(r.sse, chunk.Content); err != nil {
+			r.cancel()
+			r.finished = true
+			return true
+		}
+	}
+	if !chunk.Done {
 		return false
 	}
-	if err := cs.events.begin(sse); err != nil {
-		return nil // the client is gone; nothing more to say
+	r.ended, r.finished = true, true
+	cs.metrics.CountTokens(cs.model, cs.upstream, chunk.Usage.PromptTokens, chunk.Usage.CompletionTokens)
+	_ = cs.events.done(r.sse, chunk)
+	return true
+}
+
+// start sends the status, the headers and the first event, once; r.mu is held.
+func (r *streamRelay) start() {
+	if r.sse != nil {
+		return
 	}
-	if early && handle(first) {
-		return nil
+	cs := r.cs
+	r.sse = newSSEWriter(r.w, cs.writeTimeout)
+	r.sse.start()
+	cs.metrics.OpenStreams.Inc()
+	if err := cs.events.begin(r.sse); err != nil {
+		r.cancel() // the client is gone
 	}
-	ticker := time.NewTicker(cs.heartbeat)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-cs.draining:
-			// The server is shutting down: end the stream now, with the partial answer stored (the producer
-			// stores it as it stops), rather than be cut off without a word when the grace runs out.
-			fail(errShuttingDown)
-			return nil
-		case <-ticker.C:
-			if err := sse.comment("ping"); err != nil {
-				return nil
-			}
-		case item, ok := <-items:
-			if !ok {
-				item = streamItem{err: errStreamEnded}
-			}
-			if handle(item) {
-				return nil
-			}
-		}
+	if cs.heartbeat > 0 {
+		r.heartbeat = time.AfterFunc(cs.heartbeat, r.ping)
+	}
+}
+
+// ping writes a heartbeat, which keeps idle connections alive through proxies, and schedules the next.
+func (r *streamRelay) ping() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.finished {
+		return
+	}
+	if err := r.sse.comment("ping"); err != nil {
+		r.cancel() // the client is gone
+		return
+	}
+	r.heartbeat.Reset(r.cs.heartbeat)
+}
+
+// finish stops the timers, so that nothing more is written once the relay returned, and counts the stream.
+func (r *streamRelay) finish(late *time.Timer) {
+	late.Stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.finished = true
+	if r.sse == nil {
+		return // refused before it began
+	}
+	if r.heartbeat != nil {
+		r.heartbeat.Stop()
+	}
+	cs := r.cs
+	cs.metrics.OpenStreams.Dec()
+	cs.metrics.StreamDuration.WithLabelValues(cs.model).Observe(time.Since(cs.start).Seconds())
+	if !r.ended {
+		cs.metrics.ClientCancellations.Inc()
 	}
 }
 
 // errStreamEnded is a model stream that ended without a final chunk or an error: never pretend it succeeded.
 var errStreamEnded = provider.UpstreamFailed(errors.New("the stream ended without a final chunk"))
-
-// awaitFirst waits up to firstWait for the first item of the model's stream, and reports whether it came.
-func (cs chatStream) awaitFirst(ctx context.Context, items <-chan streamItem) (streamItem, bool) {
-	timer := time.NewTimer(cs.firstWait)
-	defer timer.Stop()
-	select {
-	case item, ok := <-items:
-		if !ok {
-			if ctx.Err() != nil {
-				return streamItem{}, false // the client left; the loop sees it
-			}
-			item = streamItem{err: errStreamEnded}
-		}
-		return item, true
-	case <-timer.C:
-	case <-ctx.Done():
-	case <-cs.draining:
-	}
-	return streamItem{}, false
-}
 
 func toAPIUsage(u provider.Usage) apiserver.Usage {
 	return apiserver.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}

@@ -41,7 +41,7 @@ func chunks(n int, content string) func(context.Context) iter.Seq2[provider.Chun
 }
 
 // BenchmarkRelay times the relay per chunk: one chunk from the provider in, one delta event written and
-// flushed out, with the goroutine hand-off between them.
+// flushed out.
 func BenchmarkRelay(b *testing.B) {
 	m := metrics.New()
 	b.ReportAllocs()
