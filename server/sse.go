@@ -153,43 +153,40 @@ type chatStream struct {
 func (cs chatStream) VisitStreamChatResponse(w http.ResponseWriter) error { return cs.relay(w) }
 
 // relay writes the stream, reading the model's pieces on the request's own goroutine and writing each as it
-// comes: no other goroutine and no hand-off per piece. Timers write what must go out while the model is
-// silent: the headers and the first event once firstWait has passed, then heartbeats. The model's stream is
-// cancelled when the client leaves, a write to it fails, or the server drains; the chat service has stored the
-// answer, whole or partial, before the iteration over it ends, so the request ends after the store.
+// comes: no other goroutine and no hand-off per piece. Timers write the rest: the headers and the first event
+// once firstWait has passed without a piece, heartbeats every interval after that, and the error event of a
+// drain at once. The model's stream is cancelled when the client leaves, a write to it fails, or the server
+// drains; the chat service has stored the answer, whole or partial, before the iteration over it ends, so the
+// request ends after the store.
 func (cs chatStream) relay(w http.ResponseWriter) error {
 	defer cs.release()
 	ctx, cancel := context.WithCancel(cs.ctx)
 	defer cancel()
-	if cs.drained != nil {
-		defer context.AfterFunc(cs.drained, cancel)()
-	}
 	r := &streamRelay{cs: cs, w: w, cancel: cancel}
-	late := time.AfterFunc(cs.firstWait, func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if !r.finished {
-			r.start()
-		}
-	})
+	if cs.drained != nil {
+		defer context.AfterFunc(cs.drained, r.drain)()
+	}
+	late := time.AfterFunc(cs.firstWait, r.startLate)
 	defer r.finish(late)
 
 	failure, over := r.relayPieces(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.timerPanic != nil {
+		panic(r.timerPanic) // for the server's recovery, as on this goroutine
+	}
 	switch {
-	case over:
+	case over || r.finished:
 		return nil
 	case cs.drained != nil && cs.drained.Err() != nil:
-		// The server is shutting down: end the stream with a word rather than be cut off when the grace
-		// runs out.
-		failure = errShuttingDown
+		failure = errShuttingDown // drained before the stream began
 	case ctx.Err() != nil:
 		return nil // the client left, or a write to it failed: nobody is listening
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.finished = true // the timers may write no more
+	r.finished = true
 	if r.sse == nil {
 		// Within firstWait: a failure that has its own status, such as a full model server, answers with it.
+		r.refused = true
 		return cs.events.refuse(w, cs.failure(failure))
 	}
 	r.ended = true
@@ -203,20 +200,27 @@ type streamRelay struct {
 	w      http.ResponseWriter
 	cancel context.CancelFunc // ends the model's stream: nobody is listening any more
 
-	mu        sync.Mutex  // serialises the writes: the request's goroutine's and the timers'
-	sse       *sseWriter  // set when the stream started: status, headers and the first event sent
-	heartbeat *time.Timer // set when the stream started
-	ended     bool        // the done or error event was written
-	finished  bool        // the stream is over: the timers may write nothing more
-	gotToken  bool        // the first content went out, for the time to first token
+	mu         sync.Mutex  // serialises the writes and guards the fields below
+	sse        *sseWriter  // set when the stream started: status, headers and the first event sent
+	heartbeat  *time.Timer // set when the stream started, with heartbeats configured
+	ended      bool        // the done or error event was sent (or tried)
+	finished   bool        // the stream is over: nothing more may be written
+	refused    bool        // answered with a problem instead of a stream
+	gotToken   bool        // the first content went out, for the time to first token
+	inPiece    bool        // the request's goroutine is writing a piece, not reading the model
+	timerPanic any         // a panic of a timer's write, for the request's goroutine to raise
 }
 
-// relayPieces writes the model's pieces until the last, and reports over when the stream needs nothing more
-// (its done event written, or the client gone); otherwise failure says why the model's stream ended early. A
-// panic in the model's stream ends this stream with an internal error, not the process.
+// relayPieces writes the model's pieces until the last, and reports over when the stream needs nothing more:
+// its done event written, or a write to the client failed; otherwise failure says why the model's stream ended
+// early. A panic in the model's stream ends this stream with an internal error, not the process; one in the
+// relay's own writing goes on to the server's recovery.
 func (r *streamRelay) relayPieces(ctx context.Context) (failure error, over bool) {
 	defer func() {
 		if p := recover(); p != nil {
+			if r.inPiece {
+				panic(p)
+			}
 			failure, over = internalError(fmt.Errorf("model stream panicked: %v\n%s", p, debug.Stack())), false
 		}
 	}()
@@ -237,7 +241,21 @@ func (r *streamRelay) relayPieces(ctx context.Context) (failure error, over bool
 func (r *streamRelay) piece(chunk provider.Chunk) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.finished {
+		return true // drained, or the client is gone
+	}
+	r.inPiece = true // left set by a panic
+	over := r.write(chunk)
+	r.inPiece = false
+	return over
+}
+
+// write writes a piece; r.mu is held.
+func (r *streamRelay) write(chunk provider.Chunk) bool {
 	r.start()
+	if r.finished {
+		return true // the client is gone
+	}
 	cs := r.cs
 	if chunk.Content != "" {
 		if !r.gotToken {
@@ -245,8 +263,7 @@ func (r *streamRelay) piece(chunk provider.Chunk) bool {
 			cs.metrics.TimeToFirstToken.WithLabelValues(cs.model).Observe(time.Since(cs.start).Seconds())
 		}
 		if err := cs.events.delta(r.sse, chunk.Content); err != nil {
-			r.cancel()
-			r.finished = true
+			r.gone()
 			return true
 		}
 	}
@@ -269,10 +286,27 @@ func (r *streamRelay) start() {
 	r.sse.start()
 	cs.metrics.OpenStreams.Inc()
 	if err := cs.events.begin(r.sse); err != nil {
-		r.cancel() // the client is gone
+		r.gone()
+		return
 	}
 	if cs.heartbeat > 0 {
 		r.heartbeat = time.AfterFunc(cs.heartbeat, r.ping)
+	}
+}
+
+// gone ends a stream whose client cannot be written to any more; r.mu is held.
+func (r *streamRelay) gone() {
+	r.finished = true
+	r.cancel()
+}
+
+// startLate starts the stream when firstWait has passed without a piece of the model's answer.
+func (r *streamRelay) startLate() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer r.recoverTimer()
+	if !r.finished {
+		r.start()
 	}
 }
 
@@ -280,29 +314,57 @@ func (r *streamRelay) start() {
 func (r *streamRelay) ping() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer r.recoverTimer()
 	if r.finished {
 		return
 	}
 	if err := r.sse.comment("ping"); err != nil {
-		r.cancel() // the client is gone
+		r.gone()
 		return
 	}
 	r.heartbeat.Reset(r.cs.heartbeat)
 }
 
-// finish stops the timers, so that nothing more is written once the relay returned, and counts the stream.
+// drain ends the stream as the server shuts down: a stream that began gets its error event at once, before the
+// model's stream has stopped and the partial answer is stored, so that the client hears it before the grace
+// runs out; one that did not begin is refused by the request's goroutine.
+func (r *streamRelay) drain() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer r.cancel()
+	defer r.recoverTimer()
+	if r.sse == nil || r.finished {
+		return
+	}
+	r.ended, r.finished = true, true
+	_ = r.cs.events.fail(r.sse, r.cs.failure(errShuttingDown))
+}
+
+// recoverTimer keeps a panic in a timer's write from ending the process: the stream ends, and the request's
+// goroutine raises the panic where the server recovers from it. Deferred with r.mu held.
+func (r *streamRelay) recoverTimer() {
+	if p := recover(); p != nil {
+		r.timerPanic = fmt.Sprintf("%v\n%s", p, debug.Stack())
+		r.gone()
+	}
+}
+
+// finish stops the timers and counts the stream. A timer that fires meanwhile writes nothing: finished is set.
 func (r *streamRelay) finish(late *time.Timer) {
 	late.Stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.finished = true
+	cs := r.cs
 	if r.sse == nil {
-		return // refused before it began
+		if !r.refused {
+			cs.metrics.ClientCancellations.Inc() // the client left before the stream began
+		}
+		return
 	}
 	if r.heartbeat != nil {
 		r.heartbeat.Stop()
 	}
-	cs := r.cs
 	cs.metrics.OpenStreams.Dec()
 	cs.metrics.StreamDuration.WithLabelValues(cs.model).Observe(time.Since(cs.start).Seconds())
 	if !r.ended {

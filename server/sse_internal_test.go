@@ -5,6 +5,7 @@ import (
 	"iter"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,3 +132,97 @@ func (r *recordingWriter) Header() http.Header         { return r.h }
 func (r *recordingWriter) Write(p []byte) (int, error) { return r.body.Write(p) }
 func (r *recordingWriter) WriteHeader(int)             {}
 func (r *recordingWriter) Flush()                      {}
+
+// timedWriter records the status and, with the time of each, the writes of a response written from several
+// goroutines (the relay's timers write too).
+type timedWriter struct {
+	h      http.Header
+	mu     sync.Mutex
+	status int
+	body   strings.Builder
+	errAt  time.Time // when the error event was written
+}
+
+func (w *timedWriter) Header() http.Header { return w.h }
+func (w *timedWriter) Flush()              {}
+
+func (w *timedWriter) WriteHeader(status int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.status = status
+}
+
+func (w *timedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if strings.HasPrefix(string(p), "event: error") {
+		w.errAt = time.Now()
+	}
+	return w.body.Write(p)
+}
+
+// TestRelayDrain drains the server in the middle of a model's answer that takes its time to stop: a stream that
+// began gets its error event at once, before the model's stream has ended; one that had not begun is refused
+// with 503.
+func TestRelayDrain(t *testing.T) {
+	tests := []struct {
+		name       string
+		firstWait  time.Duration
+		pieces     int
+		wantStatus int
+		wantEvents string
+	}{
+		{"begun", 0, 1, http.StatusOK, "meta,delta,error"},
+		{"not begun", time.Hour, 0, http.StatusServiceUnavailable, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			drained, drain := context.WithCancel(context.Background())
+			defer drain()
+			var stopped time.Time
+			slowToStop := func(ctx context.Context) iter.Seq2[provider.Chunk, error] {
+				return func(yield func(provider.Chunk, error) bool) {
+					for range tt.pieces {
+						if !yield(provider.Chunk{Content: "a"}, nil) {
+							return
+						}
+					}
+					drain()
+					<-ctx.Done()
+					time.Sleep(200 * time.Millisecond)
+					stopped = time.Now()
+					yield(provider.Chunk{}, provider.UpstreamFailed(ctx.Err()))
+				}
+			}
+			w := &timedWriter{h: http.Header{}}
+			cs := chatStream{
+				ctx: context.Background(), release: func() {}, events: nativeEvents{meta: apiserver.StreamMeta{Model: "tiny"}},
+				chunks: slowToStop, drained: drained, heartbeat: time.Hour, firstWait: tt.firstWait, metrics: metrics.New(),
+				start: time.Now(), failure: (&Server{}).toCoreError, // as the server turns failures into answers
+			}
+			if err := cs.relay(w); err != nil {
+				t.Fatal(err)
+			}
+			if w.status != tt.wantStatus {
+				t.Fatalf("status %d, want %d; body %s", w.status, tt.wantStatus, w.body.String())
+			}
+			if tt.wantStatus != http.StatusOK {
+				return
+			}
+			events, err := sse.ReadAll(strings.NewReader(w.body.String()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, ev := range events {
+				names = append(names, ev.Type)
+			}
+			if got := strings.Join(names, ","); got != tt.wantEvents || !strings.Contains(events[len(events)-1].Data, "shutting down") {
+				t.Fatalf("events = %s, last %s; want %s, ending with the shutdown", got, events[len(events)-1].Data, tt.wantEvents)
+			}
+			if !w.errAt.Before(stopped) {
+				t.Errorf("the error event went out %v after the model's stream stopped, want before it", w.errAt.Sub(stopped))
+			}
+		})
+	}
+}
