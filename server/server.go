@@ -78,8 +78,8 @@ type Server struct {
 // one after its restart, can take the retry.
 var errShuttingDown = &core.Error{Code: core.Unavailable, Message: "the server is shutting down; retry", RetryAfter: time.Second}
 
-// Drain ends every model call in flight at once, streams with an error event, each with its partial answer
-// stored, so that a shutdown does not cut them off without a word. It is called shortly before the shutdown
+// Drain ends every model call in flight at once, streams that began with an error event, each with its partial
+// answer stored, and the others with a 503, so that a shutdown does not cut them off without a word. It is called shortly before the shutdown
 // grace runs out.
 func (s *Server) Drain() { s.drain() }
 
