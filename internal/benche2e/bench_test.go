@@ -84,6 +84,9 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+	if missed, why := strings.Contains(md, "**not met**"), strings.Contains(md, "## Why targets are not met"); missed != why {
+		t.Errorf("a target not met: %v; the section on why: %v; want both or neither", missed, why)
+	}
 	for _, c := range append(rep.Calls, rep.Ceilings...) {
 		for side, s := range map[string]sample{"direct": c.Direct, "gateway": c.Gateway} {
 			if len(s.latencies) == 0 || s.failed > 0 {
@@ -113,5 +116,17 @@ func TestQuickRun(t *testing.T) {
 	}
 	if peak, _ := rep.peak(); peak == 0 {
 		t.Error("no peak RSS recorded")
+	}
+}
+
+// TestReportExplainsOnlyMisses checks that a report with no target missed (here: none measured) carries no
+// explanation of misses; TestQuickRun checks the other way.
+func TestReportExplainsOnlyMisses(t *testing.T) {
+	var b strings.Builder
+	if err := (&Report{Config: Quick()}).Markdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	if md := b.String(); strings.Contains(md, "**not met**") || strings.Contains(md, "## Why targets are not met") {
+		t.Errorf("a report of nothing measured misses a target or explains misses:\n%s", md)
 	}
 }

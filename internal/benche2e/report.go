@@ -1,12 +1,19 @@
 package benche2e
 
 import (
+	_ "embed"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"time"
 )
+
+// whyNotMet explains the targets this machine and this design do not meet; the report carries it whenever a
+// target is not met. Keep it true when the figures change.
+//
+//go:embed why.md
+var whyNotMet string
 
 // Report is what a run measured.
 type Report struct {
@@ -349,8 +356,13 @@ func (r *Report) Markdown(w io.Writer) error {
 		"in the next.\n\n")
 
 	fmt.Fprintf(&b, "## Targets\n\n| figure | target | measured | |\n|---|---|---|---|\n")
+	missed := false
 	for _, c := range r.checks() {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.figure, c.target, c.measured, c.status())
+		missed = missed || c.met != nil && !*c.met
+	}
+	if missed {
+		fmt.Fprintf(&b, "\n## Why targets are not met\n\n%s", whyNotMet)
 	}
 
 	if len(r.Calls) > 0 {
