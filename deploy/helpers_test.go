@@ -193,32 +193,11 @@ func checkNginxConfig(tb testing.TB, dir string) {
 func startNginx(tb testing.TB, dir, httpsAddr string) *testapp.SyncBuffer {
 	tb.Helper()
 	checkNginxConfig(tb, dir)
-	out := &testapp.SyncBuffer{}
-	cmd := exec.Command(nginxBin, nginxArgs(dir)...)
-	cmd.Stdout, cmd.Stderr = out, out
-	// Its own process group, so that the workers go with the master whatever happens.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start nginx: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-			tb.Errorf("nginx did not stop within 5s of SIGTERM")
-		}
+	out, exited := startProcess(tb, "nginx", exec.Command(nginxBin, nginxArgs(dir)...), 5*time.Second, func(out string) {
 		for _, bad := range []string{"[emerg]", "[alert]", "[crit]"} {
-			if strings.Contains(out.String(), bad) {
+			if strings.Contains(out, bad) {
 				tb.Errorf("nginx logged %s", bad)
 			}
-		}
-		if tb.Failed() {
-			tb.Logf("nginx output:\n%s", out.String())
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
@@ -237,6 +216,38 @@ func startNginx(tb testing.TB, dir, httpsAddr string) *testapp.SyncBuffer {
 			tb.Fatalf("nginx does not accept connections on %s after 10s\n%s", httpsAddr, out.String())
 		}
 	}
+}
+
+// startProcess starts cmd in a process group of its own, so that its children go with it whatever happens, and
+// stops it with SIGTERM when tb ends (SIGKILL to the group after stopWithin, an error); check then looks at
+// what it printed, which tb logs if it failed. exited receives cmd's end.
+func startProcess(tb testing.TB, name string, cmd *exec.Cmd, stopWithin time.Duration, check func(out string)) (out *testapp.SyncBuffer, exited <-chan error) {
+	tb.Helper()
+	out = &testapp.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start %s: %v", name, err)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- cmd.Wait() }()
+	tb.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-ended:
+		case <-time.After(stopWithin):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-ended
+			tb.Errorf("%s did not stop within %s of SIGTERM", name, stopWithin)
+		}
+		if check != nil {
+			check(out.String())
+		}
+		if tb.Failed() {
+			tb.Logf("%s output:\n%s", name, out.String())
+		}
+	})
+	return out, ended
 }
 
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.

@@ -318,7 +318,7 @@ func TestNginx(t *testing.T) {
 		major int
 	}{{"http1.1", s.c1, 1}, {"http2", s.c, 2}} {
 		t.Run("stream event by event over "+proto.name, func(t *testing.T) {
-			token := s.login(t)
+			_, token := s.login(t)
 			events, resp := s.stream(t, proto.c, token)
 			if resp.ProtoMajor != proto.major {
 				t.Errorf("the stream came over %s", resp.Proto)
@@ -352,7 +352,7 @@ func TestNginx(t *testing.T) {
 	}
 
 	t.Run("json compressed", func(t *testing.T) {
-		token := s.login(t)
+		_, token := s.login(t)
 		resp, b := s.do(t, http.MethodGet, "/v1/models", nil, http.Header{
 			"Authorization": {"Bearer " + token}, "Accept-Encoding": {"gzip"},
 		})
@@ -365,24 +365,8 @@ func TestNginx(t *testing.T) {
 	// Brotli beside gzip, under the same rules: the contract and JSON answers are compressed, never the answers
 	// of the auth routes, which carry tokens, nor event streams.
 	t.Run("compression", func(t *testing.T) {
-		creds, err := json.Marshal(map[string]string{
-			"email":    fmt.Sprintf("compression-%d@example.com", time.Now().UnixNano()),
-			"password": testapp.TestPassword,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp, b := s.do(t, http.MethodPost, "/v1/auth/signup", creds, nil); resp.StatusCode != http.StatusCreated {
-			t.Fatalf("signup: %d %s", resp.StatusCode, b)
-		}
-		resp, b := s.do(t, http.MethodPost, "/v1/auth/login", creds, nil)
-		var tokens struct {
-			AccessToken string `json:"access_token"`
-		}
-		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &tokens) != nil {
-			t.Fatalf("login: %d %s", resp.StatusCode, b)
-		}
-		auth := "Bearer " + tokens.AccessToken
+		creds, token := s.login(t)
+		auth := "Bearer " + token
 		// Conversations enough for a list worth compressing (nginx compresses from 512 bytes).
 		const conversations = 3
 		var wg sync.WaitGroup
@@ -536,9 +520,9 @@ func checkProblem(t *testing.T, resp *http.Response, body []byte, requestID stri
 	}
 }
 
-// login signs up a new user through nginx, logs in and returns the access token. Whichever instance serves
-// each step, they share the database and the signing secret.
-func (s *stack) login(t *testing.T) string {
+// login signs up a new user through nginx, logs in and returns the user's credentials, as a login's body, and
+// the access token. Whichever instance serves each step, they share the database and the signing secret.
+func (s *stack) login(t *testing.T) (creds []byte, accessToken string) {
 	t.Helper()
 	creds, err := json.Marshal(map[string]string{
 		"email":    fmt.Sprintf("nginx-%d@example.com", time.Now().UnixNano()),
@@ -557,7 +541,7 @@ func (s *stack) login(t *testing.T) string {
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &tokens) != nil || tokens.AccessToken == "" {
 		t.Fatalf("login: %d %s", resp.StatusCode, b)
 	}
-	return tokens.AccessToken
+	return creds, tokens.AccessToken
 }
 
 // event is a Server-Sent Event's name and when it arrived.

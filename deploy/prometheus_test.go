@@ -13,13 +13,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/deepersensor/deepersensor/internal/testapp"
 	"github.com/deepersensor/deepersensor/internal/testenv"
 )
 
@@ -228,29 +226,8 @@ func startPrometheus(tb testing.TB, targets map[string]string) *prometheus {
 		writeFile(tb, filepath.Join(dir, "rules", filepath.Base(path)), readFile(tb, path))
 	}
 
-	out := &testapp.SyncBuffer{}
-	cmd := exec.Command(prometheusBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start prometheus: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-			tb.Errorf("prometheus did not stop within 10s of SIGTERM")
-		}
-		if tb.Failed() {
-			tb.Logf("prometheus output:\n%s", out.String())
-		}
-	})
+	out, exited := startProcess(tb, "prometheus", exec.Command(prometheusBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr), 10*time.Second, nil)
 
 	p := &prometheus{base: "http://" + addr, c: &http.Client{Timeout: 10 * time.Second}}
 	deadline := time.Now().Add(20 * time.Second)

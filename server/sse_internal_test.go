@@ -108,19 +108,25 @@ func TestRelayEndsWithExactlyOneTerminalEvent(t *testing.T) {
 			if err := cs.VisitStreamChatResponse(rec); err != nil {
 				t.Fatal(err)
 			}
-			events, err := sse.ReadAll(strings.NewReader(rec.body.String()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var names []string
-			for _, ev := range events {
-				names = append(names, ev.Type)
-			}
-			if got := strings.Join(names, ","); got != tt.want {
+			if got, _ := eventNames(t, rec.body.String()); got != tt.want {
 				t.Errorf("events = %s, want %s", got, tt.want)
 			}
 		})
 	}
+}
+
+// eventNames reads the events of a stream's body and returns their names, comma-separated, and the last event.
+func eventNames(t *testing.T, body string) (string, sse.Event) {
+	t.Helper()
+	events, err := sse.ReadAll(strings.NewReader(body))
+	if err != nil || len(events) == 0 {
+		t.Fatalf("read the events of %q: %d, %v", body, len(events), err)
+	}
+	names := make([]string, len(events))
+	for i, ev := range events {
+		names[i] = ev.Type
+	}
+	return strings.Join(names, ","), events[len(events)-1]
 }
 
 type recordingWriter struct {
@@ -209,16 +215,9 @@ func TestRelayDrain(t *testing.T) {
 			if tt.wantStatus != http.StatusOK {
 				return
 			}
-			events, err := sse.ReadAll(strings.NewReader(w.body.String()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var names []string
-			for _, ev := range events {
-				names = append(names, ev.Type)
-			}
-			if got := strings.Join(names, ","); got != tt.wantEvents || !strings.Contains(events[len(events)-1].Data, "shutting down") {
-				t.Fatalf("events = %s, last %s; want %s, ending with the shutdown", got, events[len(events)-1].Data, tt.wantEvents)
+			got, last := eventNames(t, w.body.String())
+			if got != tt.wantEvents || !strings.Contains(last.Data, "shutting down") {
+				t.Fatalf("events = %s, last %s; want %s, ending with the shutdown", got, last.Data, tt.wantEvents)
 			}
 			if !w.errAt.Before(stopped) {
 				t.Errorf("the error event went out %v after the model's stream stopped, want before it", w.errAt.Sub(stopped))
